@@ -1,0 +1,917 @@
+"""The Store: the system of record (MLflow-style SQLAlchemy store).
+
+The URL picks the backend: SQLite by default (a file in the data dir), PostgreSQL
+by URL. Every method opens its own transaction and returns frozen records from
+:mod:`registry.store.records`, never ORM objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry.errors import EdgeatlasError, ErrorCode
+from registry.paths import default_db_url
+from registry.store import migrate
+from registry.store import records as R
+from registry.store.models import (
+    BoardRow,
+    DeviceClassRow,
+    FeedbackRow,
+    JobRow,
+    MeasurementRow,
+    PredictorRow,
+    QoEWeightsRow,
+    RunRow,
+    SplitRow,
+    VariantRow,
+    utcnow,
+)
+
+_UPGRADED: set[str] = set()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    if dt is not None and dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    return dt
+
+
+class Store:
+    """Open with :meth:`Store.open`; it upgrades the schema on first use."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.url = engine.url.render_as_string(hide_password=True)
+        self._session = sessionmaker(engine, expire_on_commit=False)
+
+    # ------------------------------------------------------------------ setup
+    @classmethod
+    def open(cls, url: str | None = None, upgrade: bool = True) -> Store:
+        url = url or os.environ.get("EDGEATLAS_DB") or default_db_url()
+        try:
+            kwargs: dict[str, Any] = {"future": True}
+            if url.startswith("sqlite"):
+                kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+            else:
+                kwargs["pool_pre_ping"] = True
+            engine = create_engine(url, **kwargs)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise EdgeatlasError(
+                f"cannot open store {url!r}: {exc}",
+                ErrorCode.STORE_ERROR,
+                hint="give --db / EDGEATLAS_DB as a SQLAlchemy URL, e.g. sqlite:///atlas.db or postgresql://user@host/db",
+            ) from exc
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        store = cls(engine)
+        if upgrade:
+            store.upgrade_if_needed()
+        return store
+
+    def upgrade(self) -> tuple[str | None, str | None]:
+        try:
+            return migrate.upgrade(self.engine)
+        except OperationalError as exc:
+            raise EdgeatlasError(
+                f"cannot reach store {self.url}: {exc.orig}",
+                ErrorCode.STORE_ERROR,
+                hint="check the URL in --db / EDGEATLAS_DB and that the database server is running",
+            ) from exc
+
+    def upgrade_if_needed(self) -> None:
+        key = self.url
+        if key in _UPGRADED and ":memory:" not in key:
+            return
+        try:
+            current = migrate.current_revision(self.engine)
+        except OperationalError as exc:
+            raise EdgeatlasError(
+                f"cannot reach store {self.url}: {exc.orig}",
+                ErrorCode.STORE_ERROR,
+                hint="check the URL in --db / EDGEATLAS_DB and that the database server is running",
+            ) from exc
+        if current != migrate.head_revision():
+            self.upgrade()
+        _UPGRADED.add(key)
+
+    def revision(self) -> str | None:
+        return migrate.current_revision(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: commit on success, roll back on any error."""
+        s = self._session()
+        try:
+            yield s
+            s.commit()
+        except EdgeatlasError:
+            s.rollback()
+            raise
+        except IntegrityError as exc:
+            s.rollback()
+            raise EdgeatlasError(f"store refused the write: {exc.orig}", ErrorCode.ALREADY_EXISTS) from exc
+        except BaseException:
+            s.rollback()
+            raise
+        finally:
+            s.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # --------------------------------------------------------- device classes
+    def upsert_device_class(self, name: str, facts: dict[str, Any]) -> R.DeviceClass:
+        with self.session() as s:
+            row = s.get(DeviceClassRow, name)
+            if row is None:
+                row = DeviceClassRow(name=name, facts=dict(facts))
+                s.add(row)
+            else:
+                row.facts = dict(facts)
+            return R.DeviceClass(name=row.name, facts=dict(row.facts))
+
+    def list_device_classes(self) -> list[R.DeviceClass]:
+        with self.session() as s:
+            rows = s.scalars(select(DeviceClassRow).order_by(DeviceClassRow.name)).all()
+            return [R.DeviceClass(name=r.name, facts=dict(r.facts or {})) for r in rows]
+
+    def get_device_class(self, name: str) -> R.DeviceClass:
+        with self.session() as s:
+            row = s.get(DeviceClassRow, name)
+            if row is None:
+                raise EdgeatlasError(
+                    f"unknown device class {name!r}",
+                    ErrorCode.NOT_FOUND,
+                    hint=self._known("classes", [c.name for c in self.list_device_classes()]),
+                )
+            return R.DeviceClass(name=row.name, facts=dict(row.facts or {}))
+
+    # ----------------------------------------------------------------- boards
+    @staticmethod
+    def _board(r: BoardRow) -> R.Board:
+        return R.Board(
+            name=r.name,
+            class_name=r.class_name,
+            host=r.host,
+            port=r.port,
+            role=r.role,
+            emulate=r.emulate,
+            energy=r.energy,
+            tags=tuple(r.tags or ()),
+            facts=r.facts,
+            checked_at=_aware(r.checked_at),
+        )
+
+    def upsert_board(
+        self,
+        name: str,
+        class_name: str,
+        host: str,
+        port: int,
+        role: str,
+        emulate: dict[str, Any] | None = None,
+        energy: dict[str, Any] | None = None,
+        tags: Iterable[str] = (),
+    ) -> R.Board:
+        with self.session() as s:
+            if s.get(DeviceClassRow, class_name) is None:
+                s.add(DeviceClassRow(name=class_name, facts={}))
+                s.flush()
+            row = s.get(BoardRow, name)
+            if row is None:
+                row = BoardRow(name=name)
+                s.add(row)
+            row.class_name, row.host, row.port, row.role = class_name, host, int(port), role
+            row.emulate, row.energy, row.tags = emulate, energy, list(tags)
+            s.flush()
+            return self._board(row)
+
+    def list_boards(self, role: str | None = None) -> list[R.Board]:
+        with self.session() as s:
+            q = select(BoardRow).order_by(BoardRow.name)
+            if role:
+                q = q.where(BoardRow.role == role)
+            return [self._board(r) for r in s.scalars(q).all()]
+
+    def get_board(self, name: str) -> R.Board:
+        with self.session() as s:
+            row = s.get(BoardRow, name)
+            if row is None:
+                names = [b.name for b in self.list_boards()]
+                raise EdgeatlasError(f"unknown board {name!r}", ErrorCode.NOT_FOUND, hint=self._known("boards", names))
+            return self._board(row)
+
+    def set_board_facts(self, name: str, facts: dict[str, Any]) -> R.Board:
+        with self.session() as s:
+            row = s.get(BoardRow, name)
+            if row is None:
+                raise EdgeatlasError(
+                    f"unknown board {name!r}",
+                    ErrorCode.NOT_FOUND,
+                    hint="run `edgeatlas fleet list` to sync boards from devices.toml",
+                )
+            row.facts = dict(facts)
+            row.checked_at = utcnow()
+            s.flush()
+            return self._board(row)
+
+    # --------------------------------------------------------------- variants
+    @staticmethod
+    def _variant(r: VariantRow) -> R.Variant:
+        return R.Variant(
+            id=r.id,
+            family=r.family,
+            format=r.format,
+            path=r.path,
+            params=int(r.params),
+            macs=int(r.macs),
+            size_bytes=int(r.size_bytes),
+            input_shape=tuple(r.input_shape or ()),
+            precision=r.precision,
+            width=r.width,
+            resolution=r.resolution,
+            prune=r.prune,
+            opset=r.opset,
+            runtime_needs=r.runtime_needs,
+            recipe=r.recipe,
+            accuracy=r.accuracy,
+            accuracy_source=r.accuracy_source,
+            features=r.features,
+            parent_id=r.parent_id,
+            created_at=_aware(r.created_at),
+        )
+
+    def add_variant(
+        self,
+        id: str,
+        family: str,
+        format: str,
+        path: str,
+        params: int,
+        macs: int,
+        size_bytes: int,
+        input_shape: Sequence[int],
+        precision: str,
+        width: float | None = None,
+        resolution: int | None = None,
+        prune: float | None = None,
+        opset: int | None = None,
+        runtime_needs: dict[str, Any] | None = None,
+        recipe: dict[str, Any] | None = None,
+        accuracy: float | None = None,
+        accuracy_source: str | None = None,
+        features: dict[str, Any] | None = None,
+        parent_id: str | None = None,
+    ) -> R.Variant:
+        if (accuracy is None) != (accuracy_source is None):
+            raise EdgeatlasError(
+                "accuracy needs a source (measured:<dataset> or cited:<source>) and vice versa",
+                ErrorCode.INVALID_ARGUMENT,
+            )
+        with self.session() as s:
+            row = s.get(VariantRow, id)
+            if row is not None:
+                return self._variant(row)
+            row = VariantRow(
+                id=id,
+                family=family,
+                format=format,
+                path=str(path),
+                params=int(params),
+                macs=int(macs),
+                size_bytes=int(size_bytes),
+                input_shape=[int(x) for x in input_shape],
+                precision=precision,
+                width=width,
+                resolution=resolution,
+                prune=prune,
+                opset=opset,
+                runtime_needs=runtime_needs,
+                recipe=recipe,
+                accuracy=accuracy,
+                accuracy_source=accuracy_source,
+                features=features,
+                parent_id=parent_id,
+            )
+            s.add(row)
+            s.flush()
+            return self._variant(row)
+
+    def _resolve_variant(self, s: Session, id_or_prefix: str) -> VariantRow:
+        row = s.get(VariantRow, id_or_prefix)
+        if row is not None:
+            return row
+        if len(id_or_prefix) >= 4:
+            rows = s.scalars(
+                select(VariantRow).where(VariantRow.id.like(id_or_prefix.replace("%", "") + "%")).limit(3)
+            ).all()
+            if len(rows) == 1:
+                return rows[0]
+            if len(rows) > 1:
+                raise EdgeatlasError(
+                    f"variant prefix {id_or_prefix!r} is ambiguous",
+                    ErrorCode.INVALID_ARGUMENT,
+                    hint="give more characters of the id (see `edgeatlas zoo list`)",
+                )
+        raise EdgeatlasError(
+            f"unknown variant {id_or_prefix!r}", ErrorCode.NOT_FOUND, hint="see `edgeatlas zoo list` for variant ids"
+        )
+
+    def get_variant(self, id_or_prefix: str) -> R.Variant:
+        with self.session() as s:
+            return self._variant(self._resolve_variant(s, id_or_prefix))
+
+    def list_variants(self, family: str | None = None, format: str | None = None) -> list[R.Variant]:
+        with self.session() as s:
+            q = select(VariantRow).order_by(VariantRow.family, VariantRow.created_at, VariantRow.id)
+            if family:
+                q = q.where(VariantRow.family == family)
+            if format:
+                q = q.where(VariantRow.format == format)
+            return [self._variant(r) for r in s.scalars(q).all()]
+
+    def set_accuracy(self, id: str, value: float | None, source: str | None) -> R.Variant:
+        if value is not None:
+            if not source or ":" not in source:
+                raise EdgeatlasError(
+                    f"accuracy source {source!r} has no provenance",
+                    ErrorCode.INVALID_ARGUMENT,
+                    hint="use measured:<dataset>, cited:<source> or user:<who>",
+                )
+            if not (0.0 <= float(value) <= 1.0):
+                raise EdgeatlasError(
+                    f"accuracy {value} is not a fraction in [0, 1]",
+                    ErrorCode.INVALID_ARGUMENT,
+                    hint="give 0.71 for 71 %",
+                )
+        with self.session() as s:
+            row = self._resolve_variant(s, id)
+            row.accuracy = None if value is None else float(value)
+            row.accuracy_source = None if value is None else source
+            s.flush()
+            return self._variant(row)
+
+    def set_variant_features(self, id: str, features: dict[str, Any]) -> R.Variant:
+        with self.session() as s:
+            row = self._resolve_variant(s, id)
+            row.features = dict(features)
+            s.flush()
+            return self._variant(row)
+
+    # ----------------------------------------------------------------- splits
+    @staticmethod
+    def _split(r: SplitRow) -> R.Split:
+        return R.Split(
+            id=r.id,
+            variant_id=r.variant_id,
+            cut_name=r.cut_name,
+            position=r.position,
+            head_path=r.head_path,
+            head_sha256=r.head_sha256,
+            tail_path=r.tail_path,
+            tail_sha256=r.tail_sha256,
+            payload_shape=tuple(r.payload_shape or ()),
+            payload_dtype=r.payload_dtype,
+            payload_bytes=int(r.payload_bytes),
+            head_macs=r.head_macs,
+            tail_macs=r.tail_macs,
+            codecs=dict(r.codecs or {}),
+        )
+
+    def add_split(
+        self,
+        variant_id: str,
+        cut_name: str,
+        position: int,
+        head_path: str | None,
+        head_sha256: str | None,
+        tail_path: str | None,
+        tail_sha256: str | None,
+        payload_shape: Sequence[int],
+        payload_dtype: str,
+        payload_bytes: int,
+        head_macs: int | None = None,
+        tail_macs: int | None = None,
+        codecs: dict[str, Any] | None = None,
+    ) -> R.Split:
+        with self.session() as s:
+            vrow = self._resolve_variant(s, variant_id)
+            row = s.scalars(
+                select(SplitRow).where(SplitRow.variant_id == vrow.id, SplitRow.cut_name == cut_name)
+            ).first()
+            if row is not None:
+                return self._split(row)
+            row = SplitRow(
+                variant_id=vrow.id,
+                cut_name=cut_name,
+                position=int(position),
+                head_path=head_path and str(head_path),
+                head_sha256=head_sha256,
+                tail_path=tail_path and str(tail_path),
+                tail_sha256=tail_sha256,
+                payload_shape=[int(x) for x in payload_shape],
+                payload_dtype=payload_dtype,
+                payload_bytes=int(payload_bytes),
+                head_macs=head_macs,
+                tail_macs=tail_macs,
+                codecs=dict(codecs or {}),
+            )
+            s.add(row)
+            s.flush()
+            return self._split(row)
+
+    def list_splits(self, variant_id: str) -> list[R.Split]:
+        with self.session() as s:
+            vrow = self._resolve_variant(s, variant_id)
+            rows = s.scalars(select(SplitRow).where(SplitRow.variant_id == vrow.id).order_by(SplitRow.position)).all()
+            return [self._split(r) for r in rows]
+
+    def all_splits(self) -> list[R.Split]:
+        with self.session() as s:
+            return [
+                self._split(r)
+                for r in s.scalars(select(SplitRow).order_by(SplitRow.variant_id, SplitRow.position)).all()
+            ]
+
+    def get_split(self, split_id: int) -> R.Split:
+        with self.session() as s:
+            row = s.get(SplitRow, int(split_id))
+            if row is None:
+                raise EdgeatlasError(
+                    f"unknown split {split_id}", ErrorCode.NOT_FOUND, hint="see `edgeatlas zoo splits VARIANT`"
+                )
+            return self._split(row)
+
+    def set_split_codecs(self, split_id: int, codecs: dict[str, Any]) -> R.Split:
+        with self.session() as s:
+            row = s.get(SplitRow, int(split_id))
+            if row is None:
+                raise EdgeatlasError(f"unknown split {split_id}", ErrorCode.NOT_FOUND)
+            row.codecs = dict(codecs)
+            s.flush()
+            return self._split(row)
+
+    # ------------------------------------------------------------------- runs
+    def start_run(self, kind: str, config: dict[str, Any] | None = None) -> int:
+        with self.session() as s:
+            row = RunRow(kind=kind, config=dict(config or {}), status="running")
+            s.add(row)
+            s.flush()
+            return int(row.id)
+
+    def finish_run(self, run_id: int, status: str = "done") -> None:
+        with self.session() as s:
+            row = s.get(RunRow, int(run_id))
+            if row is not None:
+                row.status = status
+                row.finished_at = utcnow()
+
+    def list_runs(self) -> list[R.Run]:
+        with self.session() as s:
+            rows = s.scalars(select(RunRow).order_by(RunRow.id)).all()
+            return [
+                R.Run(r.id, r.kind, dict(r.config or {}), r.status, _aware(r.started_at), _aware(r.finished_at))
+                for r in rows
+            ]
+
+    # ----------------------------------------------------------- measurements
+    @staticmethod
+    def measurement_key(artifact_sha256: str, board: str, runtime_config: dict[str, Any]) -> str:
+        """The idempotency key: (artifact sha256, board, runtime config)."""
+        blob = json.dumps([artifact_sha256, board, runtime_config], sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    @staticmethod
+    def _measurement(r: MeasurementRow) -> R.Measurement:
+        return R.Measurement(
+            id=r.id,
+            key=r.key,
+            board=r.board,
+            variant_id=r.variant_id,
+            runtime=r.runtime,
+            config=dict(r.config or {}),
+            status=r.status,
+            latency_ms=r.latency_ms,
+            stats=r.stats,
+            energy_mj=r.energy_mj,
+            energy_source=r.energy_source,
+            system=r.system,
+            error_code=r.error_code,
+            error_message=r.error_message,
+            split_id=r.split_id,
+            device_class=r.device_class,
+            run_id=r.run_id,
+            source=r.source,
+            created_at=_aware(r.created_at),
+        )
+
+    def has_measurement(self, key: str, status: str | None = "ok") -> bool:
+        with self.session() as s:
+            q = select(MeasurementRow.id).where(MeasurementRow.key == key)
+            if status:
+                q = q.where(MeasurementRow.status == status)
+            return s.scalars(q).first() is not None
+
+    def done_keys(self, keys: Iterable[str]) -> set[str]:
+        """The keys among ``keys`` that already have an ok measurement."""
+        keys = list(keys)
+        out: set[str] = set()
+        with self.session() as s:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                q = select(MeasurementRow.key).where(MeasurementRow.key.in_(chunk), MeasurementRow.status == "ok")
+                out.update(s.scalars(q).all())
+        return out
+
+    _MEASUREMENT_FIELDS = (
+        "board", "variant_id", "runtime", "config", "status", "latency_ms", "stats", "energy_mj", "energy_source",
+        "system", "error_code", "error_message", "split_id", "device_class", "run_id", "source",
+    )  # fmt: skip
+
+    @staticmethod
+    def _check_energy_source(src: str | None, energy: float | None) -> None:
+        if energy is not None and not (src and (src.startswith("measured:") or src.startswith("estimated:"))):
+            raise EdgeatlasError(
+                f"energy {energy} has source {src!r}",
+                ErrorCode.INVALID_ARGUMENT,
+                hint="energy_source must be measured:<backend> or estimated:<method>",
+            )
+
+    def add_measurement(
+        self,
+        key: str,
+        board: str,
+        variant_id: str,
+        runtime: str,
+        config: dict[str, Any],
+        status: str,
+        latency_ms: float | None = None,
+        stats: dict[str, Any] | None = None,
+        energy_mj: float | None = None,
+        energy_source: str | None = None,
+        system: dict[str, Any] | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        split_id: int | None = None,
+        device_class: str | None = None,
+        run_id: int | None = None,
+        source: str = "probe",
+        replace: bool = False,
+    ) -> R.Measurement:
+        """Insert a result, idempotent on ``key``.
+
+        An ok measurement is never overwritten unless ``replace``; a failed one is
+        replaced by the next attempt, so a retry leaves exactly one row per key.
+        """
+        self._check_energy_source(energy_source, energy_mj)
+        values = dict(locals())
+        with self.session() as s:
+            row = s.scalars(select(MeasurementRow).where(MeasurementRow.key == key).with_for_update()).first()
+            if row is not None and row.status == "ok" and not replace:
+                return self._measurement(row)
+            if row is None:
+                row = MeasurementRow(key=key)
+                s.add(row)
+            for f in self._MEASUREMENT_FIELDS:
+                setattr(row, f, values[f])
+            row.created_at = utcnow()
+            s.flush()
+            return self._measurement(row)
+
+    def add_measurements_bulk(self, rows: Sequence[dict[str, Any]], chunk: int = 5000) -> int:
+        """Insert many rows in one transaction; rows whose key exists are skipped. Returns rows inserted."""
+        inserted = 0
+        with self.session() as s:
+            for i in range(0, len(rows), chunk):
+                part = rows[i : i + chunk]
+                keys = [r["key"] for r in part]
+                existing = set(s.scalars(select(MeasurementRow.key).where(MeasurementRow.key.in_(keys))).all())
+                seen: set[str] = set()
+                fresh = []
+                for r in part:
+                    if r["key"] in existing or r["key"] in seen:
+                        continue
+                    self._check_energy_source(r.get("energy_source"), r.get("energy_mj"))
+                    seen.add(r["key"])
+                    d = {f: r.get(f) for f in self._MEASUREMENT_FIELDS}
+                    d["key"] = r["key"]
+                    d["config"] = d["config"] or {}
+                    d["source"] = d["source"] or "probe"
+                    d["status"] = d["status"] or "ok"
+                    d["created_at"] = utcnow()
+                    fresh.append(d)
+                if fresh:
+                    s.execute(MeasurementRow.__table__.insert(), fresh)
+                    inserted += len(fresh)
+        return inserted
+
+    def list_measurements(
+        self,
+        board: str | None = None,
+        variant_id: str | None = None,
+        device_class: str | None = None,
+        source: str | None = None,
+        status: str | None = "ok",
+        split_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[R.Measurement]:
+        with self.session() as s:
+            q = select(MeasurementRow).order_by(MeasurementRow.id)
+            if board:
+                q = q.where(MeasurementRow.board == board)
+            if variant_id:
+                q = q.where(MeasurementRow.variant_id == variant_id)
+            if device_class:
+                q = q.where(MeasurementRow.device_class == device_class)
+            if source:
+                q = q.where(MeasurementRow.source.like(source.replace("*", "%")))
+            if status:
+                q = q.where(MeasurementRow.status == status)
+            if split_id is not None:
+                q = q.where(MeasurementRow.split_id == split_id)
+            if limit:
+                q = q.limit(limit)
+            return [self._measurement(r) for r in s.scalars(q).all()]
+
+    def count_measurements(self, status: str | None = "ok", source: str | None = None) -> int:
+        with self.session() as s:
+            q = select(func.count(MeasurementRow.id))
+            if status:
+                q = q.where(MeasurementRow.status == status)
+            if source:
+                q = q.where(MeasurementRow.source.like(source.replace("*", "%")))
+            return int(s.scalar(q) or 0)
+
+    # ------------------------------------------------------------- predictors
+    @staticmethod
+    def _predictor(r: PredictorRow) -> R.PredictorVersion:
+        return R.PredictorVersion(
+            id=r.id,
+            name=r.name,
+            version=r.version,
+            target=r.target,
+            device_class=r.device_class,
+            path=r.path,
+            file_sha256=r.file_sha256,
+            data_hash=r.data_hash,
+            metrics=dict(r.metrics or {}),
+            libs=dict(r.libs or {}),
+            status=r.status,
+            created_at=_aware(r.created_at),
+        )
+
+    def add_predictor(
+        self,
+        name: str,
+        target: str,
+        device_class: str | None,
+        path: str,
+        file_sha256: str,
+        data_hash: str,
+        metrics: dict[str, Any],
+        libs: dict[str, Any],
+        status: str = "challenger",
+    ) -> R.PredictorVersion:
+        with self.session() as s:
+            latest = s.scalar(select(func.max(PredictorRow.version)).where(PredictorRow.name == name)) or 0
+            if status == "champion":
+                s.execute(
+                    update(PredictorRow)
+                    .where(PredictorRow.name == name, PredictorRow.status == "champion")
+                    .values(status="retired")
+                )
+            row = PredictorRow(
+                name=name,
+                version=int(latest) + 1,
+                target=target,
+                device_class=device_class,
+                path=str(path),
+                file_sha256=file_sha256,
+                data_hash=data_hash,
+                metrics=dict(metrics),
+                libs=dict(libs),
+                status=status,
+            )
+            s.add(row)
+            s.flush()
+            return self._predictor(row)
+
+    def list_predictors(self, name: str | None = None) -> list[R.PredictorVersion]:
+        with self.session() as s:
+            q = select(PredictorRow).order_by(PredictorRow.name, PredictorRow.version)
+            if name:
+                q = q.where(PredictorRow.name == name)
+            return [self._predictor(r) for r in s.scalars(q).all()]
+
+    def champion(self, name: str) -> R.PredictorVersion | None:
+        with self.session() as s:
+            q = (
+                select(PredictorRow)
+                .where(PredictorRow.name == name, PredictorRow.status == "champion")
+                .order_by(PredictorRow.version.desc())
+            )
+            row = s.scalars(q).first()
+            return self._predictor(row) if row else None
+
+    def set_predictor_status(self, id: int, status: str) -> R.PredictorVersion:
+        with self.session() as s:
+            row = s.get(PredictorRow, int(id))
+            if row is None:
+                raise EdgeatlasError(
+                    f"unknown predictor version id {id}", ErrorCode.NOT_FOUND, hint="see `edgeatlas predictors list`"
+                )
+            if status == "champion":
+                s.execute(
+                    update(PredictorRow)
+                    .where(PredictorRow.name == row.name, PredictorRow.status == "champion", PredictorRow.id != row.id)
+                    .values(status="retired")
+                )
+            row.status = status
+            s.flush()
+            return self._predictor(row)
+
+    # --------------------------------------------------------------- feedback
+    def add_feedback(
+        self,
+        app: str,
+        kind: str,
+        chosen: dict[str, Any],
+        other: dict[str, Any] | None = None,
+        rating: float | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> R.Feedback:
+        if kind not in ("pairwise", "rating"):
+            raise EdgeatlasError(f"feedback kind {kind!r} is not pairwise or rating", ErrorCode.INVALID_ARGUMENT)
+        if kind == "pairwise" and other is None:
+            raise EdgeatlasError(
+                "pairwise feedback needs the candidate it was chosen over",
+                ErrorCode.INVALID_ARGUMENT,
+                hint="pass --over",
+            )
+        if kind == "rating" and rating is None:
+            raise EdgeatlasError(
+                "rating feedback needs a rating", ErrorCode.INVALID_ARGUMENT, hint="pass --rating 1..5"
+            )
+        with self.session() as s:
+            row = FeedbackRow(app=app, kind=kind, chosen=dict(chosen), other=other, rating=rating, context=context)
+            s.add(row)
+            s.flush()
+            return R.Feedback(
+                row.id, row.app, row.kind, row.chosen, row.other, row.rating, row.context, _aware(row.created_at)
+            )
+
+    def list_feedback(self, app: str | None = None) -> list[R.Feedback]:
+        with self.session() as s:
+            q = select(FeedbackRow).order_by(FeedbackRow.id)
+            if app:
+                q = q.where(FeedbackRow.app == app)
+            return [
+                R.Feedback(r.id, r.app, r.kind, r.chosen, r.other, r.rating, r.context, _aware(r.created_at))
+                for r in s.scalars(q).all()
+            ]
+
+    def add_qoe_weights(
+        self, app: str, weights: dict[str, float], metrics: dict[str, Any] | None = None
+    ) -> R.QoEWeights:
+        with self.session() as s:
+            latest = s.scalar(select(func.max(QoEWeightsRow.version)).where(QoEWeightsRow.app == app)) or 0
+            row = QoEWeightsRow(app=app, version=int(latest) + 1, weights=dict(weights), metrics=dict(metrics or {}))
+            s.add(row)
+            s.flush()
+            return R.QoEWeights(
+                row.id, row.app, row.version, dict(row.weights), dict(row.metrics), _aware(row.created_at)
+            )
+
+    def latest_qoe_weights(self, app: str) -> R.QoEWeights | None:
+        with self.session() as s:
+            row = s.scalars(
+                select(QoEWeightsRow).where(QoEWeightsRow.app == app).order_by(QoEWeightsRow.version.desc())
+            ).first()
+            if row is None:
+                return None
+            return R.QoEWeights(
+                row.id, row.app, row.version, dict(row.weights), dict(row.metrics or {}), _aware(row.created_at)
+            )
+
+    # -------------------------------------------------------------- job queue
+    @staticmethod
+    def _job(r: JobRow) -> R.Job:
+        return R.Job(
+            id=r.id,
+            run_id=r.run_id,
+            key=r.key,
+            payload=dict(r.payload or {}),
+            status=r.status,
+            attempts=r.attempts,
+            lease_owner=r.lease_owner,
+            lease_expires_at=_aware(r.lease_expires_at),
+            measurement_id=r.measurement_id,
+            error=r.error,
+        )
+
+    def enqueue_jobs(self, run_id: int | None, jobs: Sequence[tuple[str, dict[str, Any]]], force: bool = False) -> int:
+        """Queue jobs keyed by measurement key. Done jobs are re-queued only with ``force``. Returns jobs queued."""
+        queued = 0
+        with self.session() as s:
+            for key, payload in jobs:
+                row = s.scalars(select(JobRow).where(JobRow.key == key)).first()
+                if row is None:
+                    s.add(JobRow(run_id=run_id, key=key, payload=dict(payload), status="queued", attempts=0))
+                    queued += 1
+                elif force or row.status in ("failed",):
+                    row.run_id, row.payload, row.status = run_id, dict(payload), "queued"
+                    row.lease_owner = row.lease_expires_at = row.error = None
+                    queued += 1
+        return queued
+
+    def claim_job(self, owner: str, lease_s: float = 120.0, max_attempts: int = 3) -> R.Job | None:
+        """Claim the next queued job (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), or None."""
+        now = utcnow()
+        with self.session() as s:
+            q = (
+                select(JobRow)
+                .where(JobRow.status == "queued", JobRow.attempts < max_attempts)
+                .order_by(JobRow.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            if self.engine.dialect.name == "sqlite":
+                s.execute(select(1)).all()  # SQLite: the write below takes the single writer lock
+            row = s.scalars(q).first()
+            if row is None:
+                return None
+            row.status = "claimed"
+            row.lease_owner = owner
+            row.lease_expires_at = now + timedelta(seconds=lease_s)
+            row.attempts += 1
+            s.flush()
+            return self._job(row)
+
+    def renew_lease(self, job_id: int, owner: str, lease_s: float = 120.0) -> bool:
+        with self.session() as s:
+            res = s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.lease_owner == owner, JobRow.status == "claimed")
+                .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+            )
+            return bool(res.rowcount)
+
+    def complete_job(
+        self, job_id: int, measurement_id: int | None = None, error: str | None = None, owner: str | None = None
+    ) -> bool:
+        """Mark a claimed job done (or failed). Returns False when the lease was lost to another worker."""
+        with self.session() as s:
+            q = select(JobRow).where(JobRow.id == job_id).with_for_update()
+            row = s.scalars(q).first()
+            if row is None or (owner is not None and row.lease_owner != owner) or row.status != "claimed":
+                return False
+            row.status = "failed" if error else "done"
+            row.error = error
+            row.measurement_id = measurement_id
+            row.lease_expires_at = None
+            return True
+
+    def release_expired(self) -> int:
+        """Put claimed jobs whose lease has expired back in the queue. Returns how many."""
+        with self.session() as s:
+            res = s.execute(
+                update(JobRow)
+                .where(JobRow.status == "claimed", JobRow.lease_expires_at < utcnow())
+                .values(status="queued", lease_owner=None, lease_expires_at=None)
+            )
+            return int(res.rowcount or 0)
+
+    def list_jobs(self, run_id: int | None = None, status: str | None = None) -> list[R.Job]:
+        with self.session() as s:
+            q = select(JobRow).order_by(JobRow.id)
+            if run_id is not None:
+                q = q.where(JobRow.run_id == run_id)
+            if status:
+                q = q.where(JobRow.status == status)
+            return [self._job(r) for r in s.scalars(q).all()]
+
+    # ---------------------------------------------------------------- helpers
+    @staticmethod
+    def _known(what: str, names: Sequence[str]) -> str:
+        if not names:
+            return f"there are no {what} yet"
+        shown = ", ".join(list(names)[:12])
+        return f"known {what}: {shown}" + (" ..." if len(names) > 12 else "")
