@@ -1,0 +1,141 @@
+"""The board agent, run as a real subprocess on real onnxruntime (no sshd needed here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures_probes import make_onnx, tiny_models  # noqa: F401
+
+from probes import agent
+from probes.protocol import RESULT_MARKER, ErrorCode, Job, MeasureProtocol, Result, parse_marked
+
+AGENT = Path(agent.__file__)
+FAST = MeasureProtocol(warmup_runs=1, warmup_s=0.02, repeat=3, number=5, min_repeat_ms=10.0)
+
+
+def run_agent(job: dict, cwd: Path, python: str = sys.executable, timeout: float = 120) -> dict:
+    p = subprocess.run(
+        [python, str(AGENT)], input=json.dumps(job), capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
+    assert p.returncode == 0, p.stderr
+    d = parse_marked(p.stdout)
+    assert d is not None, p.stdout + p.stderr
+    return d
+
+
+def test_model_job_reports_the_protocol_stats_and_system(tiny_models, tmp_path):
+    job = Job(job_id="j1", model=str(tiny_models["full"]), threads=1, protocol=FAST, power_model={"active_w": 2.0})
+    d = run_agent(job.to_dict(), tmp_path)
+    r = Result.from_agent(d)
+    assert r.ok, r.error_message
+    s = r.stats
+    assert s["n"] >= 15 and len(s["session_medians_ms"]) == 3 and all(n >= 5 for n in s["session_n"])
+    assert s["min_ms"] <= s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["max_ms"]
+    assert r.latency_ms == s["p50_ms"] > 0
+    assert d["warmup"]["warmup_runs_done"] >= 1 and d["warmup"]["warmup_s_done"] >= 0.02
+    # no sensor on this machine: energy is estimated from the declared power model and says so
+    assert r.energy_source == "estimated:power-model-active_w"
+    assert r.energy_mj == pytest.approx(2.0 * s["mean_ms"])
+    assert r.runtime_version and d["threads"] == 1 and d["pinned_cpus"]
+    for snap in (d["system_before"], d["system_after"]):
+        assert {"freq_mhz", "loadavg", "temperature_c", "peak_rss_mb", "mem_available_mb"} <= set(snap)
+    assert d["system_after"]["peak_rss_mb"] > 10
+
+
+def test_litert_missing_model_and_bad_jobs_are_results_not_crashes(tiny_models, tmp_path):
+    bad = tmp_path / "corrupt.onnx"
+    bad.write_bytes(b"not a model")
+    cases = [
+        ({"job_id": "m", "model": str(tmp_path / "nope.onnx")}, ErrorCode.MODEL_LOAD_ERROR),
+        ({"job_id": "c", "model": str(bad), "protocol": FAST.to_dict()}, ErrorCode.MODEL_LOAD_ERROR),
+        ({"job_id": "k", "model": str(tiny_models["full"]), "kind": "weird"}, ErrorCode.BAD_JOB),
+        ({"job_id": "r", "model": str(tiny_models["full"]), "runtime": "tvm"}, ErrorCode.BAD_JOB),
+    ]
+    for job, code in cases:
+        d = run_agent(job, tmp_path)
+        assert d["status"] == "error" and d["error_code"] == code, d
+        assert d["error_message"]
+    p = subprocess.run([sys.executable, str(AGENT)], input="{not json", capture_output=True, text=True)
+    assert parse_marked(p.stdout)["error_code"] == ErrorCode.BAD_JOB
+
+
+def test_timeout_is_a_result(tiny_models, tmp_path):
+    slow = MeasureProtocol(warmup_runs=1, warmup_s=0.0, repeat=50, number=5, min_repeat_ms=200.0)
+    d = run_agent(Job(job_id="t", model=str(tiny_models["full"]), protocol=slow, timeout_s=0.5).to_dict(), tmp_path)
+    assert d["error_code"] == ErrorCode.TIMEOUT and "0.5" in d["error_message"]
+
+
+def test_runtime_missing_on_a_python_without_onnxruntime(tiny_models, tmp_path):
+    if subprocess.run(["/usr/bin/python3", "-c", "import onnxruntime"], capture_output=True).returncode == 0:
+        pytest.skip("the system python has onnxruntime")
+    d = run_agent(Job(job_id="x", model=str(tiny_models["full"])).to_dict(), tmp_path, python="/usr/bin/python3")
+    assert d["error_code"] == ErrorCode.RUNTIME_MISSING and "onnxruntime" in d["error_message"]
+
+
+def test_split_head_then_tail_with_codecs(tiny_models, tmp_path):
+    head = run_agent(
+        Job(
+            job_id="h",
+            model=str(tiny_models["head"]),
+            kind="split_head",
+            protocol=FAST,
+            codecs=("fp32", "fp16", "int8"),
+            payload_dir=str(tmp_path / "pay"),
+        ).to_dict(),
+        tmp_path,
+    )
+    assert head["status"] == "ok", head["error_message"]
+    c = head["codecs"]
+    assert c["fp32"]["payload_bytes"] > c["fp16"]["payload_bytes"] > c["int8"]["payload_bytes"]
+    assert c["fp32"]["max_abs_error"] == 0.0 and c["int8"]["max_abs_error"] < 0.05
+    tail = run_agent(
+        Job(
+            job_id="t",
+            model=str(tiny_models["tail"]),
+            kind="split_tail",
+            protocol=FAST,
+            payloads={k: v["payload_path"] for k, v in c.items()},
+        ).to_dict(),
+        tmp_path,
+    )
+    assert tail["status"] == "ok", tail["error_message"]
+    assert set(tail["codecs"]) == {"fp32", "fp16", "int8"} and tail["codecs"]["int8"]["decode"]["n"] >= 5
+
+
+def test_codecs_round_trip_and_pca(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 8, 4, 4)).astype(np.float32)
+    for codec, tol in (("fp32", 0), ("fp16", 1e-2), ("int8", 0.05)):
+        y = agent.decode_payload(agent.encode_payload(x, codec))
+        assert y.shape == x.shape and np.abs(y - x).max() <= tol
+    # a full-rank PCA basis reconstructs (up to fp16 rounding of the projections)
+    basis = tmp_path / "basis.npz"
+    np.savez(basis, components=np.eye(8, dtype=np.float32), mean=np.zeros(8, dtype=np.float32))
+    blob = agent.encode_payload(x, "pca8", {"basis": str(basis)})
+    assert np.abs(agent.decode_payload(blob, {"basis": str(basis)}) - x).max() < 1e-2
+    with pytest.raises(agent.JobError) as e:
+        agent.encode_payload(x, "zip")
+    assert e.value.code == ErrorCode.CODEC_ERROR
+
+
+def test_stats_and_job_round_trip():
+    s = agent.summarize([1.0, 2.0, 3.0, 4.0], [[1.0, 2.0], [3.0, 4.0]])
+    assert s["p50_ms"] == 2.5 and s["min_ms"] == 1.0 and s["session_medians_ms"] == [1.5, 3.5]
+    assert s["std_ms"] == pytest.approx(np.std([1, 2, 3, 4], ddof=1))
+    j = Job(job_id="a b", model="/m x.onnx", cpus=(0,), codecs=("fp16",))
+    assert Job.from_json(j.to_json()) == j
+    r = Result.failure("a", ErrorCode.TIMEOUT, "slow")
+    assert Result.from_json(r.to_json()) == r
+    assert RESULT_MARKER.endswith(" ")
+
+
+def test_facts(tmp_path):
+    p = subprocess.run([sys.executable, str(AGENT), "--facts"], capture_output=True, text=True, timeout=60)
+    facts = parse_marked(p.stdout, agent.FACTS_MARKER)
+    assert facts["runtimes"]["onnxruntime"] and facts["cores_online"] >= 1 and facts["cpu_model"]
+    assert facts["energy_backends"] == []  # this machine has no sensor
