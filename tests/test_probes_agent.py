@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures_probes import make_onnx, tiny_models  # noqa: F401
 
 from probes import agent
 from probes.protocol import RESULT_MARKER, ErrorCode, Job, MeasureProtocol, Result, parse_marked
+
+pytest_plugins = ["fixtures_probes"]
 
 AGENT = Path(agent.__file__)
 FAST = MeasureProtocol(warmup_runs=1, warmup_s=0.02, repeat=3, number=5, min_repeat_ms=10.0)
