@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=False)
+console = Console(stderr=False, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 

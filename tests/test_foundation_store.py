@@ -1,0 +1,153 @@
+"""The store on SQLite and PostgreSQL: migrations, frozen records, idempotency, transactions, the job queue."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from registry.errors import EdgeatlasError, ErrorCode
+from registry.store import Measurement, Store, Variant, migrate
+
+
+def _variant(store: Store, vid: str = "a" * 64, **kw) -> Variant:
+    base = dict(
+        id=vid, family="mobilenet_v2", format="onnx", path=f"/x/{vid}.onnx", params=10, macs=20, size_bytes=30,
+        input_shape=(1, 3, 64, 64), precision="fp32",
+    )  # fmt: skip
+    base.update(kw)
+    return store.add_variant(**base)
+
+
+def test_open_upgrades_to_head(any_db_url: str) -> None:
+    store = Store.open(any_db_url)
+    assert store.revision() == migrate.head_revision()
+    before, after = store.upgrade()  # a second upgrade is a no-op
+    assert before == after == migrate.head_revision()
+
+
+def test_records_are_frozen_dataclasses(any_db_url: str) -> None:
+    store = Store.open(any_db_url)
+    store.upsert_device_class("emu", {"cores": 1})
+    b = store.upsert_board("b 1; rm -rf /", "emu", "127.0.0.1", 2222, "device", emulate={"cpu_quota": 0.5}, tags=["x"])
+    assert dataclasses.is_dataclass(b)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        b.port = 1  # type: ignore[misc]
+    assert store.get_board("b 1; rm -rf /").emulate == {"cpu_quota": 0.5}
+    assert [c.name for c in store.list_device_classes()] == ["emu"]
+
+
+def test_variant_content_addressed_noop_and_prefix(any_db_url: str) -> None:
+    store = Store.open(any_db_url)
+    v1 = _variant(store)
+    v2 = _variant(store, params=999)  # same id: no-op, the first row stands
+    assert v1 == v2 and v2.params == 10
+    assert store.get_variant("aaaa").id == "a" * 64
+    with pytest.raises(EdgeatlasError) as e:
+        store.get_variant("zzzz")
+    assert e.value.code == ErrorCode.NOT_FOUND
+
+
+def test_accuracy_needs_provenance(any_db_url: str) -> None:
+    store = Store.open(any_db_url)
+    _variant(store)
+    with pytest.raises(EdgeatlasError):
+        store.set_accuracy("a" * 64, 0.9, "trust me")
+    with pytest.raises(EdgeatlasError):
+        store.set_accuracy("a" * 64, 71.8, "cited:torchvision")
+    v = store.set_accuracy("a" * 64, 0.9, "measured:shapes")
+    assert (v.accuracy, v.accuracy_source) == (0.9, "measured:shapes")
+
+
+def test_splits_idempotent(any_db_url: str) -> None:
+    store = Store.open(any_db_url)
+    _variant(store)
+    s1 = store.add_split("a" * 64, "cut1", 1, "/h", "h" * 64, "/t", "t" * 64, (1, 8, 4, 4), "float32", 512)
+    s2 = store.add_split("a" * 64, "cut1", 1, "/h2", "h" * 64, "/t", "t" * 64, (1, 8, 4, 4), "float32", 512)
+    assert s1.id == s2.id
+    store.set_split_codecs(s1.id, {"fp16": {"bytes": 256}})
+    assert store.list_splits("a" * 64)[0].codecs == {"fp16": {"bytes": 256}}
+
+
+def test_measurement_idempotent_and_failed_replaced(any_db_url: str) -> None:
+    store = Store.open(any_db_url)
+    key = Store.measurement_key("a" * 64, "b1", {"runtime": "onnxruntime", "threads": 1})
+    assert key == Store.measurement_key("a" * 64, "b1", {"threads": 1, "runtime": "onnxruntime"})
+    failed = store.add_measurement(key, "b1", "v", "onnxruntime", {}, "failed", error_code="TIMEOUT", error_message="x")
+    assert not store.has_measurement(key)
+    ok = store.add_measurement(key, "b1", "v", "onnxruntime", {}, "ok", latency_ms=1.5)
+    assert ok.id == failed.id and ok.status == "ok"
+    again = store.add_measurement(key, "b1", "v", "onnxruntime", {}, "ok", latency_ms=9.9)
+    assert again.latency_ms == 1.5  # an ok result is not overwritten without replace
+    assert store.add_measurement(key, "b1", "v", "onnxruntime", {}, "ok", latency_ms=2.0, replace=True).latency_ms == 2.0
+    assert len(store.list_measurements(status=None)) == 1
+    assert isinstance(store.list_measurements()[0], Measurement)
+
+
+def test_energy_needs_source(any_db_url: str) -> None:
+    store = Store.open(any_db_url)
+    with pytest.raises(EdgeatlasError):
+        store.add_measurement("k", "b", "v", "onnxruntime", {}, "ok", latency_ms=1, energy_mj=3.0, energy_source="sensor")
+    m = store.add_measurement("k", "b", "v", "onnxruntime", {}, "ok", latency_ms=1, energy_mj=3.0, energy_source="estimated:power-model")
+    assert m.energy_source == "estimated:power-model"
+
+
+def test_bulk_insert_skips_existing_and_is_transactional(any_db_url: str) -> None:
+    store = Store.open(any_db_url)
+    rows = [dict(key=f"k{i}", board="d", variant_id=f"nb201:{i}", runtime="x", config={}, status="ok", latency_ms=float(i), source="dataset:t") for i in range(10)]
+    assert store.add_measurements_bulk(rows) == 10
+    assert store.add_measurements_bulk(rows) == 0
+    bad = [dict(key="new1", board="d", variant_id="v", runtime="x", config={}, status="ok", latency_ms=1.0),
+           dict(key="new2", board="d", variant_id="v", runtime="x", config={}, status="ok", energy_mj=1.0, energy_source="guess")]  # fmt: skip
+    with pytest.raises(EdgeatlasError):
+        store.add_measurements_bulk(bad)
+    assert store.count_measurements() == 10  # the failed batch left nothing behind
+    assert store.count_measurements(source="dataset:*") == 10
+
+
+def test_predictor_versions_and_champion(any_db_url: str) -> None:
+    store = Store.open(any_db_url)
+    p1 = store.add_predictor("latency/emu", "latency", "emu", "/p1", "s1", "d1", {"mape": 0.1}, {"sklearn": "1"}, status="champion")
+    p2 = store.add_predictor("latency/emu", "latency", "emu", "/p2", "s2", "d2", {"mape": 0.05}, {"sklearn": "1"})
+    assert (p1.version, p2.version) == (1, 2)
+    assert store.champion("latency/emu").id == p1.id
+    store.set_predictor_status(p2.id, "champion")
+    assert store.champion("latency/emu").id == p2.id
+    assert {p.status for p in store.list_predictors("latency/emu")} == {"champion", "retired"}
+
+
+def test_feedback_and_qoe_weights(any_db_url: str) -> None:
+    store = Store.open(any_db_url)
+    with pytest.raises(EdgeatlasError):
+        store.add_feedback("cam", "pairwise", {"variant": "a"})
+    store.add_feedback("cam", "pairwise", {"variant": "a"}, other={"variant": "b"})
+    assert len(store.list_feedback("cam")) == 1
+    assert store.latest_qoe_weights("cam") is None
+    store.add_qoe_weights("cam", {"accuracy": 1.0})
+    w = store.add_qoe_weights("cam", {"accuracy": 0.5})
+    assert w.version == 2 and store.latest_qoe_weights("cam").weights == {"accuracy": 0.5}
+
+
+def test_job_queue_claim_lease_release(any_db_url: str) -> None:
+    store = Store.open(any_db_url)
+    run = store.start_run("bench", {})
+    assert store.enqueue_jobs(run, [("j1", {"n": 1}), ("j2", {"n": 2})]) == 2
+    assert store.enqueue_jobs(run, [("j1", {"n": 1})]) == 0
+    a = store.claim_job("w1", lease_s=60)
+    b = store.claim_job("w2", lease_s=-1)  # already expired lease
+    assert {a.key, b.key} == {"j1", "j2"}
+    assert store.claim_job("w3") is None
+    assert store.release_expired() == 1
+    c = store.claim_job("w3", lease_s=60)
+    assert c.key == b.key and c.attempts == 2
+    assert not store.complete_job(b.id, owner="w2")  # the lease moved to w3
+    assert store.complete_job(c.id, measurement_id=7, owner="w3")
+    assert store.complete_job(a.id, owner="w1")
+    assert {j.status for j in store.list_jobs(run)} == {"done"}
+
+
+def test_unreachable_database_is_one_clear_error() -> None:
+    with pytest.raises(EdgeatlasError) as e:
+        Store.open("postgresql+psycopg2://nobody@127.0.0.1:1/nothing")
+    assert e.value.code == ErrorCode.STORE_ERROR
+    assert "\n" not in str(e.value)
