@@ -22,10 +22,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# fixture plugins of each room (tests/ is on sys.path through this rootdir conftest)
 pytest_plugins: list[str] = [
     p
-    for p in ("tests.fixtures_probes", "tests.fixtures_zoo", "tests.fixtures_predictors", "tests.fixtures_selector")
-    if (REPO / (p.replace(".", "/") + ".py")).exists()
+    for p in ("fixtures_probes", "fixtures_zoo", "fixtures_predictors", "fixtures_selector")
+    if (REPO / "tests" / f"{p}.py").exists()
 ]
 
 
