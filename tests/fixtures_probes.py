@@ -92,6 +92,13 @@ class SshdBoard:
                 time.sleep(0.05)
         raise RuntimeError(f"sshd for {self.name} did not start: {(self.directory / 'sshd.log').read_text()}")
 
+    def die(self) -> None:
+        """The board dies: sshd and every session it started are SIGKILLed."""
+        if self.proc:
+            kill_tree(self.proc.pid)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
@@ -99,8 +106,8 @@ class SshdBoard:
         self.proc = None
 
 
-def make_sshd_board(root: Path, name: str, client_pub: Path, path_env: str | None = None) -> SshdBoard:
-    """One sshd with its own host key and config; ``path_env`` is the PATH its sessions get."""
+def make_sshd_board(root: Path, name: str, client_pub: Path, python: str | None = None) -> SshdBoard:
+    """One sshd with its own host key and config; ``python`` is the board's interpreter."""
     d = root / "sshd" / name.replace("/", "_")
     d.mkdir(parents=True, exist_ok=True)
     hostkey = d / "ssh_host_ed25519_key"
@@ -108,7 +115,7 @@ def make_sshd_board(root: Path, name: str, client_pub: Path, path_env: str | Non
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hostkey)], check=True)
     shutil.copy(client_pub, d / "authorized_keys")
     port = free_port()
-    path_env = path_env or f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
+    python = python or sys.executable
     cfg = d / "sshd_config"
     cfg.write_text(
         "\n".join(
@@ -123,7 +130,7 @@ def make_sshd_board(root: Path, name: str, client_pub: Path, path_env: str | Non
                 "UsePAM no",
                 "StrictModes no",
                 "PermitRootLogin prohibit-password",
-                f"SetEnv PATH={path_env}",
+                f"SetEnv EDGEATLAS_PYTHON={python}",
                 "Subsystem sftp internal-sftp",
                 "",
             ]
@@ -171,7 +178,7 @@ def sshd_boards(tmp_path_factory: pytest.TempPathFactory, client_key: Path):
     boards = {
         "a": make_sshd_board(root, "board a;$(x)", client_key.with_suffix(".pub")),
         "b": make_sshd_board(root, "board-b", client_key.with_suffix(".pub")),
-        "noruntime": make_sshd_board(root, "noruntime", client_key.with_suffix(".pub"), path_env="/usr/bin:/bin"),
+        "noruntime": make_sshd_board(root, "noruntime", client_key.with_suffix(".pub"), python="/usr/bin/python3"),
     }
     known = root / "known_hosts"
     for b in boards.values():
@@ -180,3 +187,58 @@ def sshd_boards(tmp_path_factory: pytest.TempPathFactory, client_key: Path):
     yield {"boards": boards, "known_hosts": known, "root": root}
     for b in boards.values():
         b.stop()
+
+
+def write_devices(path: Path, boards: list[dict], key_file: Path, known_hosts: Path, remote_dir: str) -> Path:
+    """A devices.toml for test boards (real sshd on loopback); values are TOML-escaped via json."""
+    import json as _json
+
+    lines = [
+        "[defaults]",
+        'user = "root"',
+        f"key_file = {_json.dumps(str(key_file))}",
+        f"known_hosts = {_json.dumps(str(known_hosts))}",
+        f"remote_dir = {_json.dumps(remote_dir)}",
+        "",
+        "[classes.test-cpu]",
+        'arch = "x86_64"',
+        "cores = 1",
+        "memory_mb = 1024",
+        'runtimes = ["onnxruntime"]',
+        "power = { idle_w = 2.0, active_w = 5.0, radio_nj_per_byte = 100.0 }",
+        "",
+    ]
+    for b in boards:
+        lines += ["[[boards]]", f"name = {_json.dumps(b['name'])}", 'class = "test-cpu"', 'host = "127.0.0.1"']
+        lines += [f"port = {b['port']}", f'role = "{b.get("role", "device")}"']
+        if b.get("key_file"):
+            lines.append(f"key_file = {_json.dumps(str(b['key_file']))}")
+        if b.get("emulate"):
+            lines.append("emulate = " + b["emulate"])
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants (fault injection: the board dies)."""
+    import signal as _signal
+
+    children: dict[int, list[int]] = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(p.name))
+    todo, seen = [pid], []
+    while todo:
+        cur = todo.pop()
+        seen.append(cur)
+        todo += children.get(cur, [])
+    for p in seen:
+        try:
+            os.kill(p, _signal.SIGKILL)
+        except ProcessLookupError:
+            pass
