@@ -79,7 +79,9 @@ def test_measurement_idempotent_and_failed_replaced(any_db_url: str) -> None:
     assert ok.id == failed.id and ok.status == "ok"
     again = store.add_measurement(key, "b1", "v", "onnxruntime", {}, "ok", latency_ms=9.9)
     assert again.latency_ms == 1.5  # an ok result is not overwritten without replace
-    assert store.add_measurement(key, "b1", "v", "onnxruntime", {}, "ok", latency_ms=2.0, replace=True).latency_ms == 2.0
+    assert (
+        store.add_measurement(key, "b1", "v", "onnxruntime", {}, "ok", latency_ms=2.0, replace=True).latency_ms == 2.0
+    )
     assert len(store.list_measurements(status=None)) == 1
     assert isinstance(store.list_measurements()[0], Measurement)
 
@@ -87,14 +89,30 @@ def test_measurement_idempotent_and_failed_replaced(any_db_url: str) -> None:
 def test_energy_needs_source(any_db_url: str) -> None:
     store = Store.open(any_db_url)
     with pytest.raises(EdgeatlasError):
-        store.add_measurement("k", "b", "v", "onnxruntime", {}, "ok", latency_ms=1, energy_mj=3.0, energy_source="sensor")
-    m = store.add_measurement("k", "b", "v", "onnxruntime", {}, "ok", latency_ms=1, energy_mj=3.0, energy_source="estimated:power-model")
+        store.add_measurement(
+            "k", "b", "v", "onnxruntime", {}, "ok", latency_ms=1, energy_mj=3.0, energy_source="sensor"
+        )
+    m = store.add_measurement(
+        "k", "b", "v", "onnxruntime", {}, "ok", latency_ms=1, energy_mj=3.0, energy_source="estimated:power-model"
+    )
     assert m.energy_source == "estimated:power-model"
 
 
 def test_bulk_insert_skips_existing_and_is_transactional(any_db_url: str) -> None:
     store = Store.open(any_db_url)
-    rows = [dict(key=f"k{i}", board="d", variant_id=f"nb201:{i}", runtime="x", config={}, status="ok", latency_ms=float(i), source="dataset:t") for i in range(10)]
+    rows = [
+        dict(
+            key=f"k{i}",
+            board="d",
+            variant_id=f"nb201:{i}",
+            runtime="x",
+            config={},
+            status="ok",
+            latency_ms=float(i),
+            source="dataset:t",
+        )
+        for i in range(10)
+    ]
     assert store.add_measurements_bulk(rows) == 10
     assert store.add_measurements_bulk(rows) == 0
     bad = [dict(key="new1", board="d", variant_id="v", runtime="x", config={}, status="ok", latency_ms=1.0),
@@ -107,7 +125,9 @@ def test_bulk_insert_skips_existing_and_is_transactional(any_db_url: str) -> Non
 
 def test_predictor_versions_and_champion(any_db_url: str) -> None:
     store = Store.open(any_db_url)
-    p1 = store.add_predictor("latency/emu", "latency", "emu", "/p1", "s1", "d1", {"mape": 0.1}, {"sklearn": "1"}, status="champion")
+    p1 = store.add_predictor(
+        "latency/emu", "latency", "emu", "/p1", "s1", "d1", {"mape": 0.1}, {"sklearn": "1"}, status="champion"
+    )
     p2 = store.add_predictor("latency/emu", "latency", "emu", "/p2", "s2", "d2", {"mape": 0.05}, {"sklearn": "1"})
     assert (p1.version, p2.version) == (1, 2)
     assert store.champion("latency/emu").id == p1.id
@@ -151,3 +171,47 @@ def test_unreachable_database_is_one_clear_error() -> None:
         Store.open("postgresql+psycopg2://nobody@127.0.0.1:1/nothing")
     assert e.value.code == ErrorCode.STORE_ERROR
     assert "\n" not in str(e.value)
+
+
+def test_a_board_runs_one_job_at_a_time(any_db_url: str) -> None:
+    store = Store.open(any_db_url)
+    jobs = [(f"k{i}", {"board": b, "n": i}) for i, b in enumerate(["b1", "b1", "b2", "b3"])]
+    assert store.enqueue_jobs(None, jobs) == 4
+    claimed = [store.claim_job(f"w{i}") for i in range(4)]
+    got = [j for j in claimed if j is not None]
+    assert sorted(j.board for j in got) == ["b1", "b2", "b3"]  # the second b1 job waits
+    first_b1 = next(j for j in got if j.board == "b1")
+    assert store.complete_job(first_b1.id, owner=first_b1.lease_owner)
+    nxt = store.claim_job("w9")
+    assert nxt is not None and nxt.board == "b1"
+    assert store.claim_job("w9", boards=["b2"]) is None
+    assert store.queue_counts() == {"claimed": 3, "done": 1}
+
+
+def test_two_stores_claim_concurrently_without_double_claims(any_db_url: str) -> None:
+    import threading
+
+    a, b = Store.open(any_db_url), Store.open(any_db_url)
+    a.enqueue_jobs(None, [(f"j{i}", {"board": f"b{i % 5}"}) for i in range(40)])
+    taken: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def work(store: Store, name: str) -> None:
+        while True:
+            job = store.claim_job(name, lease_s=60)
+            if job is None:
+                if not store.queue_counts().get("queued"):
+                    return
+                continue
+            with lock:
+                taken.append((job.key, name))
+            assert store.complete_job(job.id, owner=name)
+
+    threads = [threading.Thread(target=work, args=(s, n)) for s, n in ((a, "A"), (b, "B"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    keys = [k for k, _ in taken]
+    assert sorted(keys) == sorted(f"j{i}" for i in range(40)) and len(set(keys)) == 40
+    assert a.queue_counts() == {"done": 40}

@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import Engine, create_engine, event, exists, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from registry.errors import EdgeatlasError, ErrorCode
 from registry.paths import default_db_url
@@ -825,45 +825,111 @@ class Store:
             lease_expires_at=_aware(r.lease_expires_at),
             measurement_id=r.measurement_id,
             error=r.error,
+            board=r.board,
         )
 
     def enqueue_jobs(self, run_id: int | None, jobs: Sequence[tuple[str, dict[str, Any]]], force: bool = False) -> int:
-        """Queue jobs keyed by measurement key. Done jobs are re-queued only with ``force``. Returns jobs queued."""
+        """Queue jobs keyed by measurement key (``payload["board"]`` names the board that runs it).
+
+        A queued or claimed job is left alone; a done job is re-queued only with ``force``;
+        a failed job is re-queued with its attempts reset. Returns how many were queued.
+        """
         queued = 0
         with self.session() as s:
             for key, payload in jobs:
                 row = s.scalars(select(JobRow).where(JobRow.key == key)).first()
+                board = payload.get("board")
                 if row is None:
-                    s.add(JobRow(run_id=run_id, key=key, payload=dict(payload), status="queued", attempts=0))
+                    s.add(
+                        JobRow(run_id=run_id, key=key, board=board, payload=dict(payload), status="queued", attempts=0)
+                    )
                     queued += 1
-                elif force or row.status in ("failed",):
-                    row.run_id, row.payload, row.status = run_id, dict(payload), "queued"
+                elif (force and row.status == "done") or row.status == "failed":
+                    row.run_id, row.payload, row.board, row.status, row.attempts = (
+                        run_id,
+                        dict(payload),
+                        board,
+                        "queued",
+                        0,
+                    )
                     row.lease_owner = row.lease_expires_at = row.error = None
                     queued += 1
         return queued
 
-    def claim_job(self, owner: str, lease_s: float = 120.0, max_attempts: int = 3) -> R.Job | None:
-        """Claim the next queued job (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), or None."""
+    def claim_job(
+        self, owner: str, lease_s: float = 120.0, max_attempts: int = 3, boards: Sequence[str] | None = None
+    ) -> R.Job | None:
+        """Claim the next queued job whose board is not busy, or None.
+
+        PostgreSQL: candidate rows are taken with ``FOR UPDATE SKIP LOCKED``, and a
+        transaction-scoped advisory lock per board serialises claims for the same board,
+        so across any number of controllers a board runs one job at a time. SQLite has a
+        single writer, which gives the same guarantee.
+        """
         now = utcnow()
+        pg = self.engine.dialect.name == "postgresql"
         with self.session() as s:
+            busy = select(JobRow.board).where(
+                JobRow.status == "claimed", JobRow.lease_expires_at > now, JobRow.board.is_not(None)
+            )
             q = (
                 select(JobRow)
                 .where(JobRow.status == "queued", JobRow.attempts < max_attempts)
+                .where((JobRow.board.is_(None)) | (JobRow.board.not_in(busy)))
                 .order_by(JobRow.id)
-                .limit(1)
+                .limit(8)
                 .with_for_update(skip_locked=True)
             )
-            if self.engine.dialect.name == "sqlite":
-                s.execute(select(1)).all()  # SQLite: the write below takes the single writer lock
-            row = s.scalars(q).first()
-            if row is None:
-                return None
-            row.status = "claimed"
-            row.lease_owner = owner
-            row.lease_expires_at = now + timedelta(seconds=lease_s)
-            row.attempts += 1
-            s.flush()
-            return self._job(row)
+            if boards:
+                q = q.where(JobRow.board.in_(list(boards)))
+            for row in s.scalars(q).all():
+                if row.board is not None and pg:
+                    s.execute(select(func.pg_advisory_xact_lock(func.hashtext(row.board))))
+                # compare-and-set: only a still-queued job whose board is still free is taken
+                # (on SQLite, where FOR UPDATE does not exist, this UPDATE is the atomic step)
+                other = aliased(JobRow)
+                board_free = ~exists(
+                    select(other.id).where(
+                        other.board == row.board, other.status == "claimed", other.lease_expires_at > utcnow()
+                    )
+                )
+                cond = [JobRow.id == row.id, JobRow.status == "queued"]
+                if row.board is not None:
+                    cond.append(board_free)
+                res = s.execute(
+                    update(JobRow)
+                    .where(*cond)
+                    .values(
+                        status="claimed",
+                        lease_owner=owner,
+                        lease_expires_at=now + timedelta(seconds=lease_s),
+                        attempts=JobRow.attempts + 1,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                if res.rowcount != 1:
+                    continue
+                s.flush()
+                s.refresh(row)
+                return self._job(row)
+            return None
+
+    def fail_exhausted_jobs(self, max_attempts: int = 3) -> int:
+        """Mark queued jobs that used up their attempts as failed. Returns how many."""
+        with self.session() as s:
+            res = s.execute(
+                update(JobRow)
+                .where(JobRow.status == "queued", JobRow.attempts >= max_attempts)
+                .values(status="failed", error="attempts exhausted")
+            )
+            return int(res.rowcount or 0)
+
+    def queue_counts(self, run_id: int | None = None) -> dict[str, int]:
+        with self.session() as s:
+            q = select(JobRow.status, func.count(JobRow.id)).group_by(JobRow.status)
+            if run_id is not None:
+                q = q.where(JobRow.run_id == run_id)
+            return {status: int(n) for status, n in s.execute(q).all()}
 
     def renew_lease(self, job_id: int, owner: str, lease_s: float = 120.0) -> bool:
         with self.session() as s:

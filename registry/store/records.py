@@ -152,3 +152,4 @@ class Job:
     lease_expires_at: datetime | None
     measurement_id: int | None
     error: str | None
+    board: str | None = None
