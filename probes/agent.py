@@ -27,8 +27,9 @@ threads fixed and the process pinned with ``sched_setaffinity`` where allowed;
 
 Payload codecs (for split jobs) duplicate the tiny encode/decode of
 ``registry/zoo/codecs.py`` on purpose: the board has no registry. Wire format per codec:
-``fp32`` raw float32; ``fp16`` raw float16; ``int8`` affine per tensor (scale, zero point
-in the header); ``pca<k>`` projection of the channel axis on k components (basis file).
+``b"EAP1" | uint32 header length | JSON header | data``; ``fp32``, ``fp16``, ``int8`` (affine
+per tensor) and ``pca`` (channel-wise projection on k components; the basis .npz is a file on
+the board named in ``codec_params``). A test checks the bytes equal the zoo's encoder.
 """
 
 from __future__ import annotations
@@ -279,64 +280,73 @@ def summarize(samples_ms: list[float], sessions: list[list[float]] | None = None
 # ----------------------------------------------------------------------------- codecs
 
 
+def _int8_params(np: Any, x: Any) -> tuple[float, int]:
+    lo = float(min(np.min(x), 0.0)) if x.size else 0.0
+    hi = float(max(np.max(x), 0.0)) if x.size else 0.0
+    scale = (hi - lo) / 255.0
+    if not math.isfinite(scale) or scale <= 0.0:
+        return 1.0, 0
+    return scale, int(np.clip(np.round(-128.0 - lo / scale), -128, 127))
+
+
 def encode_payload(arr: Any, codec: str, params: dict[str, Any] | None = None) -> bytes:
-    """Encode one tensor. Header: magic, codec, dtype-free shape, codec params."""
+    """Encode one tensor; byte-identical to registry/zoo/codecs.encode (a test checks it)."""
     import numpy as np
 
-    params = params or {}
-    a = np.ascontiguousarray(arr, dtype=np.float32)
-    shape = list(a.shape)
-    meta: dict[str, Any] = {"codec": codec, "shape": shape}
+    x = np.asarray(arr)
+    header: dict[str, Any] = {"codec": codec, "shape": list(x.shape), "dtype": str(x.dtype)}
     if codec == "fp32":
-        body = a.tobytes()
+        body = np.ascontiguousarray(x, dtype="<f4").tobytes()
     elif codec == "fp16":
-        body = a.astype(np.float16).tobytes()
+        body = np.ascontiguousarray(x, dtype="<f2").tobytes()
     elif codec == "int8":
-        lo, hi = float(a.min()), float(a.max())
-        scale = (hi - lo) / 255.0 if hi > lo else 1.0
-        zp = round(-lo / scale) - 128
-        q = np.clip(np.round(a / scale) + zp, -128, 127).astype(np.int8)
-        meta.update(scale=scale, zero_point=zp)
-        body = q.tobytes()
-    elif codec.startswith("pca"):
-        basis, mean = _pca_basis(params)
-        k = basis.shape[0]
-        c = shape[1] if len(shape) > 1 else shape[0]
-        if basis.shape[1] != c:
-            raise JobError(ErrorCode.CODEC_ERROR, f"pca basis has {basis.shape[1]} channels, payload has {c}")
-        x = np.moveaxis(a, 1, -1).reshape(-1, c) - mean
-        body = (x @ basis.T).astype(np.float16).tobytes()
-        meta["k"] = k
+        xf = x.astype(np.float32)
+        scale, zp = _int8_params(np, xf)
+        header.update(scale=scale, zero_point=zp)
+        body = np.clip(np.round(xf / scale) + zp, -128, 127).astype(np.int8).tobytes()
+    elif codec == "pca":
+        basis, mean = _pca_basis(params or {})
+        if x.ndim < 2 or x.shape[1] != basis.shape[1]:
+            raise JobError(ErrorCode.CODEC_ERROR, f"pca basis has {basis.shape[1]} channels, payload is {x.shape}")
+        flat = np.moveaxis(x.astype(np.float32), 1, -1).reshape(-1, x.shape[1])
+        header.update(k=int(basis.shape[0]))
+        body = np.ascontiguousarray((flat - mean) @ basis.T, dtype="<f2").tobytes()
     else:
-        raise JobError(ErrorCode.CODEC_ERROR, f"unknown codec {codec!r} (known: fp32, fp16, int8, pca<k>)")
-    head = json.dumps(meta, separators=(",", ":")).encode()
+        raise JobError(ErrorCode.CODEC_ERROR, f"unknown codec {codec!r} (known: fp32, fp16, int8, pca)")
+    head = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
     return b"EAP1" + struct.pack("<I", len(head)) + head + body
 
 
 def decode_payload(blob: bytes, params: dict[str, Any] | None = None) -> Any:
     import numpy as np
 
-    if blob[:4] != b"EAP1":
+    if len(blob) < 8 or blob[:4] != b"EAP1":
         raise JobError(ErrorCode.CODEC_ERROR, "payload does not start with the EAP1 magic")
     (hlen,) = struct.unpack("<I", blob[4:8])
-    meta = json.loads(blob[8 : 8 + hlen])
+    try:
+        meta = json.loads(blob[8 : 8 + hlen])
+    except ValueError as e:
+        raise JobError(ErrorCode.CODEC_ERROR, f"corrupt payload header: {e}") from e
     body = blob[8 + hlen :]
-    shape = meta["shape"]
-    codec = meta["codec"]
+    shape = tuple(int(d) for d in meta.get("shape", ()))
+    count = int(np.prod(shape)) if shape else 1
+    codec = meta.get("codec")
     if codec == "fp32":
-        return np.frombuffer(body, dtype=np.float32).reshape(shape)
+        return np.frombuffer(body, dtype="<f4", count=count).reshape(shape).astype(np.float32)
     if codec == "fp16":
-        return np.frombuffer(body, dtype=np.float16).astype(np.float32).reshape(shape)
+        return np.frombuffer(body, dtype="<f2", count=count).reshape(shape).astype(np.float32)
     if codec == "int8":
-        q = np.frombuffer(body, dtype=np.int8).astype(np.float32)
-        return ((q - meta["zero_point"]) * meta["scale"]).reshape(shape)
-    if codec.startswith("pca"):
+        q = np.frombuffer(body, dtype=np.int8, count=count).reshape(shape).astype(np.float32)
+        return ((q - float(meta["zero_point"])) * float(meta["scale"])).astype(np.float32)
+    if codec == "pca":
         basis, mean = _pca_basis(params or {})
-        z = np.frombuffer(body, dtype=np.float16).astype(np.float32).reshape(-1, meta["k"])
-        x = z @ basis + mean
-        moved = [shape[0]] + shape[2:] + [shape[1]]
-        return np.ascontiguousarray(np.moveaxis(x.reshape(moved), -1, 1))
-    raise JobError(ErrorCode.CODEC_ERROR, f"unknown codec {codec!r}")
+        k = int(meta["k"])
+        rest = (shape[0],) + shape[2:]
+        m = int(np.prod(rest))
+        z = np.frombuffer(body, dtype="<f2", count=m * k).reshape(m, k).astype(np.float32)
+        flat = z @ basis + mean
+        return np.moveaxis(flat.reshape(rest + (shape[1],)), -1, 1).astype(np.float32)
+    raise JobError(ErrorCode.CODEC_ERROR, f"unknown codec {codec!r} in payload header")
 
 
 def _pca_basis(params: dict[str, Any]) -> tuple[Any, Any]:
@@ -345,7 +355,7 @@ def _pca_basis(params: dict[str, Any]) -> tuple[Any, Any]:
     path = params.get("basis")
     if not path:
         raise JobError(ErrorCode.CODEC_ERROR, "pca codec needs codec_params.basis (an .npz with components, mean)")
-    with np.load(path) as z:
+    with np.load(path, allow_pickle=False) as z:
         return z["components"].astype(np.float32), z["mean"].astype(np.float32)
 
 

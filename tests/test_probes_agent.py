@@ -117,8 +117,16 @@ def test_codecs_round_trip_and_pca(tmp_path):
     # a full-rank PCA basis reconstructs (up to fp16 rounding of the projections)
     basis = tmp_path / "basis.npz"
     np.savez(basis, components=np.eye(8, dtype=np.float32), mean=np.zeros(8, dtype=np.float32))
-    blob = agent.encode_payload(x, "pca8", {"basis": str(basis)})
+    blob = agent.encode_payload(x, "pca", {"basis": str(basis)})
     assert np.abs(agent.decode_payload(blob, {"basis": str(basis)}) - x).max() < 1e-2
+    # the board's standalone copy writes exactly the zoo's bytes
+    from registry.zoo import codecs as zoo
+
+    pb = zoo.PcaBasis.from_bytes(basis.read_bytes())
+    for codec in ("fp32", "fp16", "int8", "pca"):
+        ours = agent.encode_payload(x, codec, {"basis": str(basis)})
+        assert ours == zoo.encode(x, codec, pb)
+        assert np.array_equal(agent.decode_payload(ours, {"basis": str(basis)}), zoo.decode(ours, pb))
     with pytest.raises(agent.JobError) as e:
         agent.encode_payload(x, "zip")
     assert e.value.code == ErrorCode.CODEC_ERROR
