@@ -944,10 +944,27 @@ def check_fleet(
     boards = fleet.select(list(names) if names else None)
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(boards)))) as ex:
         rows = list(ex.map(lambda b: check_board(b, trust_new_hosts), boards))
+    for b, r in zip(boards, rows, strict=True):
+        cls = fleet.classes.get(b.class_name)
+        if r["status"] != "ok" or cls is None:
+            continue
+        have = r["facts"].get("runtimes") or {}
+        missing = [rt for rt in cls.runtimes if not have.get(rt)]
+        if missing:  # reachable, but cannot run what its class declares
+            r.update(
+                status="error",
+                error_code="RUNTIME_MISSING",
+                error=f"board {b.name!r} is reachable but lacks {', '.join(missing)} "
+                f"(class {b.class_name!r} declares runtimes {list(cls.runtimes)}; python {r['facts'].get('python')})",
+                hint="pip install onnxruntime / ai-edge-litert for the board's python3 (or set EDGEATLAS_PYTHON "
+                "in its sshd environment, or a python=<path> tag), or fix the class's runtimes",
+            )
     if store is not None:
-        sync_fleet(store, fleet)
+        from registry.config import sync_fleet_to_store
+
+        sync_fleet_to_store(fleet, store)
         for r in rows:
-            if r["status"] == "ok":
+            if r.get("facts"):
                 store.set_board_facts(r["name"], r["facts"])
     return rows
 

@@ -1,0 +1,150 @@
+"""`edgeatlas bench run|results`: sweeps on the fleet and their measurements (the probes room)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from registry.commands.common import db_option, devices_option, emit, json_option, open_store, print_json
+
+
+@click.group("bench")
+def group() -> None:
+    """Benchmark model variants (and split points) on the boards of devices.toml."""
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
+@group.command("run")
+@devices_option
+@db_option
+@click.option("--boards", multiple=True, metavar="NAME", help="Boards to run on (default: every device board).")
+@click.option(
+    "--variants", multiple=True, metavar="ID", help="Variant ids or unique prefixes (repeat or comma-separate)."
+)
+@click.option("--grid", is_flag=True, help="Every variant in the store of the runtime's format.")
+@click.option("--runtime", type=click.Choice(["onnxruntime", "litert"]), default="onnxruntime", show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True, help="Intra-op threads.")
+@click.option("--repeat", type=click.IntRange(1, 1000), default=5, show_default=True, help="Timed sessions.")
+@click.option("--number", type=click.IntRange(1, 100000), default=10, show_default=True, help="Min runs per session.")
+@click.option("--min-repeat-ms", type=click.FloatRange(0), default=200.0, show_default=True, help="Min session length.")
+@click.option("--warmup-s", type=click.FloatRange(0), default=0.5, show_default=True)
+@click.option("--cooldown-s", type=click.FloatRange(0), default=0.0, show_default=True)
+@click.option("--timeout", "timeout_s", type=click.FloatRange(1), default=300.0, show_default=True, help="Per job.")
+@click.option("--retries", type=click.IntRange(0, 10), default=2, show_default=True, help="On connection loss.")
+@click.option("--splits", is_flag=True, help="Run split points: head on the device, tail on --edge.")
+@click.option("--edge", default=None, metavar="BOARD", help="Edge board for --splits (default: the first edge).")
+@click.option("--codecs", default="fp32,fp16,int8", show_default=True, help="Payload codecs for --splits.")
+@click.option("--force", is_flag=True, help="Redo jobs the store already has.")
+@click.option("--trust-new-hosts", is_flag=True, help="Accept and record unknown host keys.")
+@json_option
+def run(
+    devices_path: Path,
+    db_url: str | None,
+    boards: tuple[str, ...],
+    variants: tuple[str, ...],
+    grid: bool,
+    runtime: str,
+    threads: int,
+    repeat: int,
+    number: int,
+    min_repeat_ms: float,
+    warmup_s: float,
+    cooldown_s: float,
+    timeout_s: float,
+    retries: int,
+    splits: bool,
+    edge: str | None,
+    codecs: str,
+    force: bool,
+    trust_new_hosts: bool,
+    as_json: bool,
+) -> None:
+    """Run variants on boards; results land in the store (a rerun skips what is done).
+
+    Boards run in parallel, jobs one at a time per board. Agent and artifacts are
+    uploaded only when a board lacks them. Failed jobs are recorded with an error code
+    and retried by the next run; --force redoes everything.
+
+    \b
+    Example:
+        edgeatlas bench run --grid
+        edgeatlas bench run --boards little-1,big-1 --variants 3fa2,9c1e --threads 1 --repeat 5
+        edgeatlas bench run --grid --splits --edge edge-1 --codecs fp16,int8 --json
+    """
+    from probes.fleet import SweepConfig
+    from probes.protocol import MeasureProtocol
+    from probes.sweep import run_bench
+    from registry.config import load_devices
+
+    fleet = load_devices(devices_path, check_keys=False)
+    cfg = SweepConfig(
+        runtime=runtime,
+        threads=threads,
+        protocol=MeasureProtocol(
+            warmup_s=warmup_s, repeat=repeat, number=number, min_repeat_ms=min_repeat_ms, cooldown_s=cooldown_s
+        ),
+        timeout_s=timeout_s,
+        retries=retries,
+        force=force,
+        trust_new_hosts=trust_new_hosts,
+        codecs=tuple(_split((codecs,))),
+    )
+    store = open_store(db_url)
+    report = run_bench(
+        store, fleet, cfg, _split(boards), _split(variants), grid=grid, splits=splits, edge=edge, progress=not as_json
+    )
+    failures = [o for o in report.outcomes if o.status == "error"]
+    if as_json:
+        print_json({**report.summary(), "failures": failures})
+        return
+    emit(report.summary(), False, title="sweep")
+    if failures:
+        emit(
+            [
+                {
+                    "board": o.board,
+                    "variant": o.variant_id[:12],
+                    "codec": o.codec,
+                    "error": o.error_code,
+                    "message": (o.error_message or "")[:160],
+                }
+                for o in failures
+            ],
+            False,
+            title="failed jobs (rerun to retry)",
+        )
+
+
+@group.command("results")
+@db_option
+@click.option("--board", default=None, help="Only this board.")
+@click.option("--variant", default=None, help="Only this variant (id or unique prefix).")
+@click.option("--all", "all_status", is_flag=True, help="Include failed jobs.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
+@json_option
+def results(
+    db_url: str | None, board: str | None, variant: str | None, all_status: bool, as_csv: bool, as_json: bool
+) -> None:
+    """Show measurements: latency percentiles, CV, energy with its source, errors.
+
+    \b
+    Example:
+        edgeatlas bench results --board little-1
+        edgeatlas bench results --variant 3fa2 --csv > lat.csv
+    """
+    from probes.sweep import RESULT_COLUMNS, result_rows, rows_to_csv
+
+    rows = result_rows(open_store(db_url), board, variant, status=None if all_status else "ok")
+    if as_csv:
+        click.echo(rows_to_csv(rows), nl=False)
+        return
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        r["variant"] = r["variant"][:12]
+    emit(rows, False, RESULT_COLUMNS, title="measurements")

@@ -1,0 +1,94 @@
+"""`edgeatlas bench run|results` and `fleet check` through click's CliRunner on real sshd boards."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from click.testing import CliRunner
+from fixtures_probes import write_devices
+
+from probes.fleet import sha256_file
+from registry.cli import main
+from registry.store import Store
+
+pytest_plugins = ["fixtures_probes"]
+pytestmark = pytest.mark.sshd
+
+
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch, sshd_boards, client_key, tiny_models):
+    monkeypatch.setenv("EDGEATLAS_HOME", str(tmp_path / "home"))
+    boards = sshd_boards["boards"]
+    spec = [
+        {"name": boards["a"].name, "port": boards["a"].port},
+        {"name": boards["b"].name, "port": boards["b"].port, "role": "edge"},
+        {"name": boards["noruntime"].name, "port": boards["noruntime"].port},
+    ]
+    devices = write_devices(
+        tmp_path / "devices.toml", spec, client_key, sshd_boards["known_hosts"], str(tmp_path / "r")
+    )
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    store = Store.open(db)
+    full, head, tail = tiny_models["full"], tiny_models["head"], tiny_models["tail"]
+    vid = sha256_file(full)
+    store.add_variant(vid, "tiny", "onnx", str(full), 1000, 100000, full.stat().st_size, (1, 3, 32, 32), "fp32")
+    store.add_split(
+        vid, "relu0", 2, str(head), sha256_file(head), str(tail), sha256_file(tail), (1, 8, 32, 32), "float32", 32768
+    )
+    store.dispose()
+    return {"devices": str(devices), "db": db, "vid": vid, "boards": boards}
+
+
+FAST = ["--repeat", "2", "--number", "3", "--min-repeat-ms", "5", "--warmup-s", "0"]
+
+
+def test_bench_run_results_and_rerun(cli_env):
+    r = CliRunner()
+    base = ["--devices", cli_env["devices"], "--db", cli_env["db"]]
+    a = cli_env["boards"]["a"].name
+    out = r.invoke(main, ["bench", "run", *base, "--boards", a, "--variants", cli_env["vid"][:10], *FAST, "--json"])
+    assert out.exit_code == 0, out.output
+    s = json.loads(out.output)
+    assert s["done"] == 1 and s["failed"] == 0 and s["uploaded_bytes"] > 0
+    again = json.loads(r.invoke(main, ["bench", "run", *base, "--boards", a, "--grid", *FAST, "--json"]).output)
+    assert again["skipped"] == 1 and again["uploaded_bytes"] == 0
+    sp = r.invoke(
+        main, ["bench", "run", *base, "--boards", a, "--grid", "--splits", *FAST, "--codecs", "fp16,int8", "--json"]
+    )
+    assert sp.exit_code == 0 and json.loads(sp.output)["done"] == 2, sp.output
+    rows = json.loads(r.invoke(main, ["bench", "results", "--db", cli_env["db"], "--board", a, "--json"]).output)
+    kinds = sorted((x["kind"], x["codec"] or "") for x in rows)
+    assert kinds == [("model", ""), ("split", "fp16"), ("split", "int8")]
+    assert all(x["energy_source"].startswith("estimated:") for x in rows)
+    text = r.invoke(main, ["bench", "results", "--db", cli_env["db"], "--csv"]).output
+    assert len(list(csv.DictReader(io.StringIO(text)))) == 3
+    table = r.invoke(main, ["bench", "results", "--db", cli_env["db"]])
+    assert table.exit_code == 0 and "measurements" in table.output
+
+
+def test_bench_run_bad_input_is_one_clear_line(cli_env):
+    r = CliRunner()
+    base = ["--devices", cli_env["devices"], "--db", cli_env["db"]]
+    out = r.invoke(main, ["bench", "run", *base])
+    assert out.exit_code == 1 and "--variants" in out.output and "Traceback" not in out.output
+    out = r.invoke(main, ["bench", "run", *base, "--grid", "--boards", "nope"])
+    assert out.exit_code == 1 and "no board named 'nope'" in out.output
+    out = r.invoke(main, ["bench", "run", *base, "--grid", "--runtime", "litert"])
+    assert out.exit_code == 1 and "tflite" in out.output
+
+
+def test_fleet_check_reports_facts_and_names_the_broken_board(cli_env):
+    r = CliRunner()
+    out = r.invoke(main, ["fleet", "check", "--devices", cli_env["devices"], "--db", cli_env["db"], "--json"])
+    assert out.exit_code == 1  # the 'noruntime' board is up but lacks the runtime its class declares
+    rows = {x["name"]: x for x in json.loads(out.output[: out.output.rindex("]") + 1])}
+    a = rows[cli_env["boards"]["a"].name]
+    assert a["status"] == "ok" and a["facts"]["runtimes"]["onnxruntime"]
+    nr = rows["noruntime"]
+    assert nr["status"] == "error" and nr["error_code"] == "RUNTIME_MISSING" and "onnxruntime" in nr["error"]
+    assert Store.open(cli_env["db"]).get_board("noruntime").facts["runtimes"]["onnxruntime"] is None
+    table = CliRunner().invoke(main, ["fleet", "check", "--devices", cli_env["devices"], "--db", cli_env["db"]])
+    assert table.exit_code == 1 and "RUNTIME_MISSING" in table.output
