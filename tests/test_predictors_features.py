@@ -58,7 +58,7 @@ def test_nb201_features_table_cached(tmp_path):
     t1 = nb201.features_table(archs)
     assert t1.shape == (40, len(FEATURE_NAMES))
     assert np.isnan(t1[0]).all()  # all-none arch
-    assert (tmp_path / "cache" / "nb201_features_cifar10_v1.json").exists()
+    assert (tmp_path / "cache" / "nb201_features_cifar10_v3.json").exists()
     np.testing.assert_array_equal(nb201.features_table(archs), t1)
 
 

@@ -1,0 +1,179 @@
+"""Evaluation: metrics, the HELP k-shot protocol, leave-one-device-out, latbench and energy protocols.
+
+Evaluation devices are touched only through their k reference measurements (the shots); the
+reference-device regressors are fitted on development devices only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import kendalltau, spearmanr
+
+from predictors import datasets as D
+from predictors.models import KShotCalibrator, LatencyRegressor
+from registry.errors import EdgeatlasError, ErrorCode
+
+METRIC_KEYS = ("spearman", "kendall", "acc10", "acc5", "rmse_ms", "mape", "n")
+KSHOT_ALPHA = 0.1  # chosen by leave-one-dev-device-out on HELP NB201 development devices
+BASE_KIND = "linear"
+
+
+def metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    pred = np.asarray(pred, dtype=np.float64)
+    true = np.asarray(true, dtype=np.float64)
+    if len(true) < 2:
+        raise EdgeatlasError("need at least 2 query points to score", code=ErrorCode.INSUFFICIENT_DATA)
+    rel = np.abs(pred / true - 1.0)
+    return {
+        "spearman": float(spearmanr(pred, true)[0]),
+        "kendall": float(kendalltau(pred, true)[0]),
+        "acc10": float(np.mean(rel <= 0.10)),
+        "acc5": float(np.mean(rel <= 0.05)),
+        "rmse_ms": float(np.sqrt(np.mean((pred - true) ** 2))),
+        "mape": float(np.mean(rel) * 100.0),
+        "n": int(len(true)),
+    }
+
+
+def _trim(ix: np.ndarray, y: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(y[ix], [10, 90])
+    return ix[(y[ix] >= lo) & (y[ix] <= hi)]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    pool: np.ndarray  # rows used to fit the reference (development-device) regressors
+    query: np.ndarray
+    shots: np.ndarray
+    trim: bool
+
+
+def help_protocol(table: D.Table, shots: int = 10) -> Protocol:
+    space = "nb201" if "nb201" in table.name else "fbnet"
+    p = 900 if space == "nb201" else 4000
+    pos = {int(i): k for k, i in enumerate(table.index)}
+    ref = D.help_reference_indices(space)[:shots]
+    return Protocol(
+        pool=np.array([pos[i] for i in range(p) if i in pos]),
+        query=np.array([pos[i] for i in range(p, p + 1000) if i in pos]),
+        shots=np.array([pos[i] for i in ref if i in pos]),
+        trim=True,
+    )
+
+
+def latbench_protocol(table: D.Table, shots: int = 10) -> Protocol:
+    """Reference regressors on NB201 idx [0:900); shots = HELP's NB201 reference archs; query = every
+    other measured arch of the device."""
+    pos = {int(i): k for k, i in enumerate(table.index)}
+    pool = np.array([pos[i] for i in range(900) if i in pos])
+    sh = np.array([pos[i] for i in D.help_reference_indices("nb201")[:shots] if i in pos])
+    mask = np.ones(len(table.keys), bool)
+    mask[pool] = False
+    mask[sh] = False
+    return Protocol(pool=pool, query=np.flatnonzero(mask), shots=sh, trim=False)
+
+
+def kshot_eval(
+    table: D.Table,
+    device: str,
+    protocol: Protocol,
+    *,
+    target: np.ndarray | None = None,
+    references: Sequence[str] | None = None,
+    ref_targets: dict[str, np.ndarray] | None = None,
+    alpha: float = KSHOT_ALPHA,
+    kind: str = BASE_KIND,
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Fit reference regressors (development devices, pool rows), calibrate on the shots of
+    ``device``, score on the query. Returns (metrics, predicted, measured)."""
+    y = table.column(device) if target is None else target
+    evald = set(D.EVAL_DEVICES.get(table.name, ()))
+    refs = list(references) if references is not None else [d for d in table.devices if d not in evald and d != device]
+    X = table.features
+    cols = []
+    for r in refs:
+        yr = ref_targets[r] if ref_targets and r in ref_targets else table.column(r)
+        rows = protocol.pool[np.isfinite(yr[protocol.pool]) & (yr[protocol.pool] > 0)]
+        cols.append(LatencyRegressor(kind=kind, cv=2).fit(X[rows], yr[rows]).predict(X))
+    R = np.column_stack(cols)
+    shots = protocol.shots[np.isfinite(y[protocol.shots])]
+    if len(shots) < 3:
+        raise EdgeatlasError(f"{device}: only {len(shots)} shots measured; need >= 3", code=ErrorCode.INSUFFICIENT_DATA)
+    cal = KShotCalibrator(alpha=alpha).fit(R[shots], y[shots])
+    q = protocol.query[np.isfinite(y[protocol.query])]
+    if protocol.trim:
+        q = _trim(q, y)
+    pred = cal.predict(R[q])
+    return metrics(pred, y[q]), pred, y[q]
+
+
+def evaluate(dataset: str, device: str, shots: int = 10, path: str | None = None) -> dict[str, float]:
+    """`predictors eval`: the k-shot protocol of ``dataset`` on ``device``."""
+    if shots < 3 or shots > 10:
+        raise EdgeatlasError("--shots must be between 3 and 10", code=ErrorCode.INVALID_ARGUMENT)
+    table = D.load(dataset, path)
+    if device not in table.devices:
+        raise EdgeatlasError(
+            f"unknown device {device!r} in {table.name}",
+            code=ErrorCode.NOT_FOUND,
+            hint=f"choose one of: {', '.join(table.devices)}",
+        )
+    if table.name in ("help-nb201", "help-fbnet"):
+        m, _, _ = kshot_eval(table, device, help_protocol(table, shots))
+    elif table.name == "latbench":
+        m, _, _ = kshot_eval(table, device, latbench_protocol(table, shots))
+    elif table.name == "hwnasbench360":
+        m = hwnas_energy_eval(table, device, shots)
+    else:
+        m = leave_one_device_out(table, device, shots)
+    return {k: m[k] for k in METRIC_KEYS}
+
+
+def hwnas_energy_eval(table: D.Table, device: str, shots: int = 10, task: str = "cifar100") -> dict[str, float]:
+    """Energy (mJ) of ``device`` on ``task``: reference regressors on the *other* tasks (energy of every
+    pi5 runtime, latency of every device), calibrated on 10 shots of the target task."""
+    if table.energy_mj is None:
+        raise EdgeatlasError("dataset has no energy", code=ErrorCode.UNSUPPORTED)
+    j = table.devices.index(device)
+    y = table.energy_mj[:, j].copy()
+    if not np.isfinite(y).any():
+        raise EdgeatlasError(f"{device} has no energy measurements", code=ErrorCode.INSUFFICIENT_DATA)
+    other = np.flatnonzero(table.group != task)
+    tgt = np.flatnonzero(table.group == task)
+    pos = {int(table.index[i]): i for i in tgt}
+    sh = np.array([pos[i] for i in D.help_reference_indices("nb201")[:shots] if i in pos])
+    q = np.setdiff1d(tgt, sh)
+    ref_targets: dict[str, np.ndarray] = {}
+    for k, d in enumerate(table.devices):
+        ref_targets[f"lat:{d}"] = table.latency_ms[:, k]
+        if np.isfinite(table.energy_mj[other, k]).any():
+            ref_targets[f"energy:{d}"] = table.energy_mj[:, k]
+    # reference rows: other tasks only (the target task is evaluation data)
+    proto = Protocol(pool=other, query=q, shots=sh, trim=False)
+    tmp = D.Table(
+        table.name + "-energy",
+        table.keys,
+        table.index,
+        table.features,
+        tuple(ref_targets),
+        np.column_stack(list(ref_targets.values())),
+    )
+    m, _, _ = kshot_eval(tmp, "", proto, target=y, references=list(ref_targets))
+    return m
+
+
+def leave_one_device_out(table: D.Table, device: str, shots: int = 10) -> dict[str, float]:
+    """Generic: references = every other non-evaluation device on the first half of the rows; shots =
+    the first ``shots`` rows of the other half measured on ``device``; query = the rest."""
+    n = len(table.keys)
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(n)
+    pool, rest = perm[: n // 2], perm[n // 2 :]
+    y = table.column(device)
+    rest = rest[np.isfinite(y[rest])]
+    proto = Protocol(pool=pool, query=rest[shots:], shots=rest[:shots], trim=False)
+    m, _, _ = kshot_eval(table, device, proto)
+    return m

@@ -1,0 +1,228 @@
+"""`edgeatlas predictors ...`: import datasets, evaluate, train, retrain, list, predict."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import click
+
+from registry.commands.common import db_option, emit, json_option, open_store, print_json
+from registry.errors import EdgeatlasError, ErrorCode
+
+
+@click.group(name="predictors")
+def group() -> None:
+    """Latency / energy predictors: datasets, training, evaluation, prediction."""
+
+
+@group.command(name="import")
+@click.argument("name")
+@click.option("--path", "path", type=click.Path(file_okay=False, path_type=Path), default=None, help="Dataset folder.")
+@db_option
+@json_option
+def import_cmd(name: str, path: Path | None, db_url: str | None, as_json: bool) -> None:
+    """Import an external measurement dataset into the store (source="dataset:<name>").
+
+    NAME is one of help-nb201, help-fbnet, latbench, hwnasbench360, mobile-ml-benchmark.
+
+    \b
+    Example:
+        edgeatlas predictors import help-nb201 --path ../shared/datasets/help
+    """
+    from rich.progress import Progress
+
+    from predictors.datasets import import_dataset
+
+    store = open_store(db_url)
+    with Progress(transient=True) as prog:
+        task = prog.add_task(f"importing {name}", total=None)
+        result = import_dataset(store, name, path, progress=lambda d, t: prog.update(task, completed=d, total=t))
+    emit(result, as_json)
+
+
+@group.command(name="eval")
+@click.option("--dataset", required=True, help="help-nb201, help-fbnet, latbench, hwnasbench360, mobile-ml-benchmark")
+@click.option("--device", required=True, help="Target device (a column of the dataset).")
+@click.option("--shots", default=10, show_default=True, type=int, help="k reference measurements on the device.")
+@click.option("--path", "path", default=None, help="Dataset folder (default ../shared/datasets/<name>).")
+@json_option
+def eval_cmd(dataset: str, device: str, shots: int, path: str | None, as_json: bool) -> None:
+    """k-shot evaluation on an unseen device (HELP protocol for help-*).
+
+    Prints spearman, kendall, acc10, acc5, rmse_ms, mape, n.
+
+    \b
+    Example:
+        edgeatlas predictors eval --dataset help-nb201 --device pixel2 --shots 10 --json
+    """
+    from predictors.evaluate import evaluate
+
+    emit(evaluate(dataset, device, shots, path), as_json)
+
+
+@group.command(name="train")
+@click.option("--class", "device_class", default=None, help="Train one device class only.")
+@click.option("--target", type=click.Choice(["latency", "energy"]), default="latency", show_default=True)
+@click.option("--name", default=None, help="Predictor name (default: 'default', or 'class:<C>' with --class).")
+@click.option("--kind", type=click.Choice(["gbm", "linear"]), default="gbm", show_default=True)
+@db_option
+@json_option
+def train_cmd(
+    device_class: str | None, target: str, name: str | None, kind: str, db_url: str | None, as_json: bool
+) -> None:
+    """Train a predictor set from the store's measurements and make it the champion.
+
+    \b
+    Example:
+        edgeatlas predictors train --target latency --json
+    """
+    from predictors.training import DEFAULT_NAME, train
+
+    store = open_store(db_url)
+    nm = name or (f"class:{device_class}" if device_class else DEFAULT_NAME)
+    emit(train(store, name=nm, device_class=device_class, target=target, kind=kind, promote="always"), as_json)
+
+
+@group.command(name="retrain")
+@click.option("--name", default="default", show_default=True)
+@click.option("--target", type=click.Choice(["latency", "energy"]), default="latency", show_default=True)
+@click.option("--kind", type=click.Choice(["gbm", "linear"]), default="gbm", show_default=True)
+@db_option
+@json_option
+def retrain_cmd(name: str, target: str, kind: str, db_url: str | None, as_json: bool) -> None:
+    """Challenger from all measurements; promoted only if it beats the champion on held-out data.
+
+    Prints "no new data" (exit 0) when nothing changed since the champion was trained.
+
+    \b
+    Example:
+        edgeatlas predictors retrain --json
+    """
+    from predictors.training import train
+
+    store = open_store(db_url)
+    emit(train(store, name=name, target=target, kind=kind, promote="if_better"), as_json)
+
+
+@group.command(name="list")
+@db_option
+@json_option
+def list_cmd(db_url: str | None, as_json: bool) -> None:
+    """List predictor versions (champion, challengers, retired).
+
+    \b
+    Example:
+        edgeatlas predictors list --json
+    """
+    store = open_store(db_url)
+    rows = [
+        {
+            "id": p.id,
+            "name": p.name,
+            "version": p.version,
+            "target": p.target,
+            "class": p.device_class,
+            "status": p.status,
+            "acc10": (p.metrics or {}).get("acc10"),
+            "mape": (p.metrics or {}).get("mape"),
+            "data_hash": p.data_hash[:12],
+            "sklearn": (p.libs or {}).get("scikit-learn"),
+            "created_at": p.created_at,
+        }
+        for p in store.list_predictors()
+    ]
+    emit(rows if as_json else rows, as_json, title="predictors")
+
+
+def _read_mapping(path: Path, what: str) -> dict:
+    if not path.exists():
+        raise EdgeatlasError(f"{what} file {path} does not exist", code=ErrorCode.NOT_FOUND)
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise EdgeatlasError(
+            f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} ({exc})", code=ErrorCode.INVALID_ARGUMENT
+        ) from exc
+    if not isinstance(data, dict):
+        raise EdgeatlasError(f"{path}: expected an object/table", code=ErrorCode.INVALID_ARGUMENT)
+    return data
+
+
+@group.command(name="predict")
+@click.option("--variant", "variant", required=True, help="Variant id (or unique prefix).")
+@click.option("--device", default=None, help="A trained device class or a board name.")
+@click.option(
+    "--device-facts",
+    "facts_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="JSON/TOML facts of a new device.",
+)
+@click.option(
+    "--probe-latencies",
+    "probe_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="JSON {probe variant id: ms}.",
+)
+@click.option("--name", default="default", show_default=True, help="Predictor name.")
+@db_option
+@json_option
+def predict_cmd(
+    variant: str,
+    device: str | None,
+    facts_file: Path | None,
+    probe_file: Path | None,
+    name: str,
+    db_url: str | None,
+    as_json: bool,
+) -> None:
+    """Predict latency (and energy) of a variant on a device, with an interval.
+
+    \b
+    Example:
+        edgeatlas predictors predict --variant nb201:123 --device help-nb201/pixel3 --json
+        edgeatlas predictors predict --variant nb201:123 --probe-latencies probes.json
+    """
+    from predictors.features import features_from_dict
+    from predictors.training import load_champion
+
+    if sum(x is not None for x in (device, facts_file, probe_file)) != 1:
+        raise EdgeatlasError(
+            "give exactly one of --device, --device-facts, --probe-latencies", code=ErrorCode.INVALID_ARGUMENT
+        )
+    store = open_store(db_url)
+    v = store.get_variant(variant)
+    feats = features_from_dict(v.features, f"variant {v.id}").vector()
+    rec, pset = load_champion(store, name)
+    kwargs: dict = {}
+    if device is not None:
+        cls = device
+        if device not in pset.classes:
+            try:
+                cls = store.get_board(device).class_name
+            except EdgeatlasError:
+                cls = device
+        kwargs["device_class"] = cls
+    elif facts_file is not None:
+        kwargs["facts"] = _read_mapping(facts_file, "device facts")
+    else:
+        kwargs["probe_latencies"] = {str(k): float(x) for k, x in _read_mapping(probe_file, "probe latencies").items()}
+    p = pset.predict(feats, **kwargs)
+    out = {
+        "variant": v.id,
+        "predictor": f"{rec.name} v{rec.version}",
+        "method": p.method,
+        "latency_ms": float(p.latency_ms[0]),
+        "latency_lo": float(p.latency_lo[0]),
+        "latency_hi": float(p.latency_hi[0]),
+    }
+    if p.energy_mj is not None:
+        out.update(energy_mj=float(p.energy_mj[0]), energy_lo=float(p.energy_lo[0]), energy_hi=float(p.energy_hi[0]))
+    if as_json:
+        print_json(out)
+    else:
+        emit(out, False)
