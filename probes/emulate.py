@@ -8,7 +8,8 @@
   has the runtimes; the runner prefers it over ``python3``), and ``authorized_keys`` with the fleet client key;
 - the client key (``defaults.key_file``) if missing, and the board's host key in ``known_hosts``;
 - cgroup-v1 groups ``/sys/fs/cgroup/{cpu,cpuset}/edgeatlas-<home>/<board>`` with
-  ``cpu.cfs_quota_us = cpu_quota x cfs_period_us`` and ``cpuset.cpus`` / ``cpuset.mems``; sshd is
+  ``cpu.cfs_quota_us = cpu_quota x cfs_period_us`` (shortest period the kernel allows, see
+  :func:`cfs_params`) and ``cpuset.cpus`` / ``cpuset.mems``; sshd is
   moved into them before it execs, so every session and every agent it starts inherits them;
 - the link: a user-space delay proxy (this module, ``python -m probes.emulate proxy``) listens on
   the declared port and forwards to sshd's internal port, adding RTT/2 each way and serialising
@@ -26,6 +27,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -98,6 +100,20 @@ def check_cgroup_v1(root: Path = CGROUP_ROOT) -> dict[str, Any]:
     return {"cgroup": "v1", "cpu": str(root / "cpu"), "cpuset": str(root / "cpuset")}
 
 
+def cfs_params(cpu_quota: float) -> tuple[int, int]:
+    """(cfs_period_us, cfs_quota_us) for a CPU share, with the shortest period the kernel allows.
+
+    With the usual 100 ms period a 0.5-core board runs 50 ms at full speed and then stalls
+    50 ms, so a 1 ms inference keeps its full-speed p50 and only the tail grows. The kernel's
+    minimum quota is 1 ms, so the shortest period is 1 ms / share (2 ms at 0.5, 4 ms at 0.25):
+    every inference longer than a few periods is then slowed by ~1/share, as on a slower board.
+    """
+    if cpu_quota >= 1.0:
+        return PERIOD_US, int(cpu_quota * PERIOD_US)
+    period = max(1000, int(math.ceil(1000 / cpu_quota)))
+    return period, max(1000, int(round(period * cpu_quota)))
+
+
 def _make_cgroup(board_tag: str, cpu_quota: float, cpus: str, root: Path = CGROUP_ROOT) -> dict[str, str]:
     parent = f"edgeatlas-{_home_tag()}"
     cpu_dir = root / "cpu" / parent / board_tag
@@ -105,8 +121,10 @@ def _make_cgroup(board_tag: str, cpu_quota: float, cpus: str, root: Path = CGROU
     cpuset_dir = cpuset_parent / board_tag
     try:
         cpu_dir.mkdir(parents=True, exist_ok=True)
-        (cpu_dir / "cpu.cfs_period_us").write_text(str(PERIOD_US))
-        (cpu_dir / "cpu.cfs_quota_us").write_text(str(max(1000, int(cpu_quota * PERIOD_US))))
+        period, quota = cfs_params(cpu_quota)
+        (cpu_dir / "cpu.cfs_quota_us").write_text("-1")  # so any period is accepted
+        (cpu_dir / "cpu.cfs_period_us").write_text(str(period))
+        (cpu_dir / "cpu.cfs_quota_us").write_text(str(quota))
         cpuset_parent.mkdir(exist_ok=True)
         for f in ("cpuset.cpus", "cpuset.mems"):  # a cpuset child needs its parent's set first
             if not (cpuset_parent / f).read_text().strip():
