@@ -116,7 +116,7 @@ def choose_probes(data: TrainingData, n: int = N_PROBES) -> tuple[list[str], np.
     count: dict[str, int] = {}
     fv: dict[str, np.ndarray] = {}
     for c, ids in data.variant_ids.items():
-        for i, vid in enumerate(dict.fromkeys(ids)):
+        for vid in dict.fromkeys(ids):
             count[vid] = count.get(vid, 0) + 1
         X = data.per_class[c][0]
         for vid, x in zip(ids, X, strict=True):

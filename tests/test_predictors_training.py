@@ -1,0 +1,234 @@
+"""Training, versioning, skops persistence, retrain promotion, CLI, on a real SQLite store with
+real HELP measurements (a small slice) and NB201 graph features."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from predictors import nb201
+from predictors.features import FEATURE_NAMES
+from predictors.training import TRUSTED_TYPES, load_champion, load_file, predict_matrix, train
+from registry.commands.predictors import group
+from registry.errors import EdgeatlasError
+
+HELP_CSV = "/work/shared/datasets/help/nb201_latency_ms.csv"
+DEVICES = ("pixel3", "samsung_a50", "silver_4114")
+
+
+@pytest.fixture()
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEATLAS_HOME", str(tmp_path))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    from registry.store import Store
+
+    s = Store.open(f"sqlite:///{tmp_path / 'atlas.db'}")
+    rows = []
+    with open(HELP_CSV) as fh:
+        for i, r in enumerate(csv.DictReader(fh)):
+            if i >= 160:
+                break
+            rows.append(r)
+    archs = [r["arch_str"] for r in rows]
+    feats = nb201.features_table(archs)
+    for dev in DEVICES:
+        s.upsert_device_class(dev, {"cores": 4, "freq_mhz": 2000 if dev != "silver_4114" else 2200, "memory_mb": 4096})
+    meas = []
+    for r, f in zip(rows, feats, strict=True):
+        if np.isnan(f[0]):
+            continue
+        vid = f"nb201:{r['nb201_idx']}"
+        fd = {n: float(x) for n, x in zip(FEATURE_NAMES, f, strict=True)}
+        s.add_variant(
+            id=vid,
+            family="nb201",
+            format="onnx",
+            path="",
+            params=int(fd["params"]),
+            macs=int(fd["macs"]),
+            size_bytes=int(fd["weight_bytes"]),
+            input_shape=(1, 3, 32, 32),
+            precision="fp32",
+            features=fd,
+        )
+        for dev in DEVICES:
+            meas.append(
+                {
+                    "key": hashlib.sha256(f"{vid}{dev}".encode()).hexdigest(),
+                    "board": dev,
+                    "variant_id": vid,
+                    "runtime": "help",
+                    "config": {},
+                    "status": "ok",
+                    "latency_ms": float(r[dev]),
+                    "device_class": dev,
+                    "source": "dataset:help-nb201",
+                }
+            )
+    s.add_measurements_bulk(meas)
+    return s
+
+
+def test_train_list_predict_retrain(store, tmp_path):
+    rep = train(store, kind="linear")
+    assert rep["status"] == "promoted" and rep["challenger"]["n"] > 20
+    assert (tmp_path / "reports" / "default-v1.json").exists() and (tmp_path / "reports" / "default-v1.png").exists()
+    rec, pset = load_champion(store)
+    assert rec.libs["scikit-learn"] and rec.data_hash == rep["data_hash"]
+    F = np.array([v.features[n] for v in store.list_variants()[:5] for n in FEATURE_NAMES]).reshape(5, -1)
+    p = predict_matrix(pset, F, device_class="pixel3")
+    assert p.latency_ms.shape == (5,) and np.all(p.latency_lo <= p.latency_hi)
+    # retrain without new data: nothing changes
+    again = train(store, kind="linear", promote="if_better")
+    assert again["status"] == "no new data"
+    assert len(store.list_predictors()) == 1
+
+    runner = CliRunner()
+    env = {"EDGEATLAS_DB": store.url}
+    out = runner.invoke(group, ["list", "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)[0]["status"] == "champion"
+    vid = store.list_variants()[0].id
+    out = runner.invoke(group, ["predict", "--variant", vid, "--device", "pixel3", "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    d = json.loads(out.output)
+    assert d["latency_lo"] <= d["latency_ms"] <= d["latency_hi"] and d["method"] == "class:pixel3"
+    probes = {
+        pid: 2.0 * float(pset.predict(pset.probe_features[i], device_class="pixel3").latency_ms[0])
+        for i, pid in enumerate(pset.probe_ids)
+    }
+    pf = tmp_path / "probes.json"
+    pf.write_text(json.dumps(probes))
+    out = runner.invoke(group, ["predict", "--variant", vid, "--probe-latencies", str(pf), "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["method"].startswith("kshot")
+    ff = tmp_path / "facts.json"
+    ff.write_text(json.dumps({"cores": 4, "freq_mhz": 2100, "memory_mb": 4096}))
+    out = runner.invoke(group, ["predict", "--variant", vid, "--device-facts", str(ff), "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(group, ["predict", "--variant", vid, "--device", "nope", "--json"], env=env)
+    assert (
+        out.exit_code != 0
+        and isinstance(out.exception, EdgeatlasError)
+        and "unknown device class" in str(out.exception)
+    )
+
+
+def test_tampered_and_foreign_version_files_are_refused(store, tmp_path):
+    train(store, kind="gbm")
+    rec, _ = load_champion(store)
+    import skops.io as sio
+
+    assert set(sio.get_untrusted_types(file=rec.path)) <= set(TRUSTED_TYPES)
+    path = tmp_path / "copy.skops"
+    data = bytearray(open(rec.path, "rb").read())
+    path.write_bytes(bytes(data))
+    data[len(data) // 2] ^= 0xFF
+    bad = tmp_path / "bad.skops"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(EdgeatlasError, match="tampered"):
+        load_file(bad, rec.file_sha256)
+    # a file written by another scikit-learn version
+    pset = load_file(path, rec.file_sha256)
+    pset.meta = {**pset.meta, "libs": {**pset.meta["libs"], "scikit-learn": "0.24.2"}}
+    other = tmp_path / "old.skops"
+    sio.dump(pset, other)
+    with pytest.raises(EdgeatlasError, match="scikit-learn 0.24.2"):
+        load_file(other)
+
+
+def test_retrain_promotes_only_when_better(store):
+    first = train(store, kind="linear")
+    # new data arrives: another device class
+    more = [
+        {
+            "key": hashlib.sha256(f"{v.id}x".encode()).hexdigest(),
+            "board": "b2",
+            "variant_id": v.id,
+            "runtime": "r",
+            "config": {},
+            "status": "ok",
+            "latency_ms": 1.0 + v.macs / 1e7,
+            "device_class": "extra",
+            "source": "probe",
+        }
+        for v in store.list_variants()
+    ]
+    store.add_measurements_bulk(more)
+    rep = train(store, kind="linear", promote="if_better")
+    assert rep["data_hash"] != first["data_hash"] and rep["champion"] is not None
+    assert rep["status"] in ("promoted", "kept champion")
+    statuses = [p.status for p in store.list_predictors()]
+    assert statuses.count("champion") == 1
+
+
+def test_bad_training_input(store, tmp_path, monkeypatch):
+    from registry.store import Store
+
+    empty = Store.open(f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(EdgeatlasError, match="empty training set"):
+        train(empty)
+    store.add_measurements_bulk(
+        [
+            {
+                "key": "k1",
+                "board": "tiny",
+                "variant_id": store.list_variants()[0].id,
+                "runtime": "r",
+                "config": {},
+                "status": "ok",
+                "latency_ms": 3.0,
+                "device_class": "tiny",
+                "source": "probe",
+            }
+        ]
+    )
+    with pytest.raises(EdgeatlasError, match="'tiny' has 1 measurements; at least 20"):
+        train(store)
+    store.add_variant(
+        id="nofeat",
+        family="x",
+        format="onnx",
+        path="",
+        params=1,
+        macs=1,
+        size_bytes=1,
+        input_shape=(1, 3, 8, 8),
+        precision="fp32",
+    )
+    store.add_measurements_bulk(
+        [
+            {
+                "key": "k2",
+                "board": "tiny",
+                "variant_id": "nofeat",
+                "runtime": "r",
+                "config": {},
+                "status": "ok",
+                "latency_ms": 3.0,
+                "device_class": "tiny",
+                "source": "probe",
+            }
+        ]
+    )
+    with pytest.raises(EdgeatlasError, match="no ONNX features"):
+        train(store)
+    with pytest.raises(EdgeatlasError, match="no trained predictor"):
+        load_champion(store, "missing")
+
+
+def test_eval_cli_keys(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEATLAS_HOME", str(tmp_path))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = CliRunner().invoke(group, ["eval", "--dataset", "help-fbnet", "--device", "fpga", "--shots", "10", "--json"])
+    assert out.exit_code == 0, out.output
+    d = json.loads(out.output)
+    assert list(d) == ["spearman", "kendall", "acc10", "acc5", "rmse_ms", "mape", "n"]
+    assert d["spearman"] > 0.8 and d["n"] > 700
+    out = CliRunner().invoke(group, ["eval", "--dataset", "help-fbnet", "--device", "nope", "--json"])
+    assert isinstance(out.exception, EdgeatlasError) and "unknown device" in str(out.exception)
