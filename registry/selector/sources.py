@@ -154,7 +154,6 @@ def _artifact(path: str) -> Path:
 def onnx_feature_vector(path: str, sha256: str | None) -> np.ndarray:
     """Graph features of an ONNX file (a split head or tail), cached by sha256 in the cache dir."""
     from predictors.features import features_from_dict, onnx_features
-
     from registry.paths import cache_dir
 
     cache = cache_dir() / "selector-features"
