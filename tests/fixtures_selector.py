@@ -89,3 +89,129 @@ def measured_mlp_table() -> CandidateTable:
         edge="this-host-2-threads",
         meta={"source": "measured:onnxruntime on this host (median of 30 runs)"},
     )
+
+
+def _teacher_task(rng: np.random.Generator, n: int, in_dim: int):
+    """A generated classification task: labels are the argmax of a fixed random linear teacher."""
+    T = rng.standard_normal((in_dim, 10)).astype(np.float32)
+    X = rng.standard_normal((n, in_dim)).astype(np.float32)
+    return T, X, (X @ T).argmax(1)
+
+
+@pytest.fixture(scope="session")
+def selector_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real SQLite store with MLP variants whose accuracy is measured on a generated task
+    (`measured:teacher-synth`) and whose whole-model and split latencies are measured in
+    onnxruntime on this host (device class: 1 thread; edge class: 2 threads).
+
+    Variant w: a random projection to w units (ReLU), two identity layers, and a last layer
+    fitted by least squares to the teacher's logits, so wider variants are more accurate.
+    """
+    import hashlib
+
+    import onnx
+
+    from predictors.features import onnx_features
+    from registry.paths import artifacts_dir
+    from registry.store import Store
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('selector') / 'atlas.db'}"
+    store = Store.open(url)
+    power = {
+        "idle_w": 2.2,
+        "active_w": 5.4,
+        "radio_nj_per_byte": 2265,
+        "source": "devices.toml (Raspberry Pi 4; Huang et al. 2012)",
+    }
+    store.upsert_device_class("host-1t", {"cores": 1, "memory_mb": 1024, "power": power})
+    store.upsert_device_class("host-2t", {"cores": 2, "memory_mb": 8192})
+    store.upsert_board("dev-1", "host-1t", "127.0.0.1", 22201, "device")
+    store.upsert_board("edge-1", "host-2t", "127.0.0.1", 22209, "edge")
+    rng = np.random.default_rng(0)
+    in_dim = 3 * 32 * 32
+    T, X, y = _teacher_task(rng, 3000, in_dim)
+    Xtr, ytr, Xte, yte = X[:2000], y[:2000], X[2000:], y[2000:]
+    art = artifacts_dir()
+
+    def save(model_bytes: bytes) -> tuple[str, str]:
+        sha = hashlib.sha256(model_bytes).hexdigest()
+        (art / f"{sha}.onnx").write_bytes(model_bytes)
+        return f"{sha}.onnx", sha
+
+    for width in (16, 128, 1024):
+        R = (rng.standard_normal((in_dim, width)) / np.sqrt(in_dim)).astype(np.float32)
+        H = np.maximum(Xtr @ R, 0)
+        target = Xtr @ T
+        target = target - target.min() + 1.0  # positive: the last ReLU keeps the argmax
+        W4 = np.linalg.lstsq(H, target, rcond=None)[0].astype(np.float32)
+        eye = np.eye(width, dtype=np.float32)
+        weights = [R, eye, eye, W4]
+        acc = float((np.maximum(np.maximum(Xte @ R, 0) @ W4, 0).argmax(1) == yte).mean())
+        whole = _mlp_part(weights, in_dim)
+        path, sha = save(whole)
+        feats = onnx_features(onnx.load_from_string(whole)).to_dict()
+        vid = f"mlp-w{width}"
+        store.add_variant(
+            vid,
+            "mlp",
+            "onnx",
+            path,
+            int(sum(w.size for w in weights)),
+            int(sum(w.size for w in weights)),
+            len(whole),
+            (1, in_dim),
+            "fp32",
+            accuracy=acc,
+            accuracy_source="measured:teacher-synth",
+            features=feats,
+        )
+        dev_ms = _time_ms(whole, in_dim, 1)
+        edge_ms = _time_ms(whole, in_dim, 2)
+        store.add_measurement(
+            store.measurement_key(sha, "dev-1", {"kind": "model"}),
+            "dev-1",
+            vid,
+            "onnxruntime",
+            {"kind": "model"},
+            "ok",
+            latency_ms=dev_ms,
+            device_class="host-1t",
+        )
+        store.add_measurement(
+            store.measurement_key(sha, "edge-1", {"kind": "model"}),
+            "edge-1",
+            vid,
+            "onnxruntime",
+            {"kind": "model"},
+            "ok",
+            latency_ms=edge_ms,
+            device_class="host-2t",
+        )
+        dims = [in_dim, width, width, width, 10]
+        for cut in (1, 2, 3):
+            head, tail = _mlp_part(weights[:cut], in_dim), _mlp_part(weights[cut:], dims[cut])
+            hp, hs = save(head)
+            tp, ts = save(tail)
+            sp = store.add_split(vid, f"relu{cut}", cut, hp, hs, tp, ts, (1, dims[cut]), "float32", dims[cut] * 4)
+            cfg = {"kind": "split", "edge": "edge-1", "codec": "fp32"}
+            stats = {
+                "head_ms": _time_ms(head, in_dim, 1),
+                "tail_ms": _time_ms(tail, dims[cut], 2),
+                "encode_ms": 0.0,
+                "decode_ms": 0.0,
+                "payload_bytes": dims[cut] * 4,
+            }
+            store.add_measurement(
+                store.measurement_key(hs, "dev-1", cfg),
+                "dev-1",
+                vid,
+                "onnxruntime",
+                cfg,
+                "ok",
+                latency_ms=stats["head_ms"] + stats["tail_ms"],
+                stats=stats,
+                split_id=sp.id,
+                device_class="host-1t",
+            )
+    store.dispose()
+    return url
