@@ -130,7 +130,7 @@ def selector_store(tmp_path_factory: pytest.TempPathFactory) -> str:
     rng = np.random.default_rng(0)
     in_dim = 3 * 32 * 32
     T, X, y = _teacher_task(rng, 3000, in_dim)
-    Xtr, ytr, Xte, yte = X[:2000], y[:2000], X[2000:], y[2000:]
+    Xtr, Xte, yte = X[:2000], X[2000:], y[2000:]
     art = artifacts_dir()
 
     def save(model_bytes: bytes) -> tuple[str, str]:
