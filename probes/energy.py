@@ -37,8 +37,18 @@ class EnergyError(Exception):
 
 
 def _read_int(path: str) -> int:
-    with open(path) as f:
-        return int(f.read().strip())
+    # A sensor file can read empty while its driver updates it: retry briefly before failing.
+    text = ""
+    for _ in range(5):
+        with open(path) as f:
+            text = f.read().strip()
+        if text:
+            break
+        time.sleep(0.001)
+    try:
+        return int(text)
+    except ValueError as e:
+        raise EnergyError(f"{path}: expected an integer, read {text!r}") from e
 
 
 class RaplBackend:

@@ -6,6 +6,7 @@ the way a real sensor would, so the backends read, wrap and integrate real files
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -134,7 +135,10 @@ def test_agent_uses_a_declared_backend_and_labels_it_measured(tmp_path):
         v = 0
         while not stop.is_set():
             v += 1000
-            (z / "energy_uj").write_text(f"{v}\n")
+            # like sysfs, a reader sees the old or the new value, never a half-written file
+            tmp = z / "energy_uj.tmp"
+            tmp.write_text(f"{v}\n")
+            os.replace(tmp, z / "energy_uj")
             time.sleep(0.002)
 
     t = threading.Thread(target=tick, daemon=True)
