@@ -7,13 +7,15 @@ by URL. Every method opens its own transaction and returns frozen records from
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, exists, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -37,6 +39,7 @@ from registry.store.models import (
     utcnow,
 )
 
+T = TypeVar("T")
 _UPGRADED: set[str] = set()
 
 
@@ -52,6 +55,35 @@ def _aware(dt: datetime | None) -> datetime | None:
     if dt is not None and dt.tzinfo is None:
         return dt.replace(tzinfo=UTC)
     return dt
+
+
+@functools.cache
+def _converters(cls: type) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
+    """Per field of a record dataclass, how to copy it off an ORM row (by its annotation)."""
+
+    def plain(v: Any) -> Any:
+        return v
+
+    out = []
+    for f in dataclasses.fields(cls):
+        t = str(f.type)
+        if t.startswith("datetime"):
+            conv: Callable[[Any], Any] = _aware
+        elif t.startswith("tuple["):
+            conv = lambda v: tuple(v or ())  # noqa: E731
+        elif t.startswith("dict[") and "None" not in t:
+            conv = lambda v: dict(v or {})  # noqa: E731
+        elif t == "int":
+            conv = int
+        else:
+            conv = plain
+        out.append((f.name, conv))
+    return tuple(out)
+
+
+def _record(cls: type[T], row: Any) -> T:
+    """A frozen record from an ORM row whose attributes carry the record's field names."""
+    return cls(**{name: conv(getattr(row, name)) for name, conv in _converters(cls)})
 
 
 class Store:
@@ -167,18 +199,7 @@ class Store:
     # ----------------------------------------------------------------- boards
     @staticmethod
     def _board(r: BoardRow) -> R.Board:
-        return R.Board(
-            name=r.name,
-            class_name=r.class_name,
-            host=r.host,
-            port=r.port,
-            role=r.role,
-            emulate=r.emulate,
-            energy=r.energy,
-            tags=tuple(r.tags or ()),
-            facts=r.facts,
-            checked_at=_aware(r.checked_at),
-        )
+        return _record(R.Board, r)
 
     def upsert_board(
         self,
@@ -236,28 +257,7 @@ class Store:
     # --------------------------------------------------------------- variants
     @staticmethod
     def _variant(r: VariantRow) -> R.Variant:
-        return R.Variant(
-            id=r.id,
-            family=r.family,
-            format=r.format,
-            path=r.path,
-            params=int(r.params),
-            macs=int(r.macs),
-            size_bytes=int(r.size_bytes),
-            input_shape=tuple(r.input_shape or ()),
-            precision=r.precision,
-            width=r.width,
-            resolution=r.resolution,
-            prune=r.prune,
-            opset=r.opset,
-            runtime_needs=r.runtime_needs,
-            recipe=r.recipe,
-            accuracy=r.accuracy,
-            accuracy_source=r.accuracy_source,
-            features=r.features,
-            parent_id=r.parent_id,
-            created_at=_aware(r.created_at),
-        )
+        return _record(R.Variant, r)
 
     def add_variant(
         self,
@@ -379,22 +379,7 @@ class Store:
     # ----------------------------------------------------------------- splits
     @staticmethod
     def _split(r: SplitRow) -> R.Split:
-        return R.Split(
-            id=r.id,
-            variant_id=r.variant_id,
-            cut_name=r.cut_name,
-            position=r.position,
-            head_path=r.head_path,
-            head_sha256=r.head_sha256,
-            tail_path=r.tail_path,
-            tail_sha256=r.tail_sha256,
-            payload_shape=tuple(r.payload_shape or ()),
-            payload_dtype=r.payload_dtype,
-            payload_bytes=int(r.payload_bytes),
-            head_macs=r.head_macs,
-            tail_macs=r.tail_macs,
-            codecs=dict(r.codecs or {}),
-        )
+        return _record(R.Split, r)
 
     def add_split(
         self,
@@ -487,10 +472,7 @@ class Store:
     def list_runs(self) -> list[R.Run]:
         with self.session() as s:
             rows = s.scalars(select(RunRow).order_by(RunRow.id)).all()
-            return [
-                R.Run(r.id, r.kind, dict(r.config or {}), r.status, _aware(r.started_at), _aware(r.finished_at))
-                for r in rows
-            ]
+            return [_record(R.Run, r) for r in rows]
 
     # ----------------------------------------------------------- measurements
     @staticmethod
@@ -501,27 +483,7 @@ class Store:
 
     @staticmethod
     def _measurement(r: MeasurementRow) -> R.Measurement:
-        return R.Measurement(
-            id=r.id,
-            key=r.key,
-            board=r.board,
-            variant_id=r.variant_id,
-            runtime=r.runtime,
-            config=dict(r.config or {}),
-            status=r.status,
-            latency_ms=r.latency_ms,
-            stats=r.stats,
-            energy_mj=r.energy_mj,
-            energy_source=r.energy_source,
-            system=r.system,
-            error_code=r.error_code,
-            error_message=r.error_message,
-            split_id=r.split_id,
-            device_class=r.device_class,
-            run_id=r.run_id,
-            source=r.source,
-            created_at=_aware(r.created_at),
-        )
+        return _record(R.Measurement, r)
 
     def has_measurement(self, key: str, status: str | None = "ok") -> bool:
         with self.session() as s:
@@ -663,20 +625,7 @@ class Store:
     # ------------------------------------------------------------- predictors
     @staticmethod
     def _predictor(r: PredictorRow) -> R.PredictorVersion:
-        return R.PredictorVersion(
-            id=r.id,
-            name=r.name,
-            version=r.version,
-            target=r.target,
-            device_class=r.device_class,
-            path=r.path,
-            file_sha256=r.file_sha256,
-            data_hash=r.data_hash,
-            metrics=dict(r.metrics or {}),
-            libs=dict(r.libs or {}),
-            status=r.status,
-            created_at=_aware(r.created_at),
-        )
+        return _record(R.PredictorVersion, r)
 
     def add_predictor(
         self,
@@ -774,19 +723,14 @@ class Store:
             row = FeedbackRow(app=app, kind=kind, chosen=dict(chosen), other=other, rating=rating, context=context)
             s.add(row)
             s.flush()
-            return R.Feedback(
-                row.id, row.app, row.kind, row.chosen, row.other, row.rating, row.context, _aware(row.created_at)
-            )
+            return _record(R.Feedback, row)
 
     def list_feedback(self, app: str | None = None) -> list[R.Feedback]:
         with self.session() as s:
             q = select(FeedbackRow).order_by(FeedbackRow.id)
             if app:
                 q = q.where(FeedbackRow.app == app)
-            return [
-                R.Feedback(r.id, r.app, r.kind, r.chosen, r.other, r.rating, r.context, _aware(r.created_at))
-                for r in s.scalars(q).all()
-            ]
+            return [_record(R.Feedback, r) for r in s.scalars(q).all()]
 
     def add_qoe_weights(
         self, app: str, weights: dict[str, float], metrics: dict[str, Any] | None = None
@@ -796,9 +740,7 @@ class Store:
             row = QoEWeightsRow(app=app, version=int(latest) + 1, weights=dict(weights), metrics=dict(metrics or {}))
             s.add(row)
             s.flush()
-            return R.QoEWeights(
-                row.id, row.app, row.version, dict(row.weights), dict(row.metrics), _aware(row.created_at)
-            )
+            return _record(R.QoEWeights, row)
 
     def latest_qoe_weights(self, app: str) -> R.QoEWeights | None:
         with self.session() as s:
@@ -807,26 +749,12 @@ class Store:
             ).first()
             if row is None:
                 return None
-            return R.QoEWeights(
-                row.id, row.app, row.version, dict(row.weights), dict(row.metrics or {}), _aware(row.created_at)
-            )
+            return _record(R.QoEWeights, row)
 
     # -------------------------------------------------------------- job queue
     @staticmethod
     def _job(r: JobRow) -> R.Job:
-        return R.Job(
-            id=r.id,
-            run_id=r.run_id,
-            key=r.key,
-            payload=dict(r.payload or {}),
-            status=r.status,
-            attempts=r.attempts,
-            lease_owner=r.lease_owner,
-            lease_expires_at=_aware(r.lease_expires_at),
-            measurement_id=r.measurement_id,
-            error=r.error,
-            board=r.board,
-        )
+        return _record(R.Job, r)
 
     def enqueue_jobs(self, run_id: int | None, jobs: Sequence[tuple[str, dict[str, Any]]], force: bool = False) -> int:
         """Queue jobs keyed by measurement key (``payload["board"]`` names the board that runs it).
