@@ -13,6 +13,15 @@ Usage::
 
     python3 agent.py --job job.json        # or: python3 agent.py < job.json
     python3 agent.py --facts               # board facts, runtimes, energy backends
+    python3 agent.py --serve               # persistent: one job JSON per stdin line,
+                                           # one marked result line per job on stdout
+
+``--serve`` keeps one interpreter (with numpy and the runtime imported) for a whole sweep, so
+a board under a small CPU quota does not pay the interpreter start and the imports per job.
+It first prints ``EDGEATLAS_SERVE {"pid": ..}`` and then answers each job line with one
+``EDGEATLAS_RESULT`` line; it exits at end of input. Native noise on stdout is redirected to
+stderr, so the result channel carries marked lines only. Each job starts from the affinity
+the process had at start (a job's pinning does not leak into the next one).
 
 The result is printed as one line ``EDGEATLAS_RESULT <json>`` on stdout (runtimes may
 print noise on stdout; the controller takes the last marked line). The agent never
@@ -51,6 +60,7 @@ PROTOCOL_VERSION = 1
 AGENT_VERSION = "0.1.0"
 RESULT_MARKER = "EDGEATLAS_RESULT "
 FACTS_MARKER = "EDGEATLAS_FACTS "
+SERVE_MARKER = "EDGEATLAS_SERVE "
 
 
 class ErrorCode(IntEnum):
@@ -174,7 +184,6 @@ def system_snapshot() -> dict[str, Any]:
         load = list(os.getloadavg())
     except OSError:
         load = []
-    ru = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "time": time.time(),
         "freq_mhz": freqs,
@@ -183,8 +192,29 @@ def system_snapshot() -> dict[str, Any]:
         "loadavg": load,
         "mem_total_mb": mem.get("MemTotal"),
         "mem_available_mb": mem.get("MemAvailable"),
-        "peak_rss_mb": ru.ru_maxrss / 1024.0,  # Linux: KiB
+        "peak_rss_mb": _peak_rss_mb(),
     }
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set size: VmHWM (which ``--serve`` resets per job), else ru_maxrss."""
+    for line in (_read("/proc/self/status") or "").splitlines():
+        if line.startswith("VmHWM:"):
+            try:
+                return int(line.split()[1]) / 1024.0
+            except (IndexError, ValueError):
+                break
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0), so a persistent agent reports per-job peaks."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def runtime_versions() -> dict[str, str | None]:
@@ -734,8 +764,58 @@ def _clean(o: Any) -> Any:
     return o
 
 
+def _result_line(result: dict[str, Any]) -> str:
+    return RESULT_MARKER + json.dumps(_clean(result), default=_json_default)
+
+
+def _bad_job(message: str) -> dict[str, Any]:
+    return {
+        "status": "error",
+        "error_code": int(ErrorCode.BAD_JOB),
+        "error_name": ErrorCode.BAD_JOB.name,
+        "error_message": message,
+        "protocol_version": PROTOCOL_VERSION,
+    }
+
+
+def serve(stdin: Any = None) -> int:
+    """Persistent mode: one job per input line, one marked result line per job, until EOF."""
+    stdin = stdin or sys.stdin
+    try:  # the protocol keeps the real stdout; anything else written to fd 1 goes to stderr
+        out = os.fdopen(os.dup(1), "w", buffering=1)
+        os.dup2(2, 1)
+    except OSError:
+        out = sys.stdout
+    initial = _allowed_cpus()  # the runtime is imported by the first job, then stays imported
+    out.write(SERVE_MARKER + json.dumps({"pid": os.getpid(), "protocol_version": PROTOCOL_VERSION}) + "\n")
+    out.flush()
+    for line in stdin:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            job = json.loads(line)
+            if not isinstance(job, dict):
+                raise ValueError("a job is a JSON object")
+        except ValueError as e:
+            result = _bad_job(f"could not read the job: {e}")
+        else:
+            try:
+                os.sched_setaffinity(0, initial)
+            except (AttributeError, OSError):
+                pass
+            per_job = _reset_peak_rss()
+            result = run_job(job)
+            result["peak_rss_scope"] = "job" if per_job else "process"
+        out.write(_result_line(result) + "\n")
+        out.flush()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--serve" in argv:
+        return serve()
     if "--facts" in argv:
         print(FACTS_MARKER + json.dumps(_clean(board_facts()), default=_json_default), flush=True)
         return 0
@@ -749,16 +829,10 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(job, dict):
             raise ValueError("a job is a JSON object")
     except (OSError, ValueError, IndexError) as e:
-        result = {
-            "status": "error",
-            "error_code": int(ErrorCode.BAD_JOB),
-            "error_name": ErrorCode.BAD_JOB.name,
-            "error_message": f"could not read the job: {e}",
-            "protocol_version": PROTOCOL_VERSION,
-        }
+        result = _bad_job(f"could not read the job: {e}")
     else:
         result = run_job(job)
-    line = RESULT_MARKER + json.dumps(_clean(result), default=_json_default)
+    line = _result_line(result)
     if "--out" in argv:
         with open(argv[argv.index("--out") + 1], "w") as f:
             f.write(line[len(RESULT_MARKER) :])

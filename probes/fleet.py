@@ -19,6 +19,8 @@ a key never has two rows.
 from __future__ import annotations
 
 import hashlib
+import json
+import select
 import shlex
 import threading
 import time
@@ -32,7 +34,9 @@ import paramiko
 
 from probes import agent as agent_module
 from probes import energy as energy_module
-from probes.protocol import FACTS_MARKER, ErrorCode, Job, MeasureProtocol, Result, parse_marked
+from probes.protocol import FACTS_MARKER, RESULT_MARKER, ErrorCode, Job, MeasureProtocol, Result, parse_marked
+
+SERVE_MARKER = agent_module.SERVE_MARKER
 
 
 class BoardError(Exception):
@@ -91,6 +95,136 @@ def agent_bundle() -> tuple[str, dict[str, bytes]]:
     return h.hexdigest(), files
 
 
+class _ServeUnavailable(Exception):
+    """The persistent agent could not start or died without a result: run the job one-shot."""
+
+
+class AgentServer:
+    """A persistent agent (``agent.py --serve``) on one SSH exec channel of a BoardConnection.
+
+    One job JSON line in, one ``EDGEATLAS_RESULT`` line out; the interpreter and the runtime
+    stay loaded between jobs. Transport loss raises BoardError (the runner retries on a fresh
+    connection); an agent that exits without a result raises _ServeUnavailable (the job is
+    run one-shot instead); a job past its timeout kills the agent and is a TIMEOUT result.
+    """
+
+    MAX_LIFE_S = 6 * 3600  # `timeout` bounds a forgotten server on the board
+    HELLO_TIMEOUT_S = 60.0
+
+    def __init__(self, conn: BoardConnection, agent_path: str):
+        self.conn = conn
+        self.pid: int | None = None
+        self._buf = bytearray()
+        self._err = bytearray()
+        argv = ["timeout", "-k", "5", str(self.MAX_LIFE_S), *conn.python_argv(), agent_path, "--serve"]
+        try:
+            self.chan = conn.client.get_transport().open_session(timeout=conn.connect_timeout)  # type: ignore[union-attr]
+            self.chan.exec_command(" ".join(shlex.quote(str(a)) for a in argv))
+        except (OSError, EOFError, paramiko.SSHException) as e:
+            conn.close()
+            raise BoardError(ErrorCode.CONNECTION_ERROR, f"board {conn.name!r}: cannot start the agent: {e}") from e
+        line = self._read_line(SERVE_MARKER, time.monotonic() + self.HELLO_TIMEOUT_S)
+        if line is None:
+            self.close()
+            raise _ServeUnavailable(f"no hello from the persistent agent within {self.HELLO_TIMEOUT_S:g} s")
+        try:
+            self.pid = int(json.loads(line)["pid"])
+        except (ValueError, KeyError, TypeError) as e:
+            self.close()
+            raise _ServeUnavailable(f"bad hello from the persistent agent: {line[:200]!r}") from e
+
+    @property
+    def alive(self) -> bool:
+        return not self.chan.closed and not self.chan.exit_status_ready() and self.conn._transport_ok()
+
+    def _read_line(self, marker: str, deadline: float) -> str | None:
+        """The payload of the next stdout line starting with ``marker``; None at the deadline.
+
+        Raises _ServeUnavailable when the agent exits, BoardError when the connection drops."""
+        chan = self.chan
+        while True:
+            while b"\n" in self._buf:
+                raw, _, rest = bytes(self._buf).partition(b"\n")
+                self._buf = bytearray(rest)
+                text = raw.decode(errors="replace")
+                if text.startswith(marker):
+                    return text[len(marker) :]
+            got = False
+            try:
+                if chan.recv_ready():
+                    self._buf += chan.recv(65536)
+                    got = True
+                if chan.recv_stderr_ready():
+                    self._err += chan.recv_stderr(65536)
+                    del self._err[:-4000]
+                    got = True
+            except (OSError, EOFError, paramiko.SSHException) as e:
+                self.conn.close()
+                raise BoardError(
+                    ErrorCode.CONNECTION_ERROR, f"board {self.conn.name!r}: connection lost talking to the agent: {e}"
+                ) from e
+            if got:
+                continue
+            if not self.conn._transport_ok():
+                self.conn.close()
+                raise BoardError(
+                    ErrorCode.CONNECTION_ERROR, f"board {self.conn.name!r}: connection lost while a job ran"
+                )
+            if chan.exit_status_ready() or chan.closed:
+                rc = chan.recv_exit_status() if chan.exit_status_ready() else -1
+                tail = self._err.decode(errors="replace").strip()[-600:]
+                raise _ServeUnavailable(f"the persistent agent exited {rc}: {tail}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            # sleep until stdout has data (the channel's fileno wakes select) or 50 ms pass
+            # (stderr and the exit status are polled), instead of spinning next to a job
+            try:
+                select.select([chan], [], [], min(0.05, left))
+            except (OSError, ValueError):
+                time.sleep(0.002)
+
+    def request(self, job: Job) -> Result:
+        try:
+            self.chan.sendall((job.to_json() + "\n").encode())
+        except (OSError, EOFError, paramiko.SSHException) as e:
+            if not self.conn._transport_ok():
+                self.conn.close()
+                raise BoardError(
+                    ErrorCode.CONNECTION_ERROR, f"board {self.conn.name!r}: connection lost sending a job: {e}"
+                ) from e
+            raise _ServeUnavailable(f"cannot send to the persistent agent: {e}") from e
+        limit = max(1, int(job.timeout_s + 0.999))
+        deadline = time.monotonic() + limit + 10
+        while True:
+            line = self._read_line(RESULT_MARKER, deadline)
+            if line is None:  # hung past its own timeout (stuck in native code): kill it
+                self.kill()
+                return Result.failure(
+                    job.job_id, ErrorCode.TIMEOUT, f"no result after {limit + 10} s (job timeout {job.timeout_s:g} s)"
+                )
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if data.get("job_id") in (None, job.job_id):
+                return Result.from_agent(data)
+
+    def kill(self) -> None:
+        if self.pid is not None:
+            try:
+                self.conn.run(["kill", "-9", str(self.pid)], timeout=30)
+            except BoardError:
+                pass
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.chan.close()
+        except Exception:  # noqa: BLE001 - closing a dead channel
+            pass
+
+
 class BoardConnection:
     """One SSH connection to a board. Lazy: nothing happens until the first command."""
 
@@ -122,6 +256,10 @@ class BoardConnection:
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self.uploaded_bytes = 0
+        self.persistent = False  # run jobs through one `agent.py --serve` per connection
+        self._server: AgentServer | None = None
+        self._serve_failures = 0
+        self.served_jobs = 0
 
     @classmethod
     def from_spec(
@@ -243,6 +381,9 @@ class BoardConnection:
         return c
 
     def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         for obj in (self._sftp, self._client):
             try:
                 if obj is not None:
@@ -397,7 +538,30 @@ class BoardConnection:
         return ["sh", "-c", 'exec "${EDGEATLAS_PYTHON:-python3}" "$@"', "python"]
 
     def run_agent(self, job: Job) -> Result:
-        """Run one job through the agent; agent failures come back as error Results, transport ones raise."""
+        """Run one job through the agent; agent failures come back as error Results, transport ones raise.
+
+        With ``persistent``, the job goes to this connection's ``agent.py --serve`` (started on
+        first use); if that agent cannot start or dies without a result, the job runs one-shot
+        (after two such failures the connection stays one-shot)."""
+        if self.persistent and self._serve_failures < 2:
+            try:
+                if self._server is None or not self._server.alive:
+                    if self._server is not None:
+                        self._server.close()
+                    self._server = None
+                    self._server = AgentServer(self, self.ensure_agent())
+                res = self._server.request(job)
+                self.served_jobs += 1
+                return res
+            except _ServeUnavailable:
+                self._serve_failures += 1
+                if self._server is not None:
+                    self._server.close()
+                self._server = None
+        return self.run_one_shot(job)
+
+    def run_one_shot(self, job: Job) -> Result:
+        """Run one job in a fresh agent process (``timeout`` bounds it on the board)."""
         agent_path = self.ensure_agent()
         limit = max(1, int(job.timeout_s + 0.999))
         argv = ["timeout", "-k", "5", str(limit + 5), *self.python_argv(), agent_path]
@@ -458,6 +622,7 @@ class SweepConfig:
     trust_new_hosts: bool = False
     codecs: tuple[str, ...] = ("fp32", "fp16", "int8")
     connect_timeout: float = 10.0
+    persistent_agent: bool = True  # one `agent.py --serve` per board for the sweep (one-shot on error)
 
     def runtime_config(self) -> dict[str, Any]:
         return {"runtime": self.runtime, "threads": self.threads, "protocol": self.protocol.to_dict()}
@@ -560,6 +725,16 @@ class FleetRunner:
         self._store_lock = threading.Lock()
         self._conn_lock = threading.Lock()
         self._uploaded_closed = 0
+        self._healthy: dict[str, bool] = {}
+        # keys whose results must not be written (a queue worker that lost the job's lease)
+        self.skip_record: set[str] = set()
+
+    def with_config(self, config: SweepConfig) -> FleetRunner:
+        """A runner with another config that shares this one's connections and board locks."""
+        other = FleetRunner(self.store, self.fleet, config, progress=False, on_event=self.on_event)
+        other._board_locks, other._conns, other._conn_lock = self._board_locks, self._conns, self._conn_lock
+        other._store_lock, other._healthy, other.skip_record = self._store_lock, self._healthy, self.skip_record
+        return other
 
     # ------------------------------------------------------------------ helpers
     def connection(self, name: str) -> BoardConnection:
@@ -570,6 +745,7 @@ class FleetRunner:
                     trust_new_hosts=self.config.trust_new_hosts or None,
                     connect_timeout=self.config.connect_timeout,
                 )
+            self._conns[name].persistent = self.config.persistent_agent
             return self._conns[name]
 
     def close(self) -> None:
@@ -608,6 +784,8 @@ class FleetRunner:
         return {c: self.store.measurement_key(task.head_sha256, board, {**base, "codec": c}) for c in task.codecs}
 
     def _record(self, **row: Any) -> None:
+        if row.get("key") in self.skip_record:
+            return
         with self._store_lock:
             self.store.add_measurement(**row, replace=self.config.force)
 
@@ -807,6 +985,27 @@ class FleetRunner:
             )
         return outcomes
 
+    def run_task(
+        self,
+        board: str,
+        task: ModelTask | SplitTask,
+        run_id: int | None = None,
+        keys: str | dict[str, str] | None = None,
+        healthy: dict[str, bool] | None = None,
+    ) -> list[JobOutcome]:
+        """Run one task on one board and record it; never raises for a failed job (it is data)."""
+        b = self.fleet.board(board)
+        healthy = self._healthy if healthy is None else healthy
+        try:
+            if isinstance(task, ModelTask):
+                return [self._run_model(b, task, keys or self.model_key(board, task), run_id, healthy)]
+            return self._run_split(b, task, keys or self.split_keys(board, task), run_id, healthy)
+        except Exception as e:  # noqa: BLE001 - a bug in one job must not stop the board
+            ks = [keys] if isinstance(keys, str) else list((keys or {}).values()) or ["?"]
+            return [
+                JobOutcome(board, task.variant_id, k, "error", "AGENT_ERROR", f"{type(e).__name__}: {e}") for k in ks
+            ]
+
     # ------------------------------------------------------------------ a sweep
     def run(
         self,
@@ -873,19 +1072,8 @@ class FleetRunner:
 
         def worker(name: str) -> None:
             b = self.fleet.board(name)
-            for kind, task, key in plan[name]:
-                try:
-                    got = (
-                        [self._run_model(b, task, key, run_id, healthy)]
-                        if kind == "model"
-                        else self._run_split(b, task, key, run_id, healthy)
-                    )
-                except Exception as e:  # noqa: BLE001 - a bug in one job must not stop the board
-                    keys = [key] if isinstance(key, str) else list(key.values())
-                    got = [
-                        JobOutcome(name, task.variant_id, k, "error", "AGENT_ERROR", f"{type(e).__name__}: {e}")
-                        for k in keys
-                    ]
+            for _kind, task, key in plan[name]:
+                got = self.run_task(b.name, task, run_id, key, healthy)
                 with lock:
                     outcomes.extend(got)
                     for o in got:
@@ -917,6 +1105,7 @@ def _system(res: Result) -> dict[str, Any] | None:
         "warmup",
         "protocol",
         "runtime_version",
+        "peak_rss_scope",
     )
     return {k: res.raw.get(k) for k in keep if k in res.raw}
 
@@ -993,6 +1182,7 @@ def sync_fleet(store: Any, fleet: Any) -> None:
 
 
 __all__ = [
+    "AgentServer",
     "BoardConnection",
     "BoardError",
     "CommandResult",

@@ -148,3 +148,42 @@ def test_facts(tmp_path):
     facts = parse_marked(p.stdout, agent.FACTS_MARKER)
     assert facts["runtimes"]["onnxruntime"] and facts["cores_online"] >= 1 and facts["cpu_model"]
     assert facts["energy_backends"] == []  # this machine has no sensor
+
+
+def test_serve_answers_each_job_line_in_one_process(tiny_models, tmp_path):
+    """`agent.py --serve`: a hello, then one marked result per job line (a bad line is a BAD_JOB
+    result, not the end); the runtime stays loaded; pinning and peak RSS do not leak between jobs."""
+    import os
+
+    allowed = sorted(os.sched_getaffinity(0))
+    jobs = [
+        Job(job_id="s1", model=str(tiny_models["full"]), protocol=FAST, cpus=(allowed[-1],)).to_json(),
+        "{not json",
+        "",
+        Job(job_id="s2", model=str(tiny_models["full"]), protocol=FAST, threads=len(allowed)).to_json(),
+        Job(job_id="s3", model=str(tmp_path / "missing.onnx"), protocol=FAST).to_json(),
+    ]
+    p = subprocess.run(
+        [sys.executable, str(AGENT), "--serve"],
+        input="\n".join(jobs) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith(agent.SERVE_MARKER), lines  # only marked lines on the result channel
+    hello = json.loads(lines[0][len(agent.SERVE_MARKER) :])
+    assert hello["pid"] > 0 and hello["protocol_version"] == agent.PROTOCOL_VERSION
+    results = [json.loads(x[len(RESULT_MARKER) :]) for x in lines[1:]]
+    assert all(x.startswith(RESULT_MARKER) for x in lines[1:]) and len(results) == 4
+    s1, bad, s2, s3 = results
+    assert s1["job_id"] == "s1" and s1["status"] == "ok" and s1["pinned_cpus"] == [allowed[-1]]
+    assert bad["error_code"] == ErrorCode.BAD_JOB and "could not read the job" in bad["error_message"]
+    assert s2["status"] == "ok" and s2["stats"]["n"] >= 15
+    # the job pinned to one cpu does not leave the next job (which asks for all) pinned to it
+    assert s2["pinned_cpus"] == allowed and s2["peak_rss_scope"] == "job"
+    assert s3["error_code"] == ErrorCode.MODEL_LOAD_ERROR
+    for r in (s1, s2):
+        assert r["system_after"]["peak_rss_mb"] > 10

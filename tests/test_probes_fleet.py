@@ -180,3 +180,25 @@ def test_split_head_on_device_tail_on_edge(env, tiny_models):
         assert r.latency_ms == s["e2e_ms"] and r.split_id == 7 and r.config["edge"] == boards["b"].name
         assert r.energy_source.startswith("estimated:")
     assert rows["fp32"].stats["payload_bytes"] > 3 * rows["int8"].stats["payload_bytes"]
+
+
+def test_persistent_agent_serves_jobs_and_survives_its_death(env, tiny_models):
+    """One `agent.py --serve` per connection runs every job; if it dies, the next job still runs
+    (a fresh server, or one-shot), and a one-shot-only connection gives the same result shape."""
+    from probes.protocol import Job
+
+    b = env["fleet"].board(env["boards"]["a"].name)
+    with BoardConnection.from_spec(b) as c:
+        c.persistent = True
+        remote = c.ensure_artifact(tiny_models["full"], sha256_file(tiny_models["full"]))
+        r1 = c.run_agent(Job(job_id="p1", model=remote, protocol=FAST))
+        pid = c._server.pid
+        r2 = c.run_agent(Job(job_id="p2", model=remote, protocol=FAST))
+        assert r1.ok and r2.ok and c.served_jobs == 2 and c._server.pid == pid
+        assert r2.raw["peak_rss_scope"] == "job"
+        c.run(["kill", "-9", str(pid)])
+        r3 = c.run_agent(Job(job_id="p3", model=remote, protocol=FAST))
+        assert r3.ok and r3.job_id == "p3", r3.error_message
+        c.persistent = False
+        r4 = c.run_agent(Job(job_id="p4", model=remote, protocol=FAST))
+        assert r4.ok and set(r4.stats) == set(r1.stats)
