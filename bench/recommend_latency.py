@@ -103,6 +103,9 @@ def main() -> None:
 
     ev = evaluate(table, nets[0], prefs, radio_nj_per_byte=100.0)
     front = len(pareto_indices(ev))
+    import os
+
+    print(f"host: {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f} (timings scale with other load)")
     print(
         f"candidates: {len(table)} ({args.variants} variants x {args.splits} splits x {args.codecs} codecs; "
         f"synthetic values, timing only); feasible {int(ev.feasible.sum())}, pareto front {front}"

@@ -225,6 +225,19 @@ def test_pareto_front_matches_brute_force(seed: int) -> None:
     assert set(pareto_front([c[:, 0], c[:, 1], c[:, 2]]).tolist()) == _brute_front(c)
 
 
+@pytest.mark.parametrize(("seed", "m"), [(0, 3), (1, 3), (2, 2), (3, 4)])
+def test_pareto_grid_prefilter_is_exact_on_large_inputs(seed: int, m: int) -> None:
+    """Above the grid threshold (2000 rows) the pre-filter runs; the front must not change.
+    Correlated, tied and skewed columns stress the cell edges."""
+    rng = np.random.default_rng(seed)
+    n = 3000
+    base = rng.lognormal(0, 1, n)
+    cols = [base * rng.uniform(0.5, 1.5, n) for _ in range(m - 1)] + [-np.log1p(base) + rng.normal(0, 0.2, n)]
+    c = np.column_stack(cols)
+    c[: n // 3] = c[: n // 3].round(1)  # ties and duplicates
+    assert set(pareto_front(c).tolist()) == _brute_front(c)
+
+
 def test_answer_pareto_is_nondominated_and_feasible() -> None:
     t = synthetic(unknown=5)
     ev = evaluate(t, Network(8, 30), prefs_from_dict(PREFS))
