@@ -645,6 +645,13 @@ class SplitTask:
     tail_sha256: str
     edge: str
     codecs: tuple[str, ...]
+    # the pca codec's basis (.npz: components, mean), shipped to both ends; None: no pca
+    pca_basis: Path | None = None
+    pca_basis_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if "pca" in self.codecs and not (self.pca_basis and self.pca_basis_sha256):
+            raise ValueError(f"split {self.split_id}: the pca codec needs its basis file (pca_basis)")
 
 
 @dataclass(frozen=True)
@@ -726,14 +733,15 @@ class FleetRunner:
         self._conn_lock = threading.Lock()
         self._uploaded_closed = 0
         self._healthy: dict[str, bool] = {}
-        # keys whose results must not be written (a queue worker that lost the job's lease)
-        self.skip_record: set[str] = set()
+        # where results go: None -> the store (add_measurement); a queue worker sets a hook that
+        # collects the rows and writes them in the transaction that completes the job
+        self.record_hook: Callable[[dict[str, Any]], None] | None = None
 
     def with_config(self, config: SweepConfig) -> FleetRunner:
-        """A runner with another config that shares this one's connections and board locks."""
+        """A runner with another config that shares this one's connections, board locks and hook."""
         other = FleetRunner(self.store, self.fleet, config, progress=False, on_event=self.on_event)
         other._board_locks, other._conns, other._conn_lock = self._board_locks, self._conns, self._conn_lock
-        other._store_lock, other._healthy, other.skip_record = self._store_lock, self._healthy, self.skip_record
+        other._store_lock, other._healthy, other.record_hook = self._store_lock, self._healthy, self.record_hook
         return other
 
     # ------------------------------------------------------------------ helpers
@@ -781,10 +789,17 @@ class FleetRunner:
 
     def split_keys(self, board: str, task: SplitTask) -> dict[str, str]:
         base = {"kind": "split", "edge": task.edge, "tail_sha256": task.tail_sha256, **self.config.runtime_config()}
-        return {c: self.store.measurement_key(task.head_sha256, board, {**base, "codec": c}) for c in task.codecs}
+        out = {}
+        for c in task.codecs:
+            cfg = {**base, "codec": c}
+            if c == "pca":  # another basis is another measurement
+                cfg["basis_sha256"] = task.pca_basis_sha256
+            out[c] = self.store.measurement_key(task.head_sha256, board, cfg)
+        return out
 
     def _record(self, **row: Any) -> None:
-        if row.get("key") in self.skip_record:
+        if self.record_hook is not None:
+            self.record_hook(row)
             return
         with self._store_lock:
             self.store.add_measurement(**row, replace=self.config.force)
@@ -862,13 +877,24 @@ class FleetRunner:
         edge = self.connection(task.edge)
         job_id = uuid.uuid4().hex[:12]
 
+        def basis_params(conn: BoardConnection) -> dict[str, Any] | None:
+            if task.pca_basis is None or "pca" not in task.codecs:
+                return None
+            return {"pca": {"basis": conn.ensure_artifact(task.pca_basis, task.pca_basis_sha256 or "")}}
+
         def go() -> dict[str, Any]:
             with self._board_locks[board.name]:
                 head_remote = dev.ensure_artifact(task.head, task.head_sha256)
                 pay_dir = f"{dev.remote_dir}/jobs/{job_id}"
                 head = dev.run_agent(
                     self._job(
-                        board, head_remote, job_id + "-h", kind="split_head", codecs=task.codecs, payload_dir=pay_dir
+                        board,
+                        head_remote,
+                        job_id + "-h",
+                        kind="split_head",
+                        codecs=task.codecs,
+                        payload_dir=pay_dir,
+                        codec_params=basis_params(dev),
                     )
                 )
                 if not head.ok:
@@ -890,7 +916,14 @@ class FleetRunner:
                     payloads[c] = f"{edir}/payload-{c}.bin"
                     edge.put_bytes(blob, payloads[c])
                 tail = edge.run_agent(
-                    self._job(edge_spec, tail_remote, job_id + "-t", kind="split_tail", payloads=payloads)
+                    self._job(
+                        edge_spec,
+                        tail_remote,
+                        job_id + "-t",
+                        kind="split_tail",
+                        payloads=payloads,
+                        codec_params=basis_params(edge),
+                    )
                 )
                 edge.run(["rm", "-rf", "--", edir], timeout=30)
             return {"head": head, "tail": tail, "transfers": transfers}
@@ -898,12 +931,15 @@ class FleetRunner:
         res, attempts = self._attempts(board.name, go, healthy)
         outcomes = []
         for codec, key in keys.items():
+            cfg: dict[str, Any] = {"kind": "split", "edge": task.edge, "codec": codec, **self.config.runtime_config()}
+            if codec == "pca":
+                cfg["basis_sha256"] = task.pca_basis_sha256
             row: dict[str, Any] = dict(
                 key=key,
                 board=board.name,
                 variant_id=task.variant_id,
                 runtime=self.config.runtime,
-                config={"kind": "split", "edge": task.edge, "codec": codec, **self.config.runtime_config()},
+                config=cfg,
                 split_id=task.split_id,
                 device_class=board.class_name,
                 run_id=run_id,

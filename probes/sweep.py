@@ -1,6 +1,7 @@
 """`bench run` as a library function: pick variants/splits from the store, run them on boards.
 
-The CLI, the HTTP API and Python users call :func:`run_bench`; it returns a SweepReport.
+The CLI, the HTTP API and Python users call :func:`run_bench`: it enqueues the jobs in the
+store's queue (:mod:`probes.queue`) and works them in-process; it returns a :class:`BenchResult`.
 """
 
 from __future__ import annotations
@@ -8,10 +9,12 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from probes.fleet import FleetRunner, ModelTask, SplitTask, SweepConfig, SweepReport, sha256_file
+from probes.fleet import ModelTask, SplitTask, SweepConfig, SweepReport, sha256_file
+from probes.queue import EnqueueReport, QueueWorker, WorkerReport, enqueue
 
 RUNTIME_FORMATS = {"onnxruntime": "onnx", "litert": "tflite"}
 
@@ -71,13 +74,51 @@ def model_tasks(variants: Sequence[Any]) -> list[ModelTask]:
     return out
 
 
-def split_tasks(store: Any, variants: Sequence[Any], edge: str, codecs: Sequence[str]) -> list[SplitTask]:
+def pick_splits(splits: Sequence[Any], max_splits: int | None) -> list[Any]:
+    """At most ``max_splits`` interior split points, evenly spaced along the network (first and
+    last kept), so a reduced sweep still spans early, middle and late cuts."""
+    inner = sorted((s for s in splits if s.head_path and s.tail_path), key=lambda s: (s.position, s.id))
+    if max_splits is None or len(inner) <= max_splits:
+        return inner
+    if max_splits <= 0:
+        return []
+    if max_splits == 1:
+        return [inner[len(inner) // 2]]
+    step = (len(inner) - 1) / (max_splits - 1)
+    return [inner[round(i * step)] for i in range(max_splits)]
+
+
+def split_tasks(
+    store: Any, variants: Sequence[Any], edge: str, codecs: Sequence[str], max_splits: int | None = None
+) -> list[SplitTask]:
+    """Split jobs for the variants' interior split points (all-on-device / all-on-edge are the plain
+    model jobs). ``pca`` runs where the zoo stored a basis for that cut (``split.codecs["pca"]["basis"]``,
+    an artifact shipped to both ends); cuts without one run the other codecs."""
     out = []
     for v in variants:
-        for s in store.list_splits(v.id):
-            if not (s.head_path and s.tail_path):
-                continue  # all-on-device / all-on-edge: covered by the plain model jobs
+        for s in pick_splits(store.list_splits(v.id), max_splits):
             head, tail = artifact_path(s.head_path), artifact_path(s.tail_path)
+            for p, what in ((head, "head"), (tail, "tail")):
+                if not p.is_file():
+                    raise _err(
+                        f"variant {v.id[:12]} split {s.id} ({s.cut_name}): {what} artifact {p} is missing",
+                        hint="rebuild the splits with `edgeatlas zoo splits`",
+                        code="NOT_FOUND",
+                    )
+            basis, basis_sha = None, None
+            info = (s.codecs or {}).get("pca") or {}
+            if "pca" in codecs and info.get("basis"):
+                basis = artifact_path(str(info["basis"]))
+                if not basis.is_file():
+                    raise _err(
+                        f"variant {v.id[:12]} split {s.id}: pca basis {basis} is missing",
+                        hint="rebuild the splits with `edgeatlas zoo splits`, or leave pca out of --codecs",
+                        code="NOT_FOUND",
+                    )
+                basis_sha = sha256_file(basis)  # the board cache is keyed by the bytes, not by a stored name
+            chosen = tuple(c for c in codecs if c != "pca" or basis is not None)
+            if not chosen:
+                continue
             out.append(
                 SplitTask(
                     variant_id=v.id,
@@ -87,10 +128,73 @@ def split_tasks(store: Any, variants: Sequence[Any], edge: str, codecs: Sequence
                     tail=tail,
                     tail_sha256=s.tail_sha256 or sha256_file(tail),
                     edge=edge,
-                    codecs=tuple(c for c in codecs if c != "pca"),  # pca needs its basis on both ends: TODO
+                    codecs=chosen,
+                    pca_basis=basis,
+                    pca_basis_sha256=basis_sha,
                 )
             )
     return out
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    boards: tuple[str, ...]
+    models: tuple[ModelTask, ...]
+    splits: tuple[SplitTask, ...]
+
+
+def plan_bench(
+    store: Any,
+    fleet: Any,
+    config: SweepConfig,
+    boards: Sequence[str] = (),
+    variants: Sequence[str] = (),
+    grid: bool = False,
+    splits: bool = False,
+    edge: str | None = None,
+    max_splits: int | None = None,
+) -> BenchPlan:
+    """What `bench run` would run: the boards, the model jobs and (``splits``) the split jobs.
+
+    With ``splits`` the plain model jobs are planned too (they are the all-on-device points);
+    the ones the store already has are skipped at enqueue time."""
+    from registry.config import sync_fleet_to_store
+
+    names = list(boards) or [b.name for b in fleet.devices()]
+    for n in names:
+        fleet.board(n)  # unknown names fail here, with the list of known boards
+    chosen = select_variants(store, config.runtime, variants, grid)
+    sync_fleet_to_store(fleet, store)
+    st: list[SplitTask] = []
+    if splits:
+        if config.runtime != "onnxruntime":
+            raise _err("split jobs run ONNX heads and tails", hint="use --runtime onnxruntime with --splits")
+        edge = edge or next((b.name for b in fleet.edges()), None)
+        if edge is None:
+            raise _err("--splits needs an edge board", hint='pass --edge NAME or add a board with role = "edge"')
+        if fleet.board(edge).role != "edge":
+            raise _err(f"board {edge!r} is not an edge board (role = {fleet.board(edge).role!r})")
+        st = split_tasks(store, chosen, edge, config.codecs, max_splits)
+        if not st:
+            raise _err("the chosen variants have no split points", hint="edgeatlas zoo splits", code="NOT_FOUND")
+    return BenchPlan(tuple(names), tuple(model_tasks(chosen)), tuple(st))
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    sweep: SweepReport
+    enqueued: EnqueueReport
+    worker: WorkerReport | None
+
+    def summary(self) -> dict[str, Any]:
+        out = {**self.sweep.summary(), "queued": self.enqueued.queued}
+        if self.worker is not None:
+            out.update(requeued=self.worker.requeued, released=self.worker.released, lost=self.worker.lost)
+        return out
+
+
+def enqueue_bench(store: Any, fleet: Any, config: SweepConfig, plan: BenchPlan) -> EnqueueReport:
+    return enqueue(store, fleet, config, plan.boards, plan.models, plan.splits)
 
 
 def run_bench(
@@ -103,31 +207,20 @@ def run_bench(
     splits: bool = False,
     edge: str | None = None,
     progress: bool = True,
-) -> SweepReport:
-    from registry.config import sync_fleet_to_store
-
-    names = list(boards) or [b.name for b in fleet.devices()]
-    for n in names:
-        fleet.board(n)  # unknown names fail here, with the list of known boards
-    chosen = select_variants(store, config.runtime, variants, grid)
-    sync_fleet_to_store(fleet, store)
-    runner = FleetRunner(store, fleet, config, progress=progress)
-    try:
-        if splits:
-            if config.runtime != "onnxruntime":
-                raise _err("split jobs run ONNX heads and tails", hint="use --runtime onnxruntime with --splits")
-            edge = edge or next((b.name for b in fleet.edges()), None)
-            if edge is None:
-                raise _err("--splits needs an edge board", hint='pass --edge NAME or add a board with role = "edge"')
-            if fleet.board(edge).role != "edge":
-                raise _err(f"board {edge!r} is not an edge board (role = {fleet.board(edge).role!r})")
-            st = split_tasks(store, chosen, edge, config.codecs)
-            if not st:
-                raise _err("the chosen variants have no split points", hint="edgeatlas zoo splits", code="NOT_FOUND")
-            return runner.run(names, splits=st)
-        return runner.run(names, model_tasks(chosen))
-    finally:
-        runner.close()
+    max_splits: int | None = None,
+    lease_s: float = 60.0,
+    enqueue_only: bool = False,
+) -> BenchResult:
+    """`bench run`: enqueue the jobs (keyed by measurement key), then (unless ``enqueue_only``)
+    work the queue for these boards in-process until it is empty, as one `bench worker` would.
+    On PostgreSQL other controllers' `bench worker`s may take some of the jobs meanwhile."""
+    plan = plan_bench(store, fleet, config, boards, variants, grid, splits, edge, max_splits)
+    enq = enqueue_bench(store, fleet, config, plan)
+    if enqueue_only:
+        return BenchResult(SweepReport(enq.run_id, enq.skipped, 0.0, 0), enq, None)
+    worker = QueueWorker(store, fleet, plan.boards, base=config, lease_s=lease_s, progress=progress)
+    rep = worker.run()
+    return BenchResult(rep.sweep_report(enq.run_id, enq.skipped), enq, rep)
 
 
 RESULT_COLUMNS = [

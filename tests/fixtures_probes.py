@@ -242,3 +242,33 @@ def kill_tree(pid: int) -> None:
             os.kill(p, _signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+@pytest.fixture(scope="session")
+def queue_boards(tmp_path_factory: pytest.TempPathFactory, client_key: Path):
+    """Three real sshd boards for the queue tests: two device boards (one name with a space) and
+    one edge board; yields boards, known_hosts, and a writer of a devices.toml naming them."""
+    if not (os.path.exists(SSHD) and shutil.which("ssh-keygen") and os.geteuid() == 0):
+        pytest.skip("needs openssh-server and root")
+    root = tmp_path_factory.mktemp("qboards")
+    boards = {
+        "d1": make_sshd_board(root, "q-dev-1", client_key.with_suffix(".pub")),
+        "d2": make_sshd_board(root, "q dev 2", client_key.with_suffix(".pub")),
+        "edge": make_sshd_board(root, "q-edge", client_key.with_suffix(".pub")),
+    }
+    known = root / "known_hosts"
+    for b in boards.values():
+        b.start()
+    known.write_text("".join(host_key_line(b) for b in boards.values()))
+
+    def devices(path: Path, remote_dir: str) -> Path:
+        spec = [
+            {"name": boards["d1"].name, "port": boards["d1"].port},
+            {"name": boards["d2"].name, "port": boards["d2"].port},
+            {"name": boards["edge"].name, "port": boards["edge"].port, "role": "edge"},
+        ]
+        return write_devices(path, spec, client_key, known, remote_dir)
+
+    yield {"boards": boards, "known_hosts": known, "devices": devices}
+    for b in boards.values():
+        b.stop()

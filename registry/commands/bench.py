@@ -1,4 +1,4 @@
-"""`edgeatlas bench run|results`: sweeps on the fleet and their measurements (the probes room)."""
+"""`edgeatlas bench run|worker|results`: sweeps on the fleet and their measurements (the probes room)."""
 
 from __future__ import annotations
 
@@ -38,8 +38,17 @@ def _split(values: tuple[str, ...]) -> list[str]:
 @click.option("--splits", is_flag=True, help="Run split points: head on the device, tail on --edge.")
 @click.option("--edge", default=None, metavar="BOARD", help="Edge board for --splits (default: the first edge).")
 @click.option("--codecs", default="fp32,fp16,int8", show_default=True, help="Payload codecs for --splits.")
+@click.option(
+    "--max-splits",
+    type=click.IntRange(0),
+    default=None,
+    metavar="N",
+    help="With --splits: at most N split points per variant, evenly spaced (a reduced sweep).",
+)
 @click.option("--force", is_flag=True, help="Redo jobs the store already has.")
 @click.option("--trust-new-hosts", is_flag=True, help="Accept and record unknown host keys.")
+@click.option("--enqueue-only", is_flag=True, help="Only queue the jobs (for `edgeatlas bench worker`s).")
+@click.option("--lease-s", type=click.FloatRange(1), default=60.0, show_default=True, help="Job lease (renewed).")
 @json_option
 def run(
     devices_path: Path,
@@ -59,21 +68,28 @@ def run(
     splits: bool,
     edge: str | None,
     codecs: str,
+    max_splits: int | None,
     force: bool,
     trust_new_hosts: bool,
+    enqueue_only: bool,
+    lease_s: float,
     as_json: bool,
 ) -> None:
     """Run variants on boards; results land in the store (a rerun skips what is done).
 
-    Boards run in parallel, jobs one at a time per board. Agent and artifacts are
-    uploaded only when a board lacks them. Failed jobs are recorded with an error code
-    and retried by the next run; --force redoes everything.
+    The jobs go into the store's queue, keyed by measurement key (queuing twice adds
+    nothing), then this command works the queue for the chosen boards until it is empty:
+    boards in parallel, one job at a time per board. Agent and artifacts are uploaded only
+    when a board lacks them. Failed jobs are recorded with an error code and retried by the
+    next run; --force redoes everything. On PostgreSQL, --enqueue-only just queues, and any
+    number of `edgeatlas bench worker` controllers run the jobs.
 
     \b
     Example:
         edgeatlas bench run --grid
         edgeatlas bench run --boards little-1,big-1 --variants 3fa2,9c1e --threads 1 --repeat 5
-        edgeatlas bench run --grid --splits --edge edge-1 --codecs fp16,int8 --json
+        edgeatlas bench run --grid --splits --edge edge-1 --codecs fp16,int8,pca --max-splits 2 --json
+        edgeatlas bench run --grid --db postgresql://atlas@db/atlas --enqueue-only
     """
     from probes.fleet import SweepConfig
     from probes.protocol import MeasureProtocol
@@ -94,14 +110,32 @@ def run(
         codecs=tuple(_split((codecs,))),
     )
     store = open_store(db_url)
-    report = run_bench(
-        store, fleet, cfg, _split(boards), _split(variants), grid=grid, splits=splits, edge=edge, progress=not as_json
+    res = run_bench(
+        store,
+        fleet,
+        cfg,
+        _split(boards),
+        _split(variants),
+        grid=grid,
+        splits=splits,
+        edge=edge,
+        progress=not as_json,
+        max_splits=max_splits,
+        lease_s=lease_s,
+        enqueue_only=enqueue_only,
     )
-    failures = [o for o in report.outcomes if o.status == "error"]
-    if as_json:
-        print_json({**report.summary(), "failures": failures})
+    if enqueue_only:
+        emit(res.enqueued.summary(), as_json, title="queued (run `edgeatlas bench worker` to work them)")
         return
-    emit(report.summary(), False, title="sweep")
+    _print_outcomes(res.summary(), res.sweep.outcomes, as_json)
+
+
+def _print_outcomes(summary: dict, outcomes, as_json: bool) -> None:
+    failures = [o for o in outcomes if o.status == "error"]
+    if as_json:
+        print_json({**summary, "failures": failures})
+        return
+    emit(summary, False, title="sweep")
     if failures:
         emit(
             [
@@ -117,6 +151,78 @@ def run(
             False,
             title="failed jobs (rerun to retry)",
         )
+
+
+@group.command("worker")
+@devices_option
+@db_option
+@click.option(
+    "--boards", multiple=True, metavar="NAME", help="Only claim jobs for these boards (default: all devices)."
+)
+@click.option(
+    "--lease-s", type=click.FloatRange(1), default=60.0, show_default=True, help="Job lease, renewed while it runs."
+)
+@click.option("--max-attempts", type=click.IntRange(1, 100), default=3, show_default=True, help="Claims per job.")
+@click.option(
+    "--retries", type=click.IntRange(0, 10), default=2, show_default=True, help="On connection loss, per claim."
+)
+@click.option("--poll-s", type=click.FloatRange(0.05), default=0.5, show_default=True, help="Wait between empty polls.")
+@click.option("--once", is_flag=True, help="Run one job, then exit.")
+@click.option("--follow", is_flag=True, help="Keep polling when the queue is empty (a service).")
+@click.option("--trust-new-hosts", is_flag=True, help="Accept and record unknown host keys.")
+@json_option
+def worker(
+    devices_path: Path,
+    db_url: str | None,
+    boards: tuple[str, ...],
+    lease_s: float,
+    max_attempts: int,
+    retries: int,
+    poll_s: float,
+    once: bool,
+    follow: bool,
+    trust_new_hosts: bool,
+    as_json: bool,
+) -> None:
+    """Claim queued jobs and run them on this controller's boards until the queue is empty.
+
+    Any number of workers (on any machines sharing a PostgreSQL store) can run at once:
+    jobs are claimed with SELECT ... FOR UPDATE SKIP LOCKED and a lease that a heartbeat
+    renews while the job runs; a board runs one job at a time across all workers. A worker
+    that dies has its jobs put back when the lease expires, and a job's measurement and its
+    completion are written in one transaction, so every job completes exactly once.
+
+    \b
+    Example:
+        edgeatlas bench run --grid --db postgresql://atlas@db/atlas --enqueue-only
+        edgeatlas bench worker --db postgresql://atlas@db/atlas --devices lab-a.toml
+        edgeatlas bench worker --follow --lease-s 120     # as a service
+    """
+    from probes.fleet import SweepConfig
+    from probes.queue import QueueWorker
+    from registry.config import load_devices
+
+    fleet = load_devices(devices_path, check_keys=False)
+    names = _split(boards)
+    for n in names:
+        fleet.board(n)
+    store = open_store(db_url)
+    base = SweepConfig(retries=retries, trust_new_hosts=trust_new_hosts)
+    w = QueueWorker(
+        store,
+        fleet,
+        names or None,
+        base=base,
+        lease_s=lease_s,
+        max_attempts=max_attempts,
+        poll_s=poll_s,
+        once=once,
+        follow=follow,
+        progress=not as_json,
+    )
+    rep = w.run()
+    final = {o.key: o for o in rep.outcomes}.values()
+    _print_outcomes(rep.summary(), list(final), as_json)
 
 
 @group.command("results")
