@@ -272,3 +272,25 @@ def queue_boards(tmp_path_factory: pytest.TempPathFactory, client_key: Path):
     yield {"boards": boards, "known_hosts": known, "devices": devices}
     for b in boards.values():
         b.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny torch CNN converted to .tflite by litert-torch (no TensorFlow), and the same model
+    exported to ONNX: real files for the litert and onnxruntime paths of the agent."""
+    litert_torch = pytest.importorskip("litert_torch")
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 10),
+    ).eval()
+    x = torch.randn(1, 3, 32, 32)
+    d = tmp_path_factory.mktemp("tflite")
+    litert_torch.convert(model, (x,)).export(str(d / "tiny.tflite"))
+    torch.onnx.export(model, (x,), str(d / "tiny.onnx"), dynamo=False, input_names=["input"])
+    return {"tflite": d / "tiny.tflite", "onnx": d / "tiny.onnx"}

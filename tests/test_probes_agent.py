@@ -187,3 +187,20 @@ def test_serve_answers_each_job_line_in_one_process(tiny_models, tmp_path):
     assert s3["error_code"] == ErrorCode.MODEL_LOAD_ERROR
     for r in (s1, s2):
         assert r["system_after"]["peak_rss_mb"] > 10
+
+
+def test_litert_job_on_a_real_tflite(tiny_tflite, tmp_path):
+    """ai-edge-litert runs a .tflite converted by litert-torch through the same protocol as onnxruntime."""
+    pytest.importorskip("ai_edge_litert")
+    lite = run_agent(
+        Job(job_id="l", model=str(tiny_tflite["tflite"]), runtime="litert", protocol=FAST).to_dict(), tmp_path
+    )
+    assert lite["status"] == "ok", lite["error_message"]
+    assert lite["runtime"] == "litert" and lite["runtime_version"]
+    s = lite["stats"]
+    assert s["n"] >= 15 and len(s["session_medians_ms"]) == 3 and 0 < s["p50_ms"] < 1000
+    onnx = run_agent(Job(job_id="o", model=str(tiny_tflite["onnx"]), protocol=FAST).to_dict(), tmp_path)
+    assert onnx["status"] == "ok" and onnx["runtime"] == "onnxruntime"
+    # a .tflite given to onnxruntime is a model-load error, not a crash
+    wrong = run_agent(Job(job_id="w", model=str(tiny_tflite["tflite"]), protocol=FAST).to_dict(), tmp_path)
+    assert wrong["error_code"] == ErrorCode.MODEL_LOAD_ERROR
