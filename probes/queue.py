@@ -443,6 +443,7 @@ class QueueWorker:
         self._stop = threading.Event()
         self._sqlite = store.engine.dialect.name == "sqlite"
         self._db_lock = threading.Lock()  # SQLite: one claim at a time in this process
+        self._last_housekeeping = -1e9
 
     # ------------------------------------------------------------------ plumbing
     def _event(self, kind: str, data: Any) -> None:
@@ -469,7 +470,14 @@ class QueueWorker:
                 time.sleep(0.05 * (2**i))
         return None
 
-    def _housekeeping(self) -> None:
+    def _housekeeping(self, force: bool = False) -> None:
+        """Release expired leases and fail exhausted jobs: at most every few seconds (each is a
+        write transaction), or at once when nothing was claimable."""
+        now = time.monotonic()
+        with self._lock:
+            if not force and now - self._last_housekeeping < min(5.0, self.lease_s / 4.0):
+                return
+            self._last_housekeeping = now
         released = self._db(self.store.release_expired)
         exhausted = self._db(lambda: self.store.fail_exhausted_jobs(self.max_attempts))
         with self._lock:
@@ -542,6 +550,9 @@ class QueueWorker:
         while not self._stop.is_set():
             self._housekeeping()
             job = self._db(lambda: self.store.claim_job(self.owner, self.lease_s, self.max_attempts, self.boards))
+            if job is None:
+                self._housekeeping(force=True)
+                job = self._db(lambda: self.store.claim_job(self.owner, self.lease_s, self.max_attempts, self.boards))
             if job is None:
                 if self.once and self.report.claimed:
                     return
