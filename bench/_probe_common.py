@@ -47,6 +47,12 @@ def make_cnn(path: Path, channels: int = 24, size: int = 56, depth: int = 4) -> 
     return path
 
 
+def host_load() -> float:
+    """The host's 1-minute load average: the benchmarks share 2 cores with other work; print it
+    next to every figure so a ratio measured under contention reads as such."""
+    return round(os.getloadavg()[0], 2)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _probe_common import make_cnn  # noqa: E402
+from _probe_common import host_load, make_cnn  # noqa: E402
 
 from probes import agent  # noqa: E402
 from probes.protocol import parse_marked  # noqa: E402
@@ -66,6 +66,7 @@ def probe_p50(model: Path, cpu: int, seconds: float) -> float:
 
 
 def main() -> None:
+    load0 = host_load()
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=2.0)
@@ -80,6 +81,8 @@ def main() -> None:
     print(f"bare in-process loop p50s (ms): {[round(x, 4) for x in bare]}")
     print(f"probe agent p50s (ms):          {[round(x, 4) for x in probe]}")
     print(f"probe overhead ratio (probe p50 / bare p50): {p / b:.4f}   target <= 1.03   cpu {a.cpu}, 1 thread")
+
+    print(f"host load average (1 min) before/after: {load0} / {host_load()} on {os.cpu_count()} cpus")
 
 
 if __name__ == "__main__":

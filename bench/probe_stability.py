@@ -10,6 +10,7 @@ p50s and their CV. Target < 2 %. Brings the board down at the end.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -18,13 +19,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _probe_common import emulated_fleet, make_cnn  # noqa: E402
+from _probe_common import emulated_fleet, host_load, make_cnn  # noqa: E402
 
 from probes.fleet import FleetRunner, ModelTask, SweepConfig, sha256_file  # noqa: E402
 from probes.protocol import MeasureProtocol  # noqa: E402
 
 
 def main() -> None:
+    load0 = host_load()
     ap = argparse.ArgumentParser()
     ap.add_argument("--quota", type=float, default=0.5)
     ap.add_argument("--cpus", default="1")
@@ -53,6 +55,8 @@ def main() -> None:
         f"stability: CV of p50 across {a.sessions} sessions = {cv * 100:.2f} %   target < 2 %   "
         f"(board: cpu_quota {a.quota}, cpus {a.cpus})"
     )
+
+    print(f"host load average (1 min) before/after: {load0} / {host_load()} on {os.cpu_count()} cpus")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ target <= 1.25. Three runs side by side:
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -24,13 +25,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _probe_common import emulated_fleet, make_cnn  # noqa: E402
+from _probe_common import emulated_fleet, host_load, make_cnn  # noqa: E402
 
 from probes.fleet import FleetRunner, ModelTask, SweepConfig, sha256_file  # noqa: E402
 from probes.protocol import MeasureProtocol  # noqa: E402
 
 
 def main() -> None:
+    load0 = host_load()
     ap = argparse.ArgumentParser()
     ap.add_argument("--variants", type=int, default=4)
     ap.add_argument("--quota", type=float, default=0.5)
@@ -92,6 +94,8 @@ def main() -> None:
     )
     print(f"queue cost: queue / direct, first runs {wall1 / wall3:.3f}, cached runs {wall2 / wall4:.3f}")
     print(f"second run uploaded bytes: {r2.uploaded_bytes}   target 0")
+
+    print(f"host load average (1 min) before/after: {load0} / {host_load()} on {os.cpu_count()} cpus")
 
 
 if __name__ == "__main__":
