@@ -473,6 +473,39 @@ class BoardConnection:
         if r.rc != 0:
             raise BoardError(ErrorCode.DEPLOY_ERROR, f"board {self.name!r}: mkdir {path} failed: {r.stderr.strip()}")
 
+    def make_dir(self, path: str) -> None:
+        """``mkdir`` over SFTP (no process on the board); ``mkdir -p`` when a parent is missing."""
+        try:
+            self.sftp.mkdir(path)
+            return
+        except OSError:
+            pass  # exists, or a parent is missing
+        except (EOFError, paramiko.SSHException) as e:
+            self.close()
+            raise BoardError(ErrorCode.CONNECTION_ERROR, f"board {self.name!r}: mkdir {path} failed: {e}") from e
+        self.mkdirs(path)
+
+    def remove_files(self, directory: str, files: Sequence[str]) -> None:
+        """Delete ``files`` and then ``directory`` over SFTP; ``rm -rf`` if anything else is left."""
+        try:
+            for f in files:
+                try:
+                    self.sftp.remove(f)
+                except FileNotFoundError:
+                    pass
+            self.sftp.rmdir(directory)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            pass  # not empty: fall back to rm -rf
+        except (EOFError, paramiko.SSHException) as e:
+            self.close()
+            raise BoardError(
+                ErrorCode.CONNECTION_ERROR, f"board {self.name!r}: cleanup of {directory} failed: {e}"
+            ) from e
+        self.run(["rm", "-rf", "--", directory], timeout=30)
+
     def put_bytes(self, data: bytes, remote: str) -> None:
         """Write ``data`` to ``remote`` atomically (temp name, then rename)."""
         tmp = f"{remote}.part-{uuid.uuid4().hex[:8]}"
@@ -906,11 +939,11 @@ class FleetRunner:
                     t0 = time.perf_counter()
                     blobs[c] = dev.get_bytes(info["payload_path"])
                     transfers[c] = {"transfer_ms": (time.perf_counter() - t0) * 1000.0, "bytes": len(blobs[c])}
-                dev.run(["rm", "-rf", "--", pay_dir], timeout=30)
+                dev.remove_files(pay_dir, [i["payload_path"] for i in head.raw["codecs"].values()])
             with self._board_locks[task.edge]:
                 tail_remote = edge.ensure_artifact(task.tail, task.tail_sha256)
                 edir = f"{edge.remote_dir}/jobs/{job_id}"
-                edge.mkdirs(edir)
+                edge.make_dir(edir)
                 payloads = {}
                 for c, blob in blobs.items():
                     payloads[c] = f"{edir}/payload-{c}.bin"
@@ -925,7 +958,7 @@ class FleetRunner:
                         codec_params=basis_params(edge),
                     )
                 )
-                edge.run(["rm", "-rf", "--", edir], timeout=30)
+                edge.remove_files(edir, list(payloads.values()))
             return {"head": head, "tail": tail, "transfers": transfers}
 
         res, attempts = self._attempts(board.name, go, healthy)

@@ -180,6 +180,7 @@ def test_split_head_on_device_tail_on_edge(env, tiny_models):
         assert r.latency_ms == s["e2e_ms"] and r.split_id == 7 and r.config["edge"] == boards["b"].name
         assert r.energy_source.startswith("estimated:")
     assert rows["fp32"].stats["payload_bytes"] > 3 * rows["int8"].stats["payload_bytes"]
+    assert list((env["tmp"] / "remote dir;x" / "jobs").iterdir()) == []  # payloads cleaned up on both ends
 
 
 def test_persistent_agent_serves_jobs_and_survives_its_death(env, tiny_models):

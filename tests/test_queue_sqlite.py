@@ -185,3 +185,19 @@ def test_cli_enqueue_only_then_worker(qenv):
     assert again["queued"] == 0 and again["skipped"] == 4 and again["done"] == 0
     splits = [j for j in store.list_jobs() if j.payload["kind"] == "split"]
     assert len(splits) == 2 and all(j.key == split_job_key(j.payload["keys"]) for j in splits)
+
+
+def test_max_splits_keeps_evenly_spaced_interior_cuts():
+    from probes.sweep import pick_splits
+    from registry.store.records import Split
+
+    def split(i: int, interior: bool = True) -> Split:
+        h = f"h{i}.onnx" if interior else None
+        return Split(i, "v", f"cut{i}", i, h, None, f"t{i}.onnx" if interior else None, None, (1, 8), "float32", 32)
+
+    cuts = [split(i) for i in (5, 1, 3, 2, 4, 6, 7)] + [split(0, interior=False)]
+    assert [s.position for s in pick_splits(cuts, None)] == [1, 2, 3, 4, 5, 6, 7]
+    assert [s.position for s in pick_splits(cuts, 3)] == [1, 4, 7]
+    assert [s.position for s in pick_splits(cuts, 2)] == [1, 7]
+    assert [s.position for s in pick_splits(cuts, 1)] == [4]
+    assert pick_splits(cuts, 0) == [] and len(pick_splits(cuts, 10)) == 7
