@@ -449,7 +449,9 @@ def main() -> int:
     ap.add_argument("--resolutions", default="32,40,48,56,64")
     ap.add_argument("--split-widths", default="8,16,24", help="variants with split points: these widths ...")
     ap.add_argument("--split-resolutions", default="32,48,64", help="... at these resolutions")
-    ap.add_argument("--kind", default="linear", choices=("linear", "gbm"), help="predictor kind (gbm trains slowly on a busy host)")
+    ap.add_argument(
+        "--kind", default="linear", choices=("linear", "gbm"), help="predictor kind (gbm trains slowly on a busy host)"
+    )
     ap.add_argument("--bandwidth-mbit", type=float, default=None, help="default: mid-1's link")
     ap.add_argument("--rtt-ms", type=float, default=None, help="default: mid-1's link")
     ap.add_argument("--keep", action="store_true", help="print the temp dir and keep the store")
