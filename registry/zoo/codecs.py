@@ -177,6 +177,9 @@ def fit_pca(activations: np.ndarray, k: int | None = None, seed: int = 0) -> Pca
     if flat.shape[0] > 20000:
         rng = np.random.default_rng(seed)
         flat = flat[rng.choice(flat.shape[0], 20000, replace=False)]
-    model = PCA(n_components=k, svd_solver="full" if channels <= 512 else "randomized", random_state=seed)
+    # covariance_eigh: one C x C eigendecomposition, fast when rows >= channels (the usual case);
+    # randomized for few rows of many channels (a flattened vector)
+    solver = "covariance_eigh" if flat.shape[0] >= channels else "randomized"
+    model = PCA(n_components=k, svd_solver=solver, random_state=seed)
     model.fit(flat)
     return PcaBasis(mean=model.mean_.astype(np.float32), components=model.components_.astype(np.float32))
