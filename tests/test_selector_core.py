@@ -238,6 +238,40 @@ def test_pareto_grid_prefilter_is_exact_on_large_inputs(seed: int, m: int) -> No
     assert set(pareto_front(c).tolist()) == _brute_front(c)
 
 
+def _brute_front_fast(c: np.ndarray) -> set[int]:
+    """The same definition as _brute_front, compared in blocks (for a few thousand rows)."""
+    out = set()
+    for start in range(0, len(c), 256):
+        blk = c[start : start + 256]
+        le = (c[:, None, :] <= blk[None, :, :]).all(axis=2)
+        lt = (c[:, None, :] < blk[None, :, :]).any(axis=2)
+        dom = (le & lt).any(axis=0)
+        out |= {start + i for i in np.flatnonzero(~dom)}
+    return out
+
+
+@pytest.mark.parametrize(("seed", "m", "ties"), [(10, 2, False), (11, 2, True), (12, 3, False), (13, 3, True)])
+def test_pareto_sort_sweep_and_grid_filter_exact_on_zoo_shaped_input(seed: int, m: int, ties: bool) -> None:
+    """The recommend path (2 columns: strip filter + sort-and-sweep; 3 columns: grid-min
+    filter + staircase sweep) on 6000 rows shaped like a zoo (accuracy shared by the splits of
+    a variant, heavy-tailed latency, all-on-edge outliers), equal to pairwise brute force."""
+    rng = np.random.default_rng(seed)
+    n_var, n_split = 300, 20
+    cost = rng.lognormal(0, 1, n_var)
+    acc = np.repeat(np.clip(0.4 + 0.1 * np.log1p(cost) + rng.normal(0, 0.03, n_var), 0, 1), n_split)
+    frac = np.tile(np.linspace(0, 1, n_split), n_var)
+    lat = np.repeat(20 * cost, n_split) * frac + 150 * np.exp(-3 * frac) + rng.exponential(1, n_var * n_split)
+    lat[::n_split] += 1000  # all-on-edge over a slow link
+    energy = np.repeat(2 * cost, n_split) * frac + rng.random(n_var * n_split)
+    c = np.column_stack([lat, energy, -acc][: m - 1] + [-acc])
+    if ties:
+        c = c.round(1)
+        c[:50] = c[50:100]  # exact duplicates
+    expected = _brute_front_fast(c)
+    assert set(pareto_front(c).tolist()) == expected
+    assert set(pareto_front(list(c.T)).tolist()) == expected
+
+
 def test_answer_pareto_is_nondominated_and_feasible() -> None:
     t = synthetic(unknown=5)
     ev = evaluate(t, Network(8, 30), prefs_from_dict(PREFS))

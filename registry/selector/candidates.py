@@ -160,6 +160,8 @@ class CandidateTable:
             "raw_slack": np.where(self.kind == KIND_EDGE, -np.inf, np.inf),
             "not_edge": self.kind != KIND_EDGE,
             "known2": np.where(np.isnan(self.accuracy), 0.0, 2.0),
+            "accuracy_known": ~np.isnan(self.accuracy),
+            "neg_accuracy": -self.accuracy,  # minimised on the Pareto front
         }
 
     def key(self, i: int) -> str:

@@ -110,6 +110,7 @@ class Answer:
     feasible: bool
     recommendations: list[Pick]
     pareto: list[ParetoPoint]
+    pareto_objectives: list[str] = field(default_factory=lambda: ["latency_ms", "device_energy_mj", "accuracy"])
     infeasible: Infeasibility | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -189,19 +190,25 @@ def make_pick(ev: Evaluation, i: int, rank: int) -> Pick:
     return Pick(**{**pick.__dict__, "rank": rank})
 
 
-def pareto_indices(ev: Evaluation, feasible_only: bool = True) -> np.ndarray:
-    """Candidates on the latency / energy / accuracy front (accuracy maximised).
+def pareto_objectives(ev: Evaluation) -> tuple[str, ...]:
+    """The objectives of the answer's front: latency and accuracy (what the plot shows), plus
+    device energy when the prefs weigh or constrain it."""
+    energy = ev.weights[2] > 0 or ev.prefs.constraints.max_device_energy_mj is not None
+    return ("latency_ms", "device_energy_mj", "accuracy") if energy else ("latency_ms", "accuracy")
 
-    Candidates with unknown accuracy are left out (they cannot be compared on accuracy).
-    With ``feasible_only`` (the default) the front is over the feasible candidates.
+
+def pareto_indices(ev: Evaluation, feasible_only: bool = True, objectives: tuple[str, ...] | None = None) -> np.ndarray:
+    """Candidates on the Pareto front (latency and energy minimised, accuracy maximised), by latency.
+
+    ``objectives`` defaults to :func:`pareto_objectives`. Candidates with unknown accuracy are
+    left out (they cannot be compared on accuracy). With ``feasible_only`` (the default) the
+    front is over the feasible candidates.
     """
-    mask = ~np.isnan(ev.accuracy)
-    if feasible_only:
-        mask &= ev.feasible
-    idx = np.flatnonzero(mask)
-    if len(idx) == 0:
-        return idx
-    front = idx[pareto_front([ev.latency_ms[idx], ev.device_energy_mj[idx], -ev.accuracy[idx]])]
+    objectives = objectives or pareto_objectives(ev)
+    pre = ev.table.precomputed
+    mask = pre["accuracy_known"] & ev.feasible if feasible_only else pre["accuracy_known"]
+    columns = {"latency_ms": ev.latency_ms, "device_energy_mj": ev.device_energy_mj, "accuracy": pre["neg_accuracy"]}
+    front = pareto_front([columns[name] for name in objectives], mask=mask)
     return front[np.argsort(ev.latency_ms[front], kind="stable")]
 
 
@@ -216,7 +223,8 @@ def build_answer(
     top = ev.ranked(top_k)
     top = top[ev.feasible[top]]
     recs = make_picks(ev, top)
-    front = pareto_indices(ev, feasible_only=True)
+    objectives = pareto_objectives(ev)
+    front = pareto_indices(ev, feasible_only=True, objectives=objectives)
     notes: list[str] = []
     if pareto_limit is not None and len(front) > pareto_limit:
         notes.append(f"pareto front has {len(front)} members; showing {pareto_limit} spread over latency")
@@ -243,6 +251,7 @@ def build_answer(
         feasible=n_feasible > 0,
         recommendations=recs,
         pareto=pareto,
+        pareto_objectives=list(objectives),
         infeasible=infeasible,
         notes=notes,
     )
