@@ -154,3 +154,37 @@ def test_write_artifact_is_atomic_and_idempotent(ea_home) -> None:
     sha2, path2, created2 = write_artifact(b"abc", "onnx")
     assert (sha2, path2, created2) == (sha, path, False)
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_weights_file_cited_only_for_exact_published_config(ea_home, sqlite_url, tmp_path) -> None:
+    """--weights loads a local torchvision state_dict. A cited figure needs the exact published
+    configuration (width 1.0, 224 px, fp32, unpruned); anything else keeps accuracy unknown.
+    (The file here is a seeded random state_dict standing in for a user's downloaded weights.)"""
+    import torch
+
+    from registry.store import Store
+    from registry.zoo.build import _cited_entry, build
+    from registry.zoo.families import build_model
+
+    f = tmp_path / "squeezenet.pth"
+    torch.manual_seed(1)
+    torch.save(build_model("squeezenet", 1.0, 1000).state_dict(), f)
+    exact = VariantSpec("squeezenet", resolution=224, dataset=None, weights=str(f))
+    assert _cited_entry(exact)["top1"] == pytest.approx(0.58178)
+    assert _cited_entry(VariantSpec("squeezenet", resolution=224, dataset=None)) is None  # random init: never
+    assert _cited_entry(VariantSpec("squeezenet", resolution=96, dataset=None, weights=str(f))) is None
+    assert (
+        _cited_entry(VariantSpec("squeezenet", resolution=224, precision="int8", dataset=None, weights=str(f))) is None
+    )
+    store = Store.open(sqlite_url)
+    r = build(store, VariantSpec("squeezenet", resolution=32, dataset=None, weights=str(f)), splits=False)
+    assert (
+        r.variant.accuracy is None
+        and r.variant.recipe["weights"]["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest()
+    )
+    wrong = tmp_path / "wrong.pth"
+    torch.save(build_model("mobilenet_v3_small", 0.5, 1000).state_dict(), wrong)
+    with pytest.raises(EdgeatlasError) as ei:
+        build(store, VariantSpec("squeezenet", resolution=32, dataset=None, weights=str(wrong)), splits=False)
+    assert ei.value.code == ErrorCode.BAD_DATA and "field 'weights'" in str(ei.value)
+    assert len(store.list_variants()) == 1

@@ -594,3 +594,93 @@ def _build_splits(
 def build_variant(store: Any, spec: VariantSpec, progress: Progress | None = None, **kwargs: Any) -> Variant:
     """Build ``spec`` (or find it) and return the stored variant."""
     return build(store, spec, progress, **kwargs).variant
+
+
+# --------------------------------------------------------------------- user artifacts
+def _tflite_precision(path: Path) -> str:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    dtypes = {np.dtype(t["dtype"]).name for t in it.get_tensor_details()}
+    if dtypes & {"int8", "uint8"}:
+        return "int8"
+    if "float16" in dtypes:
+        return "fp16"
+    return "fp32"
+
+
+def add_artifact(store: Any, file: str | Path, family: str = "user", precision: str | None = None) -> BuildResult:
+    """Register a user's .onnx / .tflite (checked: onnx.checker, or loaded in ai-edge-litert).
+    Accuracy stays unknown until ``zoo accuracy`` attaches one with its source."""
+    t0 = time.perf_counter()
+    src = Path(file)
+    suffix = src.suffix.lower().lstrip(".")
+    if suffix not in FORMATS:
+        raise EdgeatlasError(f"{src}: not a .onnx or .tflite file", hint="give FILE.onnx or FILE.tflite")
+    if not src.is_file():
+        raise EdgeatlasError(f"{src}: no such file", code=ErrorCode.NOT_FOUND, hint="check the path")
+    if precision is not None and precision.replace("_", "-") not in PRECISIONS:
+        raise _field_error("precision", f"unknown precision {precision!r}", f"use one of: {', '.join(PRECISIONS)}")
+    if not family or not family.replace("_", "").replace("-", "").isalnum():
+        raise _field_error("family", f"{family!r} is not a usable family name", "use letters, digits, - and _")
+    data = src.read_bytes()
+    if suffix == "onnx":
+        from registry.zoo.export import load_onnx_checked, onnx_stats
+
+        proto = load_onnx_checked(src)
+        stats = onnx_stats(proto)
+        try:
+            features = _features(src, "fp32")
+        except EdgeatlasError as exc:
+            raise EdgeatlasError(f"{src}: {exc.message}", code=ErrorCode.BAD_DATA, hint=exc.hint) from exc
+        detected = "fp32"
+        if features:
+            detected = (
+                "int8" if features.get("precision_int8") else ("fp16" if features.get("precision_fp16") else "fp32")
+            )
+        shape = stats["input_shape"] or []
+        resolution = int(shape[2]) if len(shape) == 4 else None
+        runtime_needs = {"runtime": "onnxruntime", "opset": stats["opset"], "ops": stats["op_types"]}
+        opset = stats["opset"]
+    else:
+        from registry.zoo.export import tflite_stats
+
+        stats = tflite_stats(src)
+        features = None
+        detected = _tflite_precision(src)
+        shape = stats["input_shape"]
+        resolution = int(shape[1]) if len(shape) == 4 else None
+        runtime_needs = {"runtime": "litert", "ops": stats["op_types"], "input_dtype": stats["input_dtype"]}
+        opset = None
+    prec = precision.replace("_", "-") if precision else detected
+    sha, dst, created = write_artifact(data, suffix)
+    recipe = {
+        "key": None,
+        "source": "user artifact",
+        "file": src.name,
+        "precision_detected": detected,
+        "libraries": library_versions(),
+    }
+    try:
+        variant = store.add_variant(
+            id=sha,
+            family=family,
+            format=suffix,
+            path=dst.name,
+            params=int(stats["params"]),
+            macs=int(stats["macs"]),
+            size_bytes=len(data),
+            input_shape=[int(s) for s in shape],
+            precision=prec,
+            resolution=resolution,
+            opset=opset,
+            runtime_needs=runtime_needs,
+            recipe=recipe,
+            features=features,
+        )
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                dst.unlink()
+        raise
+    return BuildResult(variant, created, time.perf_counter() - t0)
