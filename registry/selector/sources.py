@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +236,23 @@ class PredictorSource:
         return _Side(p.latency_ms, p.latency_lo, p.latency_hi, p.energy_mj, p.energy_lo, p.energy_hi, p.method)
 
 
+#: k-shot needs at least this many probe models measured on the device (as PredictorSet does)
+MIN_PROBES = 3
+
+
+def _with_stored_probes(
+    spec: DeviceSpec, pred: PredictorSource, measured: dict[str, tuple[float, float | None]]
+) -> DeviceSpec:
+    """k-shot from the store: a board whose class the predictors never saw, with no probe
+    latencies given, uses its class's stored whole-model measurements of the probe set."""
+    if spec.probe_latencies or spec.class_name is None or spec.class_name in pred.pset.classes:
+        return spec
+    probes = {vid: measured[vid][0] for vid in pred.pset.probe_ids if vid in measured and measured[vid][0] > 0}
+    if len(probes) < MIN_PROBES:
+        return spec
+    return replace(spec, probe_latencies=probes)
+
+
 def load_candidates(
     store: Any,
     device: DeviceSpec,
@@ -358,6 +375,9 @@ def load_candidates(
     pred: PredictorSource | None = None
     if dev_feats or edge_feats:
         pred = predictor if isinstance(predictor, PredictorSource) else PredictorSource(store, predictor or "default")
+    if pred is not None:
+        device = _with_stored_probes(device, pred, dev_whole)
+        edge = _with_stored_probes(edge, pred, edge_whole)
     dev = pred.predict(np.vstack(dev_feats), device) if dev_feats and pred else None
     edg = pred.predict(np.vstack(edge_feats), edge) if edge_feats and pred else None
 
