@@ -343,13 +343,15 @@ def measure_models(store: Any, fleet: Any, board: str, variant_ids: list[str]) -
         runner.close()
 
 
-def measure_splits(store: Any, fleet: Any, board: str, edge: str, variant_ids: list[str]) -> Any:
+def measure_splits(
+    store: Any, fleet: Any, board: str, edge: str, variant_ids: list[str], codecs: tuple[str, ...] = CODECS
+) -> Any:
     from probes.fleet import FleetRunner
     from probes.sweep import split_tasks
 
     runner = FleetRunner(store, fleet, sweep_config(), progress=False)
     try:
-        return runner.run([board], splits=split_tasks(store, [store.get_variant(v) for v in variant_ids], edge, CODECS))
+        return runner.run([board], splits=split_tasks(store, [store.get_variant(v) for v in variant_ids], edge, codecs))
     finally:
         runner.close()
 
@@ -357,9 +359,27 @@ def measure_splits(store: Any, fleet: Any, board: str, edge: str, variant_ids: l
 # ============================================================================ ground truth
 
 
-def measured_table(store: Any, fleet: Any, board: str, edge: str) -> tuple[Any, dict[str, float]]:
+def _nan(x: float | None) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def _codec_accuracy(accuracy: float | None, codec: str, info: dict[str, Any]) -> float:
+    """The variant's accuracy plus the codec's measured delta; NaN when either is unknown."""
+    delta = (info or {}).get("accuracy_delta", 0.0 if codec == "fp32" else None)
+    if codec == "fp32" and delta is None:
+        delta = 0.0  # fp32 sends the tensor unchanged
+    if accuracy is None or delta is None:
+        return float("nan")
+    return float(accuracy) + float(delta)
+
+
+def measured_table(
+    store: Any, fleet: Any, board: str, edge: str, codecs: tuple[str, ...] | None = None
+) -> tuple[Any, dict[str, float]]:
     """A CandidateTable of *measured* values on ``board`` (the same columns the selector predicts).
 
+    Only ``codecs`` (default: every codec a split declares) are included. Unknown accuracy (a
+    variant without one, or a codec whose delta was not measured) stays NaN.
     Returns the table and the mean measured SFTP transfer per split payload (information only).
     """
     from registry.selector.candidates import KIND_DEVICE, KIND_EDGE, KIND_SPLIT, CandidateTable
@@ -401,21 +421,25 @@ def measured_table(store: Any, fleet: Any, board: str, edge: str) -> tuple[Any, 
 
     missing = []
     for v in store.list_variants():
+        if v.format != "onnx":
+            continue
         base = {"variant_id": v.id, "family": v.family, "accuracy_source": v.accuracy_source}
         md = whole_dev.get(v.id)
         if md is None:
             missing.append(f"{v.id}/all-on-device")
         else:
             add(**base, split="all-on-device", codec="none", kind=KIND_DEVICE, head_ms=md.latency_ms,
-                head_energy_mj=active_w * md.latency_ms, accuracy=v.accuracy)  # fmt: skip
+                head_energy_mj=active_w * md.latency_ms, accuracy=_nan(v.accuracy))  # fmt: skip
         me = whole_edge.get(v.id)
         if me is None:
             missing.append(f"{v.id}/all-on-edge")
         else:
             add(**base, split="all-on-edge", codec="fp32", kind=KIND_EDGE, tail_ms=me.latency_ms,
-                payload_bytes=float(np.prod(v.input_shape)) * 4.0, accuracy=v.accuracy)  # fmt: skip
+                payload_bytes=float(np.prod(v.input_shape)) * 4.0, accuracy=_nan(v.accuracy))  # fmt: skip
         for s in store.list_splits(v.id):
             for codec, info in sorted((s.codecs or {}).items()):
+                if codecs is not None and codec not in codecs:
+                    continue
                 m = split_meas.get((s.id, codec))
                 if m is None:
                     missing.append(f"{v.id}/{s.cut_name}/{codec}")
@@ -426,7 +450,7 @@ def measured_table(store: Any, fleet: Any, board: str, edge: str) -> tuple[Any, 
                     tail_ms=st["tail_ms"], encode_ms=st["encode_ms"], decode_ms=st["decode_ms"],
                     payload_bytes=float(st["payload_bytes"]),
                     head_energy_mj=active_w * (st["head_ms"] + st["encode_ms"]),
-                    accuracy=v.accuracy + float(info.get("accuracy_delta", 0.0)))  # fmt: skip
+                    accuracy=_codec_accuracy(v.accuracy, codec, info))  # fmt: skip
     if missing:
         raise RuntimeError(f"{len(missing)} candidates were not measured on {board}: {missing[:5]}")
     table = CandidateTable.from_columns(**cols, device=board, edge=edge, predictor_version="measured")
