@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from registry.selector.decision import Answer, DecisionTable
 
@@ -22,14 +23,16 @@ def plot_answer(answer: Answer, path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     pts = sorted(answer.pareto, key=lambda p: p.latency_ms)
     if pts:
+        objectives = [o.replace("_ms", "").replace("device_energy_mj", "energy") for o in answer.pareto_objectives]
+        two_d = "device_energy_mj" not in answer.pareto_objectives
         ax.plot(
             [p.latency_ms for p in pts],
             [p.accuracy for p in pts],
-            "o-",
+            "o-" if two_d else "o",  # a 3-objective front is not a staircase in this projection
             color="tab:blue",
             ms=4,
             lw=1,
-            label="Pareto front (latency, energy, accuracy)",
+            label=f"Pareto front ({', '.join(objectives)})",
         )
     recs = [r for r in answer.recommendations if r.predicted["accuracy"] is not None]
     if len(recs) > 1:
@@ -50,7 +53,7 @@ def plot_answer(answer: Answer, path: str | Path) -> Path:
             s=260,
             color="tab:red",
             zorder=4,
-            label=f"pick: {best.key}",
+            label=f"pick: {_short(best.variant_id, best.family)} / {best.split} / {best.codec}",
         )
     ax.set_xlabel("predicted end-to-end latency (ms)")
     ax.set_ylabel("accuracy (recorded + codec delta)")
@@ -71,10 +74,20 @@ def plot_answer(answer: Answer, path: str | Path) -> Path:
     return out
 
 
+def _short(variant_id: str, family: str | None = None) -> str:
+    """A legend label for a variant: content-addressed ids are 64 hex chars; show 12."""
+    vid = variant_id[:12] if len(variant_id) == 64 and all(c in "0123456789abcdef" for c in variant_id) else variant_id
+    return f"{family} {vid}" if family else vid
+
+
 def plot_decision_table(dt: DecisionTable, path: str | Path) -> Path:
     """Per RTT (rows), the picked split over the bandwidth axis (log), one colour per pick."""
     plt = _plt()
-    picks = sorted({f"{r.variant_id}/{r.split}/{r.codec}" if r.variant_id else "infeasible" for r in dt.rows})
+
+    def label(r: Any) -> str:
+        return f"{_short(r.variant_id)} / {r.split} / {r.codec}" if r.variant_id else "infeasible"
+
+    picks = sorted({label(r) for r in dt.rows})
     cmap = plt.get_cmap("tab20")
     colour = {k: ("lightgrey" if k == "infeasible" else cmap(i % 20)) for i, k in enumerate(picks)}
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.6 * len(dt.rtts_ms)))
@@ -87,7 +100,7 @@ def plot_decision_table(dt: DecisionTable, path: str | Path) -> Path:
     seen = set()
     for y, rtt in enumerate(dt.rtts_ms):
         for r in (r for r in dt.rows if r.rtt_ms == rtt):
-            k = f"{r.variant_id}/{r.split}/{r.codec}" if r.variant_id else "infeasible"
+            k = label(r)
             lo, hi = edges[r.bandwidth_min_mbit][0], edges[r.bandwidth_max_mbit][1]
             ax.barh(y, hi - lo, left=lo, color=colour[k], edgecolor="white", label=None if k in seen else k)
             seen.add(k)
