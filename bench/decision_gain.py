@@ -28,14 +28,15 @@ estimated:power-model (this host has no energy sensor).
 Published anchors, quoted, not reproduced (their setups differ: real phones, WiFi/LTE/3G, 8
 DNNs; here one CNN on emulated boards):
 - Neurosurgeon (Kang et al., "Neurosurgeon: Collaborative Intelligence Between the Cloud and
-  Mobile Edge", ASPLOS 2017, abstract): end-to-end latency improved 3.1x on average and up to
-  40.7x, mobile energy reduced 59.5 % on average and up to 94.7 %, both against the
-  cloud-only status quo.
-- Chimera (NEC Labs America, "Context-Aware Splittable Deep Multitasking Models for Edge
-  Intelligence", project abstract as listed on nec-labs.com): device-edge collaborative
-  inference "~1.35x faster" with context-aware splitting decisions. Not verified here: the
-  baseline of that figure, its networks and its per-model breakdown (the paper body was not
-  available offline).
+  Mobile Edge", ASPLOS 2017, doi:10.1145/3037697.3037698, abstract): end-to-end latency
+  improved 3.1x on average and up to 40.7x, mobile energy reduced 59.5 % on average and up to
+  94.7 %, both against the cloud-only status quo (8 DNN applications).
+- Chimera (NEC Labs America, "Chimera: Context-Aware Splittable Deep Multitasking Models for
+  Edge Intelligence", abstract on https://www.nec-labs.com/blog/tag/deployment-aware-model/):
+  "the end-to-end device-edge collaborative inference becomes ~ 1.35 x faster with our choice
+  of context-aware splitting decisions" (and models "at least ~ 3 x parameter efficient").
+  Not verified here: the baseline that 1.35x is measured against, its networks and setup (the
+  paper body was not available offline).
 
 Run: .venv/bin/python bench/decision_gain.py [--family mobilenet_v2 --width 1.0 --resolution 160]
 Needs root (sshd, cgroup v1). Takes about 4-8 minutes on 2 busy cores.
@@ -186,7 +187,7 @@ def main() -> int:
                       f"vs all-on-edge: mean {re_.mean():.2f}x, max {re_.max():.2f}x")  # fmt: skip
                 print(f"  published: Neurosurgeon {NEUROSURGEON['latency_avg']}x mean, up to "
                       f"{NEUROSURGEON['latency_max']}x (vs cloud-only; ASPLOS 2017 abstract); Chimera ~"
-                      f"{CHIMERA_SPEEDUP}x faster with context-aware splits (abstract; baseline not checked)")  # fmt: skip
+                      f"{CHIMERA_SPEEDUP}x faster with context-aware splits (NEC Labs abstract; its baseline not verified)")  # fmt: skip
             else:
                 print("  note: the energy model (active_w x device time + radio nJ/byte x payload) does not depend on "
                       "bandwidth or RTT, so an energy-first table cannot switch with the network")  # fmt: skip

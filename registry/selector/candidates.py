@@ -141,7 +141,7 @@ class CandidateTable:
             )
 
     @functools.cached_property
-    def precomputed(self) -> dict[str, np.ndarray]:
+    def precomputed(self) -> dict[str, Any]:
         """Network-independent sums, computed once per table (evaluate() reuses them)."""
         fixed = self.encode_ms + self.decode_ms
         sends = (self.payload_bytes > 0).astype(float)
@@ -161,6 +161,7 @@ class CandidateTable:
             "not_edge": self.kind != KIND_EDGE,
             "known2": np.where(np.isnan(self.accuracy), 0.0, 2.0),
             "accuracy_known": ~np.isnan(self.accuracy),
+            "n_unknown_accuracy": np.count_nonzero(np.isnan(self.accuracy)),
             "neg_accuracy": -self.accuracy,  # minimised on the Pareto front
         }
 
@@ -251,7 +252,7 @@ class Evaluation:
         if k is None or k >= n:
             idx = np.arange(n)
         else:
-            idx = np.argpartition(-self.rank_key, k - 1)[:k] if k > 0 else np.arange(0)
+            idx = np.argpartition(self.rank_key, n - k)[n - k :] if k > 0 else np.arange(0)  # the k largest
         return idx[np.lexsort((self.latency_ms[idx], -self.rank_key[idx]))]
 
     def details(self, idx: np.ndarray | slice | None = None) -> dict[str, Any]:

@@ -219,7 +219,7 @@ def build_answer(
     pareto_limit: int | None = 200,
 ) -> Answer:
     n = len(ev.table)
-    n_feasible = int(ev.feasible.sum())
+    n_feasible = int(np.count_nonzero(ev.feasible))
     top = ev.ranked(top_k)
     top = top[ev.feasible[top]]
     recs = make_picks(ev, top)
@@ -230,10 +230,10 @@ def build_answer(
         notes.append(f"pareto front has {len(front)} members; showing {pareto_limit} spread over latency")
         front = front[np.linspace(0, len(front) - 1, pareto_limit).round().astype(int)]
     pareto = pareto_points(ev, front)
-    if ev.weights[0] > 0 and np.isnan(ev.accuracy).any():
+    n_unknown = int(ev.table.precomputed["n_unknown_accuracy"])
+    if ev.weights[0] > 0 and n_unknown:
         notes.append(
-            f"{int(np.isnan(ev.accuracy).sum())} candidates have unknown accuracy; "
-            "they rank after every candidate with a known accuracy"
+            f"{n_unknown} candidates have unknown accuracy; they rank after every candidate with a known accuracy"
         )
     infeasible = explain_infeasible(ev) if n_feasible == 0 else None
     return Answer(
