@@ -8,7 +8,8 @@
    de-duplicated, at most ``max_points`` including the two ends);
 2. extract each interior cut's head and tail (onnx.utils.Extractor), check head∘tail == full on
    a seeded random input in onnxruntime (relative error <= :data:`TOLERANCE`, graph
-   optimisations off), and write both as ``artifacts_dir()/<sha256>.onnx``;
+   optimisations off; :data:`FP16_TOLERANCE` for a float16 payload, see :func:`tolerance_for`),
+   and write both as ``artifacts_dir()/<sha256>.onnx``;
 3. per interior cut and payload codec (``fp32``, ``fp16``, ``int8``, ``pca``) measure the
    encoded bytes of one payload (batch 1, header included) and, when the variant was trained
    here on a known task, the accuracy delta ``accuracy(head -> codec round trip -> tail) -
@@ -33,7 +34,9 @@ Paths in split rows and codec infos are file names relative to ``artifacts_dir()
 ``probes.sweep.artifact_path``), so a data directory can move.
 
 A TFLite variant has no ONNX graph to cut: :func:`build_splits` returns ``[]`` for it and
-writes nothing (its ONNX sibling carries the splits).
+writes nothing (its ONNX sibling carries the splits), unless asked with ``tflite=True``: then
+:func:`build_tflite_splits` converts heads and tails from the torch model at module boundaries
+(see the TFLite section below).
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ from registry.zoo import codecs as C
 from registry.zoo.splits import SplitExtractor, SplitPoint, full_reference, list_split_points, verify_split
 
 TOLERANCE = 1e-4
+FP16_TOLERANCE = 5e-2  # a structural check: a wrong cut is off by O(1)
+FP16_ATOL = 2.0**-14  # float16's smallest normal: a payload value below it may flush to zero
 EVAL_SAMPLES = 200
 CALIB_SPLIT = "calib"
 EVAL_SPLIT = "test"
@@ -148,8 +153,9 @@ def eval_task(v: Variant) -> EvalTask | None:
     from registry.zoo.dataset import DATASET, TASKS
 
     recipe = dict(v.recipe or {})
-    train = recipe.get("train") if isinstance(recipe.get("train"), dict) else {}
-    dataset = recipe.get("dataset") or train.get("dataset") or recipe.get("trained_on")
+    train = next((recipe[k] for k in ("training", "train") if isinstance(recipe.get(k), dict)), {})
+    spec = recipe.get("spec") if isinstance(recipe.get("spec"), dict) else {}
+    dataset = recipe.get("dataset") or train.get("dataset") or spec.get("dataset")
     if not dataset and v.accuracy_source and v.accuracy_source.startswith("measured:"):
         dataset = v.accuracy_source.split(":", 1)[1]
     if dataset != DATASET:
@@ -300,7 +306,7 @@ def _plan(model: onnx.ModelProto, v: Variant, max_points: int, progress: Progres
             continue
         head, tail = ex.extract(p)
         try:
-            verify_split(ref, head, tail, x, TOLERANCE)
+            verify_split(ref, head, tail, x, tolerance_for(p), atol=FP16_ATOL if p.dtype == "float16" else 0.0)
         except EdgeatlasError as exc:
             raise EdgeatlasError(
                 f"variant {v.id[:12]}, cut {p.name!r}: {exc.message}",
@@ -319,6 +325,15 @@ def _plan(model: onnx.ModelProto, v: Variant, max_points: int, progress: Progres
         if progress:
             progress("splits", sum(1 for q in planned if not q.point.is_end), len(interior))
     return planned
+
+
+def tolerance_for(point: SplitPoint) -> float:
+    """head∘tail tolerance: :data:`TOLERANCE`, or :data:`FP16_TOLERANCE` for a float16 payload.
+    onnxruntime's CPU provider computes an fp16 graph in float32 behind inserted casts, so the
+    full model keeps float32 across the cut where the split rounds the payload to float16; the
+    tail amplifies that rounding (measured up to 3e-2 on a random-weight MobileNetV2), while a
+    wrong cut is off by O(1)."""
+    return FP16_TOLERANCE if point.dtype == "float16" else TOLERANCE
 
 
 def _chunks(n: int, per_sample_bytes: int) -> list[slice]:
@@ -392,6 +407,7 @@ def _codec_stats(
     inferred = onnx.shape_inference.infer_shapes(model)
     n_out = len(model.graph.output)
     probe = BatchRunner(with_outputs(inferred, [p.point.tensor for p in interior if p.point.tensor]))
+    full_runner = BatchRunner(model)
     per_sample = sum(p.point.payload_bytes for p in interior)
 
     # 1. PCA bases from calibration payloads (channel-wise rows, at most 20000 per split)
@@ -428,8 +444,10 @@ def _codec_stats(
     nbytes: dict[tuple[str, str], int] = {}
     for sl in _chunks(len(x), per_sample):
         outs = probe.run(x[sl])
-        for k in range(n_out):
-            full_out[k].append(outs[k])
+        # the reference is the unmodified model: extra outputs can stop onnxruntime's fusions
+        # (a QDQ pair into QLinearConv), so the probe's own outputs are not the deployed model's
+        for k, y in enumerate(full_runner.run(x[sl])):
+            full_out[k].append(y)
         for p, y in zip(interior, outs[n_out:], strict=True):
             tail = tails[p.point.name]
             for c in active[p.point.name]:
@@ -538,9 +556,12 @@ def build_splits(
     codecs: Sequence[str] = C.CODECS,
     progress: Progress | None = None,
     eval_samples: int = EVAL_SAMPLES,
+    tflite: bool = False,
 ) -> list[Split]:
     """Build and store the split points of a variant (see the module doc); returns them in
-    position order. A variant that already has splits is returned unchanged (no-op)."""
+    position order. A variant that already has splits is returned unchanged (no-op).
+    A TFLite variant gets TFLite splits only with ``tflite=True`` (slow: see
+    :func:`build_tflite_splits`); otherwise ``[]``."""
     unknown = [c for c in codecs if c not in C.CODECS]
     if unknown:
         raise EdgeatlasError(
@@ -550,6 +571,10 @@ def build_splits(
     existing = store.list_splits(v.id)
     if existing:
         return existing
+    if v.format == "tflite" and tflite:
+        return build_tflite_splits(
+            store, v.id, max_points=int(max_points) if max_points is not None else 4, codecs=codecs, progress=progress
+        )
     if v.format != "onnx":
         return []
     model = load_variant_model(v)
@@ -568,3 +593,316 @@ def _default_points() -> int:
     from registry.zoo.splits import MAX_POINTS
 
     return MAX_POINTS
+
+
+# --------------------------------------------------------------------------- TFLite splits
+#
+# A .tflite has no graph we can cut and re-emit, so TFLite heads and tails are converted from the
+# torch model at module boundaries where the forward pass is a plain chain of stages (a
+# torchvision ``features`` Sequential, ResNet's layers, the multi-task backbone). The stage chain
+# is checked in torch (composing the stages must give the model's output) before anything is
+# converted, and head∘tail is checked against the full .tflite in ai-edge-litert.
+# Only fp32 TFLite variants: an fp16/int8 .tflite is quantised by ai-edge-quantizer as a whole
+# (calibrated ranges per tensor), and quantising a head and a tail separately is another model.
+# Conversion costs 10-50 s per part on this host, so TFLite splits are built on request
+# (``build_splits(..., tflite=True)``), not by default.
+
+TFLITE_EVAL_SAMPLES = 100
+
+
+def torch_stages(family: str, model: Any) -> list[tuple[str, Any]]:
+    """The model's forward pass as a chain of (name, module) stages."""
+    from torch import nn
+
+    class _Fn(nn.Module):
+        def __init__(self, fn: Callable[[Any], Any]):
+            super().__init__()
+            self.fn = fn
+
+        def forward(self, x: Any) -> Any:
+            return self.fn(x)
+
+    import torch
+
+    def named(prefix: str, seq: Any) -> list[tuple[str, Any]]:
+        return [(f"{prefix}.{i}", m) for i, m in enumerate(seq)]
+
+    if family == "mobilenet_v2":
+        pool = _Fn(lambda x: torch.flatten(nn.functional.adaptive_avg_pool2d(x, (1, 1)), 1))
+        return [*named("features", model.features), ("pool", pool), ("classifier", model.classifier)]
+    if family in ("mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0"):
+        return [
+            *named("features", model.features),
+            ("avgpool", model.avgpool),
+            ("flatten", _Fn(lambda x: torch.flatten(x, 1))),
+            ("classifier", model.classifier),
+        ]
+    if family == "squeezenet":
+        return [
+            *named("features", model.features),
+            ("classifier", model.classifier),
+            ("flatten", _Fn(lambda x: torch.flatten(x, 1))),
+        ]
+    if family == "resnet18":
+        stem = nn.Sequential(model.conv1, model.bn1, model.relu)
+        layers = [(f"layer{i}.{j}", b) for i in range(1, 5) for j, b in enumerate(getattr(model, f"layer{i}"))]
+        return [
+            ("stem", stem),
+            ("maxpool", model.maxpool),
+            *layers,
+            ("avgpool", model.avgpool),
+            ("flatten", _Fn(lambda x: torch.flatten(x, 1))),
+            ("fc", model.fc),
+        ]
+    if family == "shufflenet_v2":
+        return [
+            ("conv1", model.conv1),
+            ("maxpool", model.maxpool),
+            *named("stage2", model.stage2),
+            *named("stage3", model.stage3),
+            *named("stage4", model.stage4),
+            ("conv5", model.conv5),
+            ("mean", _Fn(lambda x: x.mean([2, 3]))),
+            ("fc", model.fc),
+        ]
+    if family == "multitask":
+        heads = _Fn(lambda x: tuple(h(x) for h in model.heads.values()))
+        return [*named("backbone", model.backbone), ("heads", heads)]
+    raise EdgeatlasError(
+        f"family {family!r} has no known stage chain, so no TFLite split points",
+        code=ErrorCode.UNSUPPORTED,
+        hint="TFLite splits exist for the zoo's torchvision families and the multi-task model; use the ONNX variant's splits",
+    )
+
+
+def _tflite_run(path: Path, x: np.ndarray) -> list[np.ndarray]:
+    from registry.zoo.evaluate import run_tflite
+
+    return run_tflite(path, x, threads=2)
+
+
+def _tflite_convert(module: Any, sample: Any) -> bytes:
+    import tempfile
+
+    from registry.zoo.export import _quiet
+
+    try:
+        import litert_torch
+    except ImportError as exc:  # pragma: no cover - environment
+        raise EdgeatlasError("litert-torch is not installed", code=ErrorCode.ENVIRONMENT) from exc
+    with tempfile.TemporaryDirectory(prefix="edgeatlas-split-") as d:
+        out = Path(d) / "part.tflite"
+        try:
+            with _quiet():
+                litert_torch.convert(module.eval(), (sample,)).export(str(out))
+        except Exception as exc:
+            raise EdgeatlasError(
+                f"TFLite conversion of a split part failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
+                code=ErrorCode.UNSUPPORTED,
+                hint="use the ONNX variant's split points",
+            ) from exc
+        return out.read_bytes()
+
+
+def _tflite_outputs_ordered(path: Path, outs: list[np.ndarray], v: Variant) -> list[np.ndarray]:
+    """TFLite outputs in the torch model's order (litert-torch may reorder a tuple's outputs)."""
+    if len(outs) == 1:
+        return outs
+    from registry.zoo.evaluate import tflite_output_order
+    from registry.zoo.families import MultiTaskNet
+
+    order = tflite_output_order(path, [n for _, n in MultiTaskNet.HEADS]) if v.family == "multitask" else None
+    return [outs[k] for k in order] if order else outs
+
+
+def build_tflite_splits(
+    store: Any,
+    variant_id: str,
+    *,
+    max_points: int = 4,
+    codecs: Sequence[str] = C.CODECS,
+    progress: Progress | None = None,
+    eval_samples: int = TFLITE_EVAL_SAMPLES,
+) -> list[Split]:
+    """Head/tail .tflite pairs of an fp32 TFLite variant at module boundaries (see above), with
+    payload codecs measured like the ONNX ones but in ai-edge-litert. Idempotent."""
+    import torch
+
+    from registry.zoo.build import VariantSpec, torch_model
+
+    v = store.get_variant(variant_id)
+    if v.format != "tflite":
+        raise EdgeatlasError(f"variant {v.id[:12]} is {v.format}, not tflite", hint="use build_splits for ONNX")
+    existing = store.list_splits(v.id)
+    if existing:
+        return existing
+    if v.precision != "fp32":
+        raise EdgeatlasError(
+            f"variant {v.id[:12]} is a {v.precision} TFLite model: only fp32 TFLite variants get TFLite splits",
+            code=ErrorCode.UNSUPPORTED,
+            hint="quantising a head and a tail separately is a different model; use the fp32 variant or the ONNX splits",
+        )
+    spec_d = (v.recipe or {}).get("spec")
+    if not isinstance(spec_d, dict):
+        raise EdgeatlasError(
+            f"variant {v.id[:12]} has no zoo build spec in its recipe (a user's file?): no torch model to cut",
+            code=ErrorCode.UNSUPPORTED,
+            hint="TFLite splits exist for variants built by `edgeatlas zoo build`",
+        )
+    full_path = artifact_file(v.path)
+    if not full_path.is_file() or (len(v.id) == 64 and sha256_bytes(full_path.read_bytes()) != v.id):
+        raise EdgeatlasError(
+            f"{full_path}: missing, or its sha256 is not the variant id",
+            code=ErrorCode.BAD_DATA,
+            hint="rebuild the variant",
+        )
+    spec = VariantSpec(**{**spec_d, "format": "tflite", "precision": "fp32"})
+    model = torch_model(spec).eval()
+    stages = torch_stages(v.family, model)
+    dims = [int(d) for d in v.input_shape]
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal(dims).astype(np.float32))
+    acts: list[Any] = []
+    with torch.no_grad():
+        h = x
+        for _, m in stages:
+            h = m(h)
+            acts.append(h)
+        want = model(x)
+    want_t = want if isinstance(want, tuple) else (want,)
+    got_t = acts[-1] if isinstance(acts[-1], tuple) else (acts[-1],)
+    if any(
+        float((a - b).abs().max()) > 1e-5 * (float(a.abs().max()) + 1e-12) for a, b in zip(want_t, got_t, strict=True)
+    ):
+        raise EdgeatlasError(f"{v.family}: the stage chain does not reproduce the model", code=ErrorCode.BUILD_ERROR)
+    n = len(stages)
+    cands = [
+        SplitPoint(
+            stages[k - 1][0], k, stages[k - 1][0], tuple(acts[k - 1].shape), "float32", int(acts[k - 1].numel()) * 4, n
+        )
+        for k in range(1, n - 1)
+        if isinstance(acts[k - 1], torch.Tensor)
+    ]
+    from registry.zoo.splits import select_points
+
+    if max_points < 2:
+        raise EdgeatlasError(f"max_points={max_points} leaves no room for the two ends", hint="use max_points >= 2")
+    chosen = select_points(cands, max_points - 2)
+    out_bytes = sum(int(t.numel()) * 4 for t in want_t)
+    planned = [
+        _Planned(
+            SplitPoint("input", 0, None, tuple(dims), "float32", int(np.prod(dims)) * 4, n), tail=v.path, tail_sha=v.id
+        ),
+        *[_Planned(p) for p in chosen],
+        _Planned(
+            SplitPoint("output", n, None, tuple(want_t[0].shape), "float32", out_bytes, n), head=v.path, head_sha=v.id
+        ),
+    ]
+    task = eval_task(v)
+    xe, eval_desc = _inputs_for_dims(dims, task, EVAL_SPLIT, eval_samples)
+    full_ref = _tflite_outputs_ordered(full_path, _tflite_run(full_path, x.numpy()), v)
+    full_eval = _tflite_outputs_ordered(full_path, _tflite_run(full_path, xe), v)
+    labels = _labels_for(task, len(xe))
+    acc_full = _accuracy(full_eval, labels)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="edgeatlas-split-") as d:
+        for j, p in enumerate(pl for pl in planned if not pl.point.is_end):
+            k = p.point.position
+            head_m = torch.nn.Sequential(*[m for _, m in stages[:k]])
+            tail_m = torch.nn.Sequential(*[m for _, m in stages[k:]])
+            hb = _tflite_convert(head_m, x)
+            tb = _tflite_convert(tail_m, acts[k - 1])
+            hp, tp = Path(d) / f"h{k}.tflite", Path(d) / f"t{k}.tflite"
+            hp.write_bytes(hb)
+            tp.write_bytes(tb)
+            payload = _tflite_run(hp, x.numpy())[0]
+            got = _tflite_outputs_ordered(tp, _tflite_run(tp, payload), v)
+            from registry.zoo.splits import rel_error
+
+            err = max(rel_error(a, b) for a, b in zip(full_ref, got, strict=True))
+            if not err <= 1e-3:
+                raise EdgeatlasError(
+                    f"variant {v.id[:12]}, TFLite cut {p.point.name!r}: head∘tail differs from the full model by {err:.3g}",
+                    code=ErrorCode.BUILD_ERROR,
+                )
+            p.head_bytes, p.tail_bytes = hb, tb
+            p.codecs = _tflite_codecs(hp, tp, v, codecs, xe, eval_desc, task, full_eval, labels, acc_full)
+            if progress:
+                progress("tflite splits", j + 1, len(chosen))
+    for p in planned:
+        if p.head_bytes is not None and p.tail_bytes is not None:
+            p.head, p.head_sha = write_artifact(p.head_bytes, ".tflite")
+            p.tail, p.tail_sha = write_artifact(p.tail_bytes, ".tflite")
+    _write(store, v, planned)
+    return store.list_splits(v.id)
+
+
+def _inputs_for_dims(dims: list[int], task: EvalTask | None, split: str, n: int) -> tuple[np.ndarray, str]:
+    from registry.zoo.dataset import DATASET, load_dataset
+
+    if task is not None:
+        return np.asarray(load_dataset(task.dataset, split, task.resolution).x[:n]), f"{task.dataset}:{split}"
+    if len(dims) == 4 and dims[1] == 3 and dims[2] == dims[3] and 16 <= dims[2] <= 512:
+        return np.asarray(load_dataset(DATASET, CALIB_SPLIT, dims[2]).x[:n]), f"{DATASET}:{CALIB_SPLIT}"
+    return np.random.default_rng(1).standard_normal([n, *dims[1:]]).astype(np.float32), "random-normal"
+
+
+def _labels_for(task: EvalTask | None, n: int) -> dict[int, tuple[str, np.ndarray]] | None:
+    if task is None:
+        return None
+    from registry.zoo.dataset import load_dataset
+
+    data = load_dataset(task.dataset, EVAL_SPLIT, task.resolution)
+    return {i: (t, np.asarray(data.labels[t][:n])) for i, t in enumerate(task.tasks)}
+
+
+def _tflite_codecs(
+    head: Path,
+    tail: Path,
+    v: Variant,
+    codecs: Sequence[str],
+    xe: np.ndarray,
+    eval_desc: str,
+    task: EvalTask | None,
+    full: list[np.ndarray],
+    labels: dict[int, tuple[str, np.ndarray]] | None,
+    acc_full: dict[str, float] | None,
+) -> dict[str, Any]:
+    """Codec bytes, fidelity and measured deltas of one TFLite cut (ai-edge-litert, per sample)."""
+    y = _tflite_run(head, xe)[0]
+    out: dict[str, Any] = {}
+    basis = None
+    if "pca" in codecs and y.ndim >= 2:
+        dims = [1, *xe.shape[1:]]
+        calib, calib_desc = _inputs_for_dims(dims, task, CALIB_SPLIT, 128)
+        basis = C.fit_pca(_tflite_run(head, calib)[0])
+        basis_name, _ = write_artifact(basis.to_bytes(), ".npz")
+    for c in codecs:
+        if c == "pca" and basis is None:
+            continue
+        decoded, size = roundtrip_batch(y, c, basis)
+        got = _tflite_outputs_ordered(tail, _tflite_run(tail, decoded), v)
+        num = sum(float(np.sum((g.astype(np.float64) - f) ** 2)) for g, f in zip(got, full, strict=True))
+        den = sum(float(np.sum(f.astype(np.float64) ** 2)) for f in full)
+        info: dict[str, Any] = {
+            "bytes": int(size),
+            "fidelity": float(np.sqrt(num / den)) if den > 0 else 0.0,
+            "fidelity_inputs": f"{eval_desc}[:{len(xe)}]",
+            "runtime": "ai-edge-litert",
+        }
+        acc = _accuracy(got, labels)
+        if acc is not None and acc_full is not None and task is not None:
+            per_task = {t: acc[t] - acc_full[t] for t in acc}
+            info.update(
+                accuracy_delta=float(np.mean(list(per_task.values()))),
+                accuracy_source=f"measured:{task.dataset}",
+                accuracy_samples=int(len(xe)),
+            )
+            if len(per_task) > 1:
+                info["accuracy_delta_per_task"] = per_task
+        else:
+            info.update(accuracy_delta=None, accuracy_source="unknown")
+        if c == "pca" and basis is not None:
+            info.update(basis=basis_name, basis_sha256=basis_name.split(".")[0], k=basis.k, calibration=calib_desc)
+        out[c] = info
+    return out

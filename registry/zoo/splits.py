@@ -9,8 +9,10 @@ outputs are the result) are always listed.
 
 Limiting the candidates (documented, deterministic):
 1. runs of consecutive split points linked by shape-preserving elementwise ops (Conv -> Relu,
-   QuantizeLinear -> DequantizeLinear, ...) keep one point: the one with the fewest payload
-   bytes, the latest on ties (the activation after the conv, the int8 tensor before a DQ);
+   QuantizeLinear -> DequantizeLinear, ...) keep one point: a floating-point tensor if the run
+   has one, then the fewest payload bytes, then the latest (the activation after the conv; in a
+   QDQ int8 model the DequantizeLinear output, whose 256 levels the int8 codec carries in a byte
+   each, rather than the uint8 tensor that the float codecs cannot feed back exactly);
 2. then at most ``max_points`` points remain *including the two ends* (default
    :data:`MAX_POINTS`): the interior candidates are cut into ``max_points - 2`` contiguous
    windows of (nearly) equal length and each window keeps its smallest payload (the latest on
@@ -192,7 +194,7 @@ def _dedupe(model: onnx.ModelProto, points: list[SplitPoint]) -> list[SplitPoint
 
     def flush() -> None:
         if run:
-            best = min(run, key=lambda p: (p.payload_bytes, -p.position))
+            best = min(run, key=lambda p: (not p.dtype.startswith("float"), p.payload_bytes, -p.position))
             kept.append(best)
             run.clear()
 
@@ -312,19 +314,25 @@ def verify_split(
     tail: onnx.ModelProto,
     x: np.ndarray,
     tolerance: float = 1e-5,
+    atol: float = 0.0,
 ) -> float:
     """Run the full model and head then tail on ``x`` in onnxruntime; returns the largest
     relative output error and raises BUILD_ERROR above ``tolerance``. Graph optimisations are
     off, so both paths run the same kernels and the check is about the cut itself (fusions
     across the cut would otherwise differ by rounding). ``full`` may be a precomputed
-    :func:`full_reference`."""
+    :func:`full_reference`. ``atol`` (relative to the largest reference output) forgives
+    absolute differences below a resolution, e.g. float16's for an fp16 payload."""
     ref_by_name = full if isinstance(full, dict) else full_reference(full, x)
     s_head, s_tail = session(head, optimize=False), session(tail, optimize=False)
     payload = s_head.run(None, {s_head.get_inputs()[0].name: x})[0]
     got = s_tail.run(None, {s_tail.get_inputs()[0].name: payload})
     err = 0.0
     for o, y in zip(s_tail.get_outputs(), got, strict=True):
-        err = max(err, rel_error(ref_by_name[o.name], y))
+        ref = np.asarray(ref_by_name[o.name], np.float64)
+        diff = np.abs(ref - np.asarray(y, np.float64)) - atol
+        err = max(
+            err, float(np.max(np.maximum(diff, 0.0), initial=0.0)) / (float(np.max(np.abs(ref), initial=0.0)) + 1e-12)
+        )
     if not err <= tolerance:
         raise EdgeatlasError(
             f"head∘tail differs from the full model by {err:.3g} (relative) > {tolerance}",
