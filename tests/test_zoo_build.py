@@ -188,3 +188,20 @@ def test_weights_file_cited_only_for_exact_published_config(ea_home, sqlite_url,
         build(store, VariantSpec("squeezenet", resolution=32, dataset=None, weights=str(wrong)), splits=False)
     assert ei.value.code == ErrorCode.BAD_DATA and "field 'weights'" in str(ei.value)
     assert len(store.list_variants()) == 1
+
+
+def test_task_field_for_single_task_families() -> None:
+    s = VariantSpec("mobilenet_v3_small", width=0.5, resolution=32, task="colour")
+    assert (
+        s.task == "colour"
+        and s.recipe_key() != VariantSpec("mobilenet_v3_small", width=0.5, resolution=32).recipe_key()
+    )
+    # the default task spelled out is the same spec
+    assert VariantSpec("mobilenet_v2", task="shape").recipe_key() == VariantSpec("mobilenet_v2").recipe_key()
+    for bad in (
+        {"family": "multitask", "task": "colour"},
+        {"family": "mobilenet_v2", "task": "texture"},
+        {"family": "mobilenet_v2", "dataset": None, "task": "colour"},
+    ):
+        with pytest.raises(EdgeatlasError, match="field 'task'"):
+            VariantSpec(**bad)

@@ -165,3 +165,25 @@ def test_shipped_grid_has_40_variants_both_formats(ea_home) -> None:
     assert "multitask" in {s.family for s in specs} and len({s.family for s in specs}) >= 5
     assert any(s.prune for s in specs)
     assert cfg.max_split_points is not None
+    # a block's task reaches its specs (a single-task family trained on colour)
+    assert any(s.task == "colour" and s.family != "multitask" for s in specs)
+
+
+def test_grid_resumes_and_skips_built_variants(zoo_env, tmp_path: Path) -> None:
+    """A grid whose first spec is built already: only the new one is built; a rerun builds nothing."""
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(
+        "[grid]\nsplits = false\n\n"
+        '[[block]]\nname = "done"\nfamilies = ["multitask"]\nwidths = [0.25]\nresolutions = [32]\nprecisions = ["int8"]\n\n'
+        '[[block]]\nname = "new"\ndataset = "none"\nfamilies = ["mobilenet_v3_small"]\nwidths = [0.5]\nresolutions = [32]\n'
+        'precisions = ["int8"]\n'
+    )
+    first = json.loads(_run(["zoo", "grid", "--config", str(cfg), "--db", zoo_env.url, "--json"]).output)
+    assert first["summary"]["variants"] == 2
+    by_block = {r["block"]: r for r in first["variants"]}
+    assert by_block["done"]["built"] is False and by_block["done"]["id"] == zoo_env.variants["mt_onnx_int8"].id
+    assert by_block["new"]["built"] is True and by_block["new"]["accuracy"] is None
+    again = json.loads(_run(["zoo", "grid", "--config", str(cfg), "--db", zoo_env.url, "--json"]).output)
+    assert again["summary"]["built"] == 0 and again["summary"]["skipped"] == 2
+    dry = json.loads(_run(["zoo", "grid", "--config", str(cfg), "--db", zoo_env.url, "--dry-run", "--json"]).output)
+    assert [r["built"] for r in dry] == [True, True]

@@ -93,6 +93,7 @@ def _short(v: Any) -> dict[str, Any]:
     default=None,
     help="A local torchvision state_dict for an ImageNet-shaped model (implies --dataset none; a cited accuracy only for the exact published config).",
 )
+@click.option("--task", default=None, help="Single-task families trained here: shape (default), colour or position.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(
     "--max-split-points", default=8, show_default=True, type=int, help="Interior split points to extract (ONNX)."
@@ -109,6 +110,7 @@ def build_cmd(
     fmt: str,
     dataset: str,
     weights: str | None,
+    task: str | None,
     seed: int,
     max_split_points: int,
     no_splits: bool,
@@ -128,7 +130,7 @@ def build_cmd(
     from registry.zoo.build import VariantSpec, build
 
     ds: str | None = None if (weights or dataset.lower() in ("none", "imagenet", "")) else dataset
-    spec = VariantSpec(family, width, resolution, precision, prune, fmt, ds, weights, seed)
+    spec = VariantSpec(family, width, resolution, precision, prune, fmt, ds, weights, seed, task)
     store = open_store(db_url)
     if as_json:
         result = build(store, spec, None, splits=not no_splits, max_split_points=max_split_points)

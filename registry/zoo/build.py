@@ -73,6 +73,7 @@ class VariantSpec:
     dataset: str | None = "shapes-v1"
     weights: str | None = None
     seed: int = 0
+    task: str | None = None  # single-task families: shape (default), colour or position
 
     def __post_init__(self) -> None:
         from registry.zoo.families import FAMILIES, check_width, get_family
@@ -156,6 +157,19 @@ class VariantSpec:
                     "give a local torchvision state_dict (.pth)",
                     ErrorCode.NOT_FOUND,
                 )
+        if self.task is not None:
+            from registry.zoo.dataset import TASKS
+
+            if self.dataset is None or fam.name == "multitask":
+                raise _field_error(
+                    "task",
+                    f"task {self.task!r} applies only to a single-task family trained on the generated data",
+                    "drop --task (the multi-task model trains all heads; ImageNet-shaped models have no task here)",
+                )
+            if self.task not in TASKS:
+                raise _field_error("task", f"unknown task {self.task!r}", f"use one of: {', '.join(TASKS)}")
+            if self.task == "shape":
+                object.__setattr__(self, "task", None)  # the default: one key for both spellings
         if self.dataset is not None and self.resolution < 16:
             raise _field_error("resolution", "too small for the generated task", "use >= 32")
 
@@ -164,6 +178,8 @@ class VariantSpec:
         w = f"x{self.width:g}"
         p = f" prune{self.prune:g}" if self.prune else ""
         d = self.dataset or ("weights" if self.weights else "random-init")
+        if self.task:
+            d += f":{self.task}"
         return f"{self.family} {w} {self.resolution}px {self.precision}{p} {self.format} [{d}]"
 
     def as_dict(self) -> dict[str, Any]:
@@ -174,6 +190,8 @@ class VariantSpec:
         from registry.zoo import train
 
         d = self.as_dict()
+        if d["task"] is None:
+            del d["task"]  # keys of default-task specs stay as they were before the field existed
         d["weights"] = _file_sha256(self.weights) if self.weights else None
         d["versions"] = {
             "build": BUILD_VERSION,
@@ -330,7 +348,7 @@ def torch_model(spec: VariantSpec) -> Any:
     from registry.zoo.train import trained_model
 
     if spec.dataset is not None:
-        return trained_model(spec.family, spec.width, spec.resolution, spec.prune, spec.dataset, spec.seed)
+        return trained_model(spec.family, spec.width, spec.resolution, spec.prune, spec.dataset, spec.seed, spec.task)
     torch.manual_seed(spec.seed)
     model = build_model(spec.family, spec.width, 1000)
     if spec.weights:
@@ -466,7 +484,7 @@ def build(
         cited = _cited_entry(spec)
         if spec.dataset is not None:
             say("measuring accuracy")
-            tasks = train.task_names(spec.family)
+            tasks = train.task_names(spec.family, spec.task)
             try:
                 by_task = evaluate_artifact(out, spec.format, tasks, spec.dataset, spec.resolution)
             except EdgeatlasError:
@@ -554,7 +572,7 @@ def _training_recipe(spec: VariantSpec) -> dict[str, Any] | None:
         "optimizer": "AdamW + OneCycle",
         "lr": train.LR,
         "seed": spec.seed,
-        "tasks": train.task_names(spec.family),
+        "tasks": train.task_names(spec.family, spec.task),
     }
 
 

@@ -29,7 +29,7 @@ DEFAULTS: dict[str, list[Any]] = {
     "prunes": [0.0],
     "formats": ["onnx"],
 }
-_BLOCK_KEYS = {"name", "families", "dataset", "why", *DEFAULTS}
+_BLOCK_KEYS = {"name", "families", "dataset", "task", "why", *DEFAULTS}
 _GRID_KEYS = {"dataset", "max_split_points", "codecs", "splits"}
 
 
@@ -120,7 +120,14 @@ def load_grid(path: str | Path) -> GridConfig:
         ):
             try:
                 spec = VariantSpec(
-                    family=fam, width=w, resolution=r, precision=prec, prune=pr, format=fmt, dataset=dataset
+                    family=fam,
+                    width=w,
+                    resolution=r,
+                    precision=prec,
+                    prune=pr,
+                    format=fmt,
+                    dataset=dataset,
+                    task=blk.get("task"),
                 )
             except EdgeatlasError as exc:
                 raise EdgeatlasError(f"{where}: {exc.message}", code=ErrorCode.INVALID_CONFIG, hint=exc.hint) from None

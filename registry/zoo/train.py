@@ -31,19 +31,23 @@ TRAIN_VERSION = 1
 TRAIN_THREADS = int(os.environ.get("EDGEATLAS_TRAIN_THREADS", "1"))
 
 
-def num_classes_for(family: str, dataset: str | None) -> int:
+def num_classes_for(family: str, dataset: str | None, task: str | None = None) -> int:
     """ImageNet's 1000 classes for an untrained torchvision config; the task's classes otherwise."""
     if dataset is None and family != "multitask":
         return 1000
-    return len(TASKS["shape"])
+    return len(TASKS[task or "shape"])
 
 
-def task_names(family: str) -> list[str]:
-    return list(TASKS) if family == "multitask" else ["shape"]
+def task_names(family: str, task: str | None = None) -> list[str]:
+    """The tasks a model is trained on: all three heads of the multi-task model; one task
+    (default ``shape``) for a single-task family."""
+    return list(TASKS) if family == "multitask" else [task or "shape"]
 
 
-def _key(family: str, width: float, resolution: int, prune: float, dataset: str, seed: int) -> str:
-    payload = {
+def _key(
+    family: str, width: float, resolution: int, prune: float, dataset: str, seed: int, task: str | None = None
+) -> str:
+    payload: dict = {
         "family": family,
         "width": width,
         "resolution": resolution,
@@ -56,6 +60,8 @@ def _key(family: str, width: float, resolution: int, prune: float, dataset: str,
         "lr": LR,
         "v": TRAIN_VERSION,
     }
+    if task and task != "shape" and family != "multitask":
+        payload["task"] = task
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -89,14 +95,18 @@ def _threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _fit(model: nn.Module, family: str, dataset: str, resolution: int, epochs: int, seed: int) -> None:
+def _fit(
+    model: nn.Module, family: str, dataset: str, resolution: int, epochs: int, seed: int, task: str | None = None
+) -> None:
     with _threads(TRAIN_THREADS):
-        _fit_inner(model, family, dataset, resolution, epochs, seed)
+        _fit_inner(model, family, dataset, resolution, epochs, seed, task)
 
 
-def _fit_inner(model: nn.Module, family: str, dataset: str, resolution: int, epochs: int, seed: int) -> None:
+def _fit_inner(
+    model: nn.Module, family: str, dataset: str, resolution: int, epochs: int, seed: int, task: str | None
+) -> None:
     data = load_dataset(dataset, "train", resolution)
-    tasks = task_names(family)
+    tasks = task_names(family, task)
     x_all = torch.from_numpy(np.array(data.x))
     y_all = {t: torch.from_numpy(data.labels[t]) for t in tasks}
     gen = torch.Generator().manual_seed(seed)
@@ -140,35 +150,37 @@ def _recalibrate_bn(model: nn.Module, x_all: torch.Tensor, gen: torch.Generator,
         bn.momentum = 0.1
 
 
-def trained_model(family: str, width: float, resolution: int, prune: float, dataset: str, seed: int = 0) -> nn.Module:
+def trained_model(
+    family: str, width: float, resolution: int, prune: float, dataset: str, seed: int = 0, task: str | None = None
+) -> nn.Module:
     """The model trained on ``dataset`` at ``resolution`` (cached), pruned + fine-tuned if ``prune``."""
     torch.manual_seed(seed)
-    n_cls = num_classes_for(family, dataset)
+    n_cls = num_classes_for(family, dataset, task)
     model = build_model(family, width, n_cls)
-    path = cache_dir() / "trained" / f"{family}-{_key(family, width, resolution, 0.0, dataset, seed)}.npz"
+    path = cache_dir() / "trained" / f"{family}-{_key(family, width, resolution, 0.0, dataset, seed, task)}.npz"
     if not (path.exists() and _load(model, path)):
         torch.manual_seed(seed)
         model = build_model(family, width, n_cls)
-        _fit(model, family, dataset, resolution, EPOCHS, seed)
+        _fit(model, family, dataset, resolution, EPOCHS, seed, task)
         _save(model, path)
     model.eval()
     if prune:
         prune_model(model, prune)
-        ppath = cache_dir() / "trained" / f"{family}-{_key(family, width, resolution, prune, dataset, seed)}.npz"
+        ppath = cache_dir() / "trained" / f"{family}-{_key(family, width, resolution, prune, dataset, seed, task)}.npz"
         if not (ppath.exists() and _load(model, ppath)):
-            _fit(model, family, dataset, resolution, FINETUNE_EPOCHS, seed + 1)
+            _fit(model, family, dataset, resolution, FINETUNE_EPOCHS, seed + 1, task)
             _save(model, ppath)
         model.eval()
     return model
 
 
 def torch_accuracy(
-    model: nn.Module, family: str, dataset: str, resolution: int, split: str = "test"
+    model: nn.Module, family: str, dataset: str, resolution: int, split: str = "test", task: str | None = None
 ) -> dict[str, float]:
     """Top-1 accuracy (percent) per task of a torch model (a sanity check; the zoo records the
     accuracy of the exported artifact, measured in its runtime)."""
     data = load_dataset(dataset, split, resolution)
-    tasks = task_names(family)
+    tasks = task_names(family, task)
     correct = {t: 0 for t in tasks}
     with torch.no_grad():
         for i in range(0, len(data), 256):
