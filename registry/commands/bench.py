@@ -26,6 +26,14 @@ def _split(values: tuple[str, ...]) -> list[str]:
     "--variants", multiple=True, metavar="ID", help="Variant ids or unique prefixes (repeat or comma-separate)."
 )
 @click.option("--grid", is_flag=True, help="Every variant in the store of the runtime's format.")
+@click.option(
+    "--probe-set",
+    "probe_set",
+    default=None,
+    metavar="PREDICTOR",
+    help="Also the reference models (probe set) of this predictor's champion: measure them on a new "
+    "board and the selector predicts it k-shot.",
+)
 @click.option("--runtime", type=click.Choice(["onnxruntime", "litert"]), default="onnxruntime", show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True, help="Intra-op threads.")
 @click.option("--repeat", type=click.IntRange(1, 1000), default=5, show_default=True, help="Timed sessions.")
@@ -56,6 +64,7 @@ def run(
     boards: tuple[str, ...],
     variants: tuple[str, ...],
     grid: bool,
+    probe_set: str | None,
     runtime: str,
     threads: int,
     repeat: int,
@@ -90,6 +99,7 @@ def run(
         edgeatlas bench run --boards little-1,big-1 --variants 3fa2,9c1e --threads 1 --repeat 5
         edgeatlas bench run --grid --splits --edge edge-1 --codecs fp16,int8,pca --max-splits 2 --json
         edgeatlas bench run --grid --db postgresql://atlas@db/atlas --enqueue-only
+        edgeatlas bench run --boards mid-1 --probe-set default
     """
     from probes.fleet import SweepConfig
     from probes.protocol import MeasureProtocol
@@ -110,12 +120,18 @@ def run(
         codecs=tuple(_split((codecs,))),
     )
     store = open_store(db_url)
+    chosen = _split(variants)
+    if probe_set:
+        from predictors.training import load_champion
+
+        _, pset = load_champion(store, probe_set)
+        chosen = [*chosen, *(v for v in pset.probe_ids if v not in chosen)]
     res = run_bench(
         store,
         fleet,
         cfg,
         _split(boards),
-        _split(variants),
+        chosen,
         grid=grid,
         splits=splits,
         edge=edge,
