@@ -73,6 +73,11 @@ class Table:
     energy_mj: np.ndarray | None = None
     group: np.ndarray | None = None  # e.g. task per row (hwnasbench360)
     meta: dict = field(default_factory=dict)
+    extra: np.ndarray | None = None  # (n, e) cell encoding of NB201-space rows (nb201.cell_encoding)
+
+    def inputs(self) -> np.ndarray:
+        """What the reference regressors see: graph features [| cell encoding]."""
+        return self.features if self.extra is None else np.hstack([self.features, self.extra])
 
     def column(self, device: str) -> np.ndarray:
         if device not in self.devices:
@@ -115,7 +120,7 @@ def _float(v: str, where: str) -> float:
         raise EdgeatlasError(f"{where}: {v!r} is not a number", code=ErrorCode.BAD_DATA) from exc
 
 
-def load_help_nb201(path: str | Path | None = None) -> Table:
+def load_help_nb201(path: str | Path | None = None, graph: str = "eager", encoding: bool = False) -> Table:
     from predictors import nb201
 
     root = _root(path, "help")
@@ -126,7 +131,7 @@ def load_help_nb201(path: str | Path | None = None) -> Table:
     lat = np.array(
         [[_float(v, f"nb201_latency_ms.csv line {i + 2}") for v in r[8:]] for i, r in enumerate(rows)], dtype=np.float64
     )
-    feats = nb201.features_table(archs, "cifar10")
+    feats = nb201.features_table(archs, "cifar10", graph=graph)
     keep = ~np.isnan(feats[:, 0])  # drops the 341 disconnected archs
     return Table(
         "help-nb201",
@@ -138,7 +143,11 @@ def load_help_nb201(path: str | Path | None = None) -> Table:
         meta={
             "arch_str": [a for a, k in zip(archs, keep, strict=True) if k],
             "excluded_disconnected": int((~keep).sum()),
+            "graph": graph,
         },
+        extra=nb201.cell_encoding([a for a, k in zip(archs, keep, strict=True) if k], live=graph == "live")
+        if encoding
+        else None,
     )
 
 
@@ -168,14 +177,17 @@ def help_reference_indices(space: str, path: str | Path | None = None) -> list[i
     raise EdgeatlasError(f"no reference indices for space {space!r}", code=ErrorCode.NOT_FOUND)
 
 
-def load_latbench(path: str | Path | None = None) -> Table:
+def load_latbench(path: str | Path | None = None, graph: str = "live", encoding: bool = False) -> Table:
+    """LatBench NB201 latencies. ``graph="live"``: the benchmarked cells are pruned (BRP-NAS measured
+    only the 15284 connected archs); the choice was made on development devices (bench --tune)."""
     from predictors import nb201
 
     root = _root(path, "latbench")
     header, rows = _read_csv(root / "latbench_nb201_ms.csv")
     devs = [h[:-3] for h in header[9:]]
-    # desktop-gpu-gtx-1080ti-fp32 duplicates desktop-cpu-core-i7-7820x (SOURCE.md): keep one
-    drop = {"desktop-gpu-gtx-1080ti-fp32"}
+    # desktop-gpu-gtx-1080ti-fp32 duplicates desktop-cpu-core-i7-7820x (SOURCE.md): keep one;
+    # embedded-tpu-edgetpu-large has unknown provenance (not in the eagle README): not a reference
+    drop = {"desktop-gpu-gtx-1080ti-fp32", "embedded-tpu-edgetpu-large"}
     cols = [i for i, d in enumerate(devs) if d not in drop]
     archs = [r[1] for r in rows]
     idx = np.array([int(r[2]) for r in rows])
@@ -183,8 +195,9 @@ def load_latbench(path: str | Path | None = None) -> Table:
         [[_float(r[9 + c], f"latbench_nb201_ms.csv line {i + 2}") for c in cols] for i, r in enumerate(rows)],
         dtype=np.float64,
     )
-    feats = nb201.features_table(archs, "cifar10")
+    feats = nb201.features_table(archs, "cifar10", graph=graph)
     keep = ~np.isnan(feats[:, 0])
+    kept = [a for a, k in zip(archs, keep, strict=True) if k]
     return Table(
         "latbench",
         tuple(f"nb201:{i}" for i in idx[keep]),
@@ -192,12 +205,17 @@ def load_latbench(path: str | Path | None = None) -> Table:
         feats[keep],
         tuple(devs[c] for c in cols),
         lat[keep],
-        meta={"dropped_duplicate_devices": sorted(drop)},
+        meta={"dropped_duplicate_devices": sorted(drop), "graph": graph},
+        extra=nb201.cell_encoding(kept, live=graph == "live") if encoding else None,
     )
 
 
-def load_hwnasbench360(path: str | Path | None = None) -> Table:
-    """Rows = (arch, task); devices = '<device>-<framework>'; energy (pi5 only) in a parallel table."""
+def load_hwnasbench360(path: str | Path | None = None, graph: str = "live", encoding: bool = True) -> Table:
+    """Rows = (arch, task); devices = '<device>-<framework>'; energy (pi5 only) in a parallel table.
+
+    ``graph="live"``: HW-NAS-Bench-360 builds pruned cells (isomorphic archs share one measurement);
+    on the development rows (pi5 ninapro) live features rank latency at Spearman ~0.93-0.97 against
+    ~0.83 for the eager graph (bench/predictor_quality.py --tune)."""
     from predictors import nb201
 
     root = _root(path, "hwnasbench360")
@@ -224,8 +242,13 @@ def load_hwnasbench360(path: str | Path | None = None) -> Table:
     feats = np.full((n, len(FEATURE_NAMES)), np.nan)
     for task in sorted(set(tasks)):
         m = tasks == task
-        feats[m] = nb201.features_table([arch_of[k] for k in order if k[1] == task], task)
+        feats[m] = nb201.features_table([arch_of[k] for k in order if k[1] == task], task, graph=graph)
     keep = ~np.isnan(feats[:, 0])
+    enc = (
+        nb201.cell_encoding([arch_of[k] for k, kp in zip(order, keep, strict=True) if kp], live=graph == "live")
+        if encoding
+        else None
+    )
     return Table(
         "hwnasbench360",
         tuple(f"nb201-{k[1]}:{k[0]}" for k, kp in zip(order, keep, strict=True) if kp),
@@ -235,6 +258,8 @@ def load_hwnasbench360(path: str | Path | None = None) -> Table:
         lat[keep],
         energy_mj=en[keep],
         group=tasks[keep],
+        meta={"graph": graph},
+        extra=enc,
     )
 
 

@@ -92,12 +92,12 @@ def kshot_eval(
     y = table.column(device) if target is None else target
     evald = set(D.EVAL_DEVICES.get(table.name, ()))
     refs = list(references) if references is not None else [d for d in table.devices if d not in evald and d != device]
-    X = table.features
+    X = table.inputs()
     cols = []
     for r in refs:
         yr = ref_targets[r] if ref_targets and r in ref_targets else table.column(r)
         rows = protocol.pool[np.isfinite(yr[protocol.pool]) & (yr[protocol.pool] > 0)]
-        cols.append(LatencyRegressor(kind=kind, cv=2).fit(X[rows], yr[rows]).predict(X))
+        cols.append(LatencyRegressor(kind=kind, cv=1).fit(X[rows], yr[rows]).predict(X))
     R = np.column_stack(cols)
     shots = protocol.shots[np.isfinite(y[protocol.shots])]
     if len(shots) < 3:
@@ -132,37 +132,88 @@ def evaluate(dataset: str, device: str, shots: int = 10, path: str | None = None
     return {k: m[k] for k in METRIC_KEYS}
 
 
-def hwnas_energy_eval(table: D.Table, device: str, shots: int = 10, task: str = "cifar100") -> dict[str, float]:
-    """Energy (mJ) of ``device`` on ``task``: reference regressors on the *other* tasks (energy of every
-    pi5 runtime, latency of every device), calibrated on 10 shots of the target task."""
+HWNAS_KIND = "gbm"  # chosen on development rows (pi5 ninapro held out, bench --tune)
+
+
+def hwnas_reference_matrix(
+    table: D.Table, task: str = "cifar100", heldout_tasks: Sequence[str] | None = None, kind: str = HWNAS_KIND
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Arch-aligned reference columns for the rows of ``task``.
+
+    One regressor per (device, task, latency|energy) that development data allows: the evaluation
+    devices (pi5-*) only on tasks outside ``heldout_tasks`` (default: ``task`` itself); the pixel on
+    every task. Each is applied to the *same architecture built for its own task* (its features on
+    that task's input shape), so a column says "how this arch behaves on a known device/task".
+    Returns (target rows, R (len(rows), n_refs), reference names)."""
+    if table.group is None or table.energy_mj is None:
+        raise EdgeatlasError(f"{table.name} has no task groups / energy", code=ErrorCode.UNSUPPORTED)
+    held = set(heldout_tasks) if heldout_tasks is not None else {task}
+    evald = set(D.EVAL_DEVICES.get(table.name, ()))
+    X = table.inputs()
+    g = table.group
+    tgt = np.flatnonzero(g == task)
+    if len(tgt) == 0:
+        raise EdgeatlasError(f"no rows for task {task!r}", code=ErrorCode.NOT_FOUND)
+    cols, names = [], []
+    for tk in sorted(set(g.tolist())):
+        rows_tk = np.flatnonzero(g == tk)
+        pos = {int(table.index[i]): i for i in rows_tk}
+        align = np.array([pos.get(int(table.index[i]), -1) for i in tgt])
+        for k, d in enumerate(table.devices):
+            if d in evald and tk in held:
+                continue  # evaluation data: never fitted on
+            for what, M in (("latency", table.latency_ms), ("energy", table.energy_mj)):
+                y = M[:, k]
+                rows = rows_tk[np.isfinite(y[rows_tk]) & (y[rows_tk] > 0)]
+                if len(rows) < 100:
+                    continue
+                model = LatencyRegressor(kind=kind, cv=1).fit(X[rows], y[rows])
+                col = np.full(len(tgt), np.nan)
+                ok = align >= 0
+                col[ok] = model.predict(X[align[ok]])
+                cols.append(col)
+                names.append(f"{what}:{d}:{tk}")
+    R = np.column_stack(cols)
+    keep = np.isfinite(R).all(axis=1)
+    return tgt[keep], R[keep], names
+
+
+def hwnas_energy_eval(
+    table: D.Table,
+    device: str,
+    shots: int = 10,
+    task: str = "cifar100",
+    *,
+    heldout_tasks: Sequence[str] | None = None,
+    reference: tuple[np.ndarray, np.ndarray, list[str]] | None = None,
+    alpha: float = KSHOT_ALPHA,
+) -> dict[str, float]:
+    """Energy (mJ) of ``device`` on ``task`` (HW-NAS-Bench-360): arch-aligned reference columns
+    (:func:`hwnas_reference_matrix`: the other tasks of the pi5 runtimes, the pixel on all tasks),
+    calibrated on ``shots`` measurements of the target task (HELP's NB201 reference archs); scored
+    on every other arch of the task. ``reference`` reuses a matrix computed for the same task."""
     if table.energy_mj is None:
         raise EdgeatlasError("dataset has no energy", code=ErrorCode.UNSUPPORTED)
+    if device not in table.devices:
+        raise EdgeatlasError(
+            f"unknown device {device!r} in {table.name}",
+            code=ErrorCode.NOT_FOUND,
+            hint=f"choose one of: {', '.join(table.devices)}",
+        )
     j = table.devices.index(device)
-    y = table.energy_mj[:, j].copy()
-    if not np.isfinite(y).any():
+    if not np.isfinite(table.energy_mj[:, j]).any():
         raise EdgeatlasError(f"{device} has no energy measurements", code=ErrorCode.INSUFFICIENT_DATA)
-    other = np.flatnonzero(table.group != task)
-    tgt = np.flatnonzero(table.group == task)
-    pos = {int(table.index[i]): i for i in tgt}
+    tgt, R, _ = reference if reference is not None else hwnas_reference_matrix(table, task, heldout_tasks)
+    y = table.energy_mj[tgt, j]
+    pos = {int(table.index[i]): n for n, i in enumerate(tgt)}
     sh = np.array([pos[i] for i in D.help_reference_indices("nb201")[:shots] if i in pos])
-    q = np.setdiff1d(tgt, sh)
-    ref_targets: dict[str, np.ndarray] = {}
-    for k, d in enumerate(table.devices):
-        ref_targets[f"lat:{d}"] = table.latency_ms[:, k]
-        if np.isfinite(table.energy_mj[other, k]).any():
-            ref_targets[f"energy:{d}"] = table.energy_mj[:, k]
-    # reference rows: other tasks only (the target task is evaluation data)
-    proto = Protocol(pool=other, query=q, shots=sh, trim=False)
-    tmp = D.Table(
-        table.name + "-energy",
-        table.keys,
-        table.index,
-        table.features,
-        tuple(ref_targets),
-        np.column_stack(list(ref_targets.values())),
-    )
-    m, _, _ = kshot_eval(tmp, "", proto, target=y, references=list(ref_targets))
-    return m
+    sh = sh[np.isfinite(y[sh])]
+    if len(sh) < 3:
+        raise EdgeatlasError(f"{device}: only {len(sh)} shots measured; need >= 3", code=ErrorCode.INSUFFICIENT_DATA)
+    q = np.setdiff1d(np.arange(len(tgt)), sh)
+    q = q[np.isfinite(y[q])]
+    cal = KShotCalibrator(alpha=alpha).fit(R[sh], y[sh])
+    return metrics(cal.predict(R[q]), y[q])
 
 
 def leave_one_device_out(table: D.Table, device: str, shots: int = 10) -> dict[str, float]:

@@ -300,12 +300,19 @@ class BlockLibrary:
         # the head's BatchNormalization is fused into a conv that directly precedes it
         self.head_bn = feats(nn.BatchNorm2d(self.shapes[2][0]), self.shapes[2])
 
-    def cell(self, ops: Sequence[str], stage: int, cse: bool = True) -> tuple[list[tuple[float, ModelFeatures]], float]:
+    def cell(
+        self, ops: Sequence[str], stage: int, cse: bool = True, live: bool = False
+    ) -> tuple[list[tuple[float, ModelFeatures]], float]:
         """(parts, depth) of one cell, by symbolic evaluation.
 
         ``cse=True`` merges identical sub-expressions as the ONNX exporter does (equal to a full
-        export); ``cse=False`` counts every module call, as PyTorch eager runs the cell."""
-        edges = [(i, j, op) for (i, j), op in zip(EDGES, ops, strict=True)]
+        export); ``cse=False`` counts every module call, as PyTorch eager runs the cell.
+        ``live=True`` keeps only the edges on an input->output path and drops ``none`` edges (the
+        pruned graph that HW-NAS-Bench-style builders run; isomorphic archs then share a graph)."""
+        if live:
+            edges = live_edges(ops)
+        else:
+            edges = [(i, j, op) for (i, j), op in zip(EDGES, ops, strict=True)]
         nodes: dict[int, object] = {0: ("x",)}
         for j in (1, 2, 3):
             ins = []
@@ -342,7 +349,7 @@ class BlockLibrary:
         self._last_out_is_conv = nodes[3][0].startswith("conv")
         return parts, depth
 
-    def features(self, arch: str | Sequence[str], n: int = 5, cse: bool = True) -> ModelFeatures:
+    def features(self, arch: str | Sequence[str], n: int = 5, cse: bool = True, live: bool = False) -> ModelFeatures:
         ops = parse_arch(arch) if isinstance(arch, str) else tuple(arch)
         if not is_connected(ops):
             raise EdgeatlasError(f"NB201 arch {ops} is disconnected", code=ErrorCode.INVALID_ARGUMENT)
@@ -352,7 +359,7 @@ class BlockLibrary:
             if s > 0:
                 parts.append((1.0, self.reductions[s - 1]))
                 depth += self.reductions[s - 1].values["depth"]
-            cparts, cdepth = self.cell(ops, s, cse=cse)
+            cparts, cdepth = self.cell(ops, s, cse=cse, live=live)
             parts.extend((n * m, f) for m, f in cparts)
             depth += n * cdepth
         if self._last_out_is_conv:
@@ -380,16 +387,25 @@ def arch_str(ops: Sequence[str]) -> str:
     return f"|{o[0]}~0|+|{o[1]}~0|{o[2]}~1|+|{o[3]}~0|{o[4]}~1|{o[5]}~2|"
 
 
-def features_table(arch_strs: Sequence[str], task: str = "cifar10", use_cache: bool = True) -> np.ndarray:
+GRAPHS: tuple[str, ...] = ("eager", "live")
+
+
+def features_table(
+    arch_strs: Sequence[str], task: str = "cifar10", use_cache: bool = True, graph: str = "eager"
+) -> np.ndarray:
     """(n, len(FEATURE_NAMES)) graph features for arch strings; NaN rows for disconnected archs.
 
-    The measured NB201 datasets ran the cell in PyTorch eager (or converted it without merging
-    identical ops), so these are the features of the execution graph without CSE (``cse=False``).
-    Cached in cache_dir()/nb201_features_<task>_v3.json keyed by arch string (all 15625 archs).
+    ``graph="eager"``: the execution graph of NB201's InferCell without CSE (every edge, ``none``
+    included): HELP's NB201 devices ran that. ``graph="live"``: only the edges on an input->output
+    path (HW-NAS-Bench-360 and LatBench ran pruned cells: isomorphic archs share one measurement).
+    Cached in cache_dir()/nb201_features_<task>[_live]_v3.json keyed by arch string.
     """
     from registry.paths import cache_dir
 
-    path = cache_dir() / f"nb201_features_{task}_v3.json"
+    if graph not in GRAPHS:
+        raise EdgeatlasError(f"graph must be one of {GRAPHS}, not {graph!r}", code=ErrorCode.INVALID_ARGUMENT)
+    live = graph == "live"
+    path = cache_dir() / f"nb201_features_{task}{'_live' if live else ''}_v3.json"
     table: dict[str, list[float]] = {}
     if use_cache and path.exists():
         table = json.loads(path.read_text())
@@ -399,7 +415,7 @@ def features_table(arch_strs: Sequence[str], task: str = "cifar10", use_cache: b
         for a in missing:
             ops = parse_arch(a)
             table[a] = (
-                lib.features(ops, cse=False).vector().tolist()
+                lib.features(ops, cse=False, live=live).vector().tolist()
                 if is_connected(ops)
                 else [float("nan")] * len(FEATURE_NAMES)
             )
@@ -408,3 +424,18 @@ def features_table(arch_strs: Sequence[str], task: str = "cifar10", use_cache: b
             tmp.write_text(json.dumps(table))
             tmp.replace(path)
     return np.array([table[a] for a in arch_strs], dtype=np.float64)
+
+
+def cell_encoding(arch_strs: Sequence[str], live: bool = True) -> np.ndarray:
+    """(n, 30) one-hot of the op on each of the 6 cell edges (dead edges as ``none`` when ``live``).
+
+    The graph features are sums over the whole network; this keeps *where* in the cell DAG each op
+    sits, which the additive features lose. Used beside the graph features for NB201-space data.
+    """
+    out = np.zeros((len(arch_strs), len(EDGES) * len(OPS)))
+    for r, a in enumerate(arch_strs):
+        ops = parse_arch(a)
+        keep = {(i, j) for i, j, _ in live_edges(ops)} if live else set(EDGES)
+        for e, ((i, j), op) in enumerate(zip(EDGES, ops, strict=True)):
+            out[r, e * len(OPS) + OPS.index(op if (i, j) in keep else "none")] = 1.0
+    return out

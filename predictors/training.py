@@ -78,6 +78,17 @@ def collect(store, device_class: str | None = None, source: str | None = None) -
             code=ErrorCode.INSUFFICIENT_DATA,
             hint="run `edgeatlas bench run` or `edgeatlas predictors import NAME --path DIR` first",
         )
+    bad = [r for r in rows if r.latency_ms is None or not math.isfinite(r.latency_ms) or r.latency_ms <= 0]
+    bad_e = [r for r in rows if r.energy_mj is not None and (not math.isfinite(r.energy_mj) or r.energy_mj <= 0)]
+    if bad or bad_e:
+        r0 = (bad or bad_e)[0]
+        raise EdgeatlasError(
+            f"{len(bad)} ok measurements have a missing/NaN/non-positive latency_ms and {len(bad_e)} a NaN/non-positive "
+            f"energy_mj (first: key {r0.key[:16]}, board {r0.board}, variant {r0.variant_id}, "
+            f"latency_ms={r0.latency_ms!r}, energy_mj={r0.energy_mj!r})",
+            code=ErrorCode.BAD_DATA,
+            hint="re-measure those variants (`edgeatlas bench run`) or mark the rows failed; nothing was trained",
+        )
     feats: dict[str, np.ndarray] = {}
     for v in store.list_variants():
         if v.features:
@@ -297,23 +308,39 @@ def train(
     target: str = "latency",
     kind: str = "gbm",
     promote: str = "always",
+    source: str | None = None,
+    report_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train a challenger on the training slice, score it and the champion on the held-out slice.
 
     ``promote="always"`` (``predictors train``) makes it the champion; ``"if_better"``
     (``predictors retrain``) promotes only when it beats the champion, and does nothing when the
-    data hash is unchanged.
+    data hash is unchanged (equal to the champion's, or to a challenger already rejected on it):
+    then nothing is written, no version row, no file, no report.
+
+    ``source`` restricts the measurements (e.g. ``probe`` for the fleet's own, ``dataset:*`` for
+    imported ones). The report (JSON: champion and challenger held-out metrics, promoted or not; PNG:
+    predicted vs measured) goes to ``report_dir`` (default ``reports_dir()``).
     """
     if target not in ("latency", "energy"):
         raise EdgeatlasError(f"--target must be latency or energy, not {target!r}", code=ErrorCode.INVALID_ARGUMENT)
     t0 = time.perf_counter()
-    data = collect(store, device_class=device_class)
+    data = collect(store, device_class=device_class, source=source)
     if target == "energy" and not any(en is not None for _, _, en in data.per_class.values()):
         raise EdgeatlasError("no energy measurements to train on", code=ErrorCode.INSUFFICIENT_DATA)
     champ = store.champion(name)
-    if promote == "if_better" and champ is not None and champ.data_hash == data.data_hash:
-        return {"status": "no new data", "name": name, "data_hash": data.data_hash, "champion_version": champ.version}
+    if promote == "if_better":
+        same = [p for p in store.list_predictors(name) if p.data_hash == data.data_hash and p.target == target]
+        if same:
+            return {
+                "status": "no new data",
+                "name": name,
+                "data_hash": data.data_hash,
+                "rows": data.n_rows,
+                "champion_version": champ.version if champ else None,
+                "message": f"no new data since v{same[-1].version} ({same[-1].status}); nothing changed",
+            }
     small = {c: len(v[1]) for c, v in data.per_class.items() if len(v[1]) < MIN_ROWS_PER_CLASS}
     if small:
         c, n = next(iter(small.items()))
@@ -355,6 +382,8 @@ def train(
     )
     report = {
         "status": "promoted" if status == "champion" else "kept champion",
+        "promoted": status == "champion",
+        "source": source,
         "name": name,
         "version": rec.version,
         "target": target,
@@ -367,8 +396,10 @@ def train(
         "seconds": round(time.perf_counter() - t0, 2),
         "path": str(path),
     }
-    stem = f"{name}-v{rec.version}"
-    rp = reports_dir() / f"{stem}.json"
+    stem = f"{name}-v{rec.version}".replace("/", "_").replace(":", "_")
+    out_dir = Path(report_dir) if report_dir is not None else reports_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rp = out_dir / f"{stem}.json"
     rp.write_text(json.dumps(report, indent=2, default=float))
     preds, trues = [], []
     for c, (X, lat, en) in data.per_class.items():
@@ -382,7 +413,7 @@ def train(
             preds.append(pv)
             trues.append(y[m])
     if preds:
-        plot = reports_dir() / f"{stem}.png"
+        plot = out_dir / f"{stem}.png"
         _plot(plot, np.concatenate(preds), np.concatenate(trues), f"{name} v{rec.version} held-out {target}")
         report["plot"] = str(plot)
     report["report"] = str(rp)

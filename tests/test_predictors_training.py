@@ -3,7 +3,6 @@ real HELP measurements (a small slice) and NB201 graph features."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 
@@ -11,67 +10,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from predictors import nb201
 from predictors.features import FEATURE_NAMES
 from predictors.training import TRUSTED_TYPES, load_champion, load_file, predict_matrix, train
 from registry.commands.predictors import group
 from registry.errors import EdgeatlasError
 
-HELP_CSV = "/work/shared/datasets/help/nb201_latency_ms.csv"
-DEVICES = ("pixel3", "samsung_a50", "silver_4114")
-
 
 @pytest.fixture()
-def store(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGEATLAS_HOME", str(tmp_path))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    from registry.store import Store
-
-    s = Store.open(f"sqlite:///{tmp_path / 'atlas.db'}")
-    rows = []
-    with open(HELP_CSV) as fh:
-        for i, r in enumerate(csv.DictReader(fh)):
-            if i >= 160:
-                break
-            rows.append(r)
-    archs = [r["arch_str"] for r in rows]
-    feats = nb201.features_table(archs)
-    for dev in DEVICES:
-        s.upsert_device_class(dev, {"cores": 4, "freq_mhz": 2000 if dev != "silver_4114" else 2200, "memory_mb": 4096})
-    meas = []
-    for r, f in zip(rows, feats, strict=True):
-        if np.isnan(f[0]):
-            continue
-        vid = f"nb201:{r['nb201_idx']}"
-        fd = {n: float(x) for n, x in zip(FEATURE_NAMES, f, strict=True)}
-        s.add_variant(
-            id=vid,
-            family="nb201",
-            format="onnx",
-            path="",
-            params=int(fd["params"]),
-            macs=int(fd["macs"]),
-            size_bytes=int(fd["weight_bytes"]),
-            input_shape=(1, 3, 32, 32),
-            precision="fp32",
-            features=fd,
-        )
-        for dev in DEVICES:
-            meas.append(
-                {
-                    "key": hashlib.sha256(f"{vid}{dev}".encode()).hexdigest(),
-                    "board": dev,
-                    "variant_id": vid,
-                    "runtime": "help",
-                    "config": {},
-                    "status": "ok",
-                    "latency_ms": float(r[dev]),
-                    "device_class": dev,
-                    "source": "dataset:help-nb201",
-                }
-            )
-    s.add_measurements_bulk(meas)
-    return s
+def store(pred_store):
+    """A real SQLite store with a slice of HELP NB201 measurements (tests/fixtures_predictors.py)."""
+    return pred_store
 
 
 def test_train_list_predict_retrain(store, tmp_path):

@@ -62,48 +62,198 @@ def eval_cmd(dataset: str, device: str, shots: int, path: str | None, as_json: b
     emit(evaluate(dataset, device, shots, path), as_json)
 
 
+SOURCE_HELP = "Only measurements from this source: probe (the fleet), dataset:<name>, or a glob like dataset:*."
+
+
 @group.command(name="train")
 @click.option("--class", "device_class", default=None, help="Train one device class only.")
+@click.option("--source", default=None, help=SOURCE_HELP)
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Report folder (default: the data dir's reports/).",
+)
 @click.option("--target", type=click.Choice(["latency", "energy"]), default="latency", show_default=True)
 @click.option("--name", default=None, help="Predictor name (default: 'default', or 'class:<C>' with --class).")
 @click.option("--kind", type=click.Choice(["gbm", "linear"]), default="gbm", show_default=True)
 @db_option
 @json_option
 def train_cmd(
-    device_class: str | None, target: str, name: str | None, kind: str, db_url: str | None, as_json: bool
+    device_class: str | None,
+    source: str | None,
+    report_dir: Path | None,
+    target: str,
+    name: str | None,
+    kind: str,
+    db_url: str | None,
+    as_json: bool,
 ) -> None:
     """Train a predictor set from the store's measurements and make it the champion.
 
+    One latency regressor per device class (and an energy one where energy was measured), the
+    probe set for k-shot and the zero-shot facts model. Writes a report (JSON + PNG).
+
     \b
     Example:
-        edgeatlas predictors train --target latency --json
+        edgeatlas predictors train --source probe --target latency --json
+        edgeatlas predictors train --source probe --target energy --name fleet-energy
     """
     from predictors.training import DEFAULT_NAME, train
 
     store = open_store(db_url)
     nm = name or (f"class:{device_class}" if device_class else DEFAULT_NAME)
-    emit(train(store, name=nm, device_class=device_class, target=target, kind=kind, promote="always"), as_json)
+    emit(
+        train(
+            store,
+            name=nm,
+            device_class=device_class,
+            target=target,
+            kind=kind,
+            promote="always",
+            source=source,
+            report_dir=report_dir,
+        ),
+        as_json,
+    )
 
 
 @group.command(name="retrain")
 @click.option("--name", default="default", show_default=True)
 @click.option("--target", type=click.Choice(["latency", "energy"]), default="latency", show_default=True)
 @click.option("--kind", type=click.Choice(["gbm", "linear"]), default="gbm", show_default=True)
+@click.option("--source", default=None, help=SOURCE_HELP)
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Report folder (default: the data dir's reports/).",
+)
+@click.option(
+    "--schedule",
+    is_flag=True,
+    help="Print a systemd service + timer pair and a cron line that run this retrain; do not train.",
+)
+@click.option(
+    "--on-calendar",
+    default="*-*-* 03:17:00",
+    show_default=True,
+    help="With --schedule: systemd OnCalendar expression (the cron line uses the same hour:minute, daily).",
+)
 @db_option
 @json_option
-def retrain_cmd(name: str, target: str, kind: str, db_url: str | None, as_json: bool) -> None:
+def retrain_cmd(
+    name: str,
+    target: str,
+    kind: str,
+    source: str | None,
+    report_dir: Path | None,
+    schedule: bool,
+    on_calendar: str,
+    db_url: str | None,
+    as_json: bool,
+) -> None:
     """Challenger from all measurements; promoted only if it beats the champion on held-out data.
 
-    Prints "no new data" (exit 0) when nothing changed since the champion was trained.
+    Prints "no new data" (exit 0) and changes nothing when the measurements are the ones the
+    champion (or an already rejected challenger) was trained on. Otherwise writes a report: JSON
+    with champion and challenger held-out metrics and whether it was promoted, and a PNG of
+    predicted against measured.
 
     \b
     Example:
         edgeatlas predictors retrain --json
+        edgeatlas predictors retrain --report /var/lib/edgeatlas/reports
+        edgeatlas predictors retrain --schedule > units.txt   # systemd + cron for the docs
     """
     from predictors.training import train
 
     store = open_store(db_url)
-    emit(train(store, name=name, target=target, kind=kind, promote="if_better"), as_json)
+    if schedule:
+        args = ["predictors", "retrain", "--name", name, "--target", target, "--kind", kind]
+        if source:
+            args += ["--source", source]
+        if report_dir:
+            args += ["--report", str(report_dir.resolve())]
+        units = schedule_units(store.url, args, on_calendar)
+        if as_json:
+            print_json(units)
+        else:
+            click.echo(units["text"])
+        return
+    result = train(
+        store, name=name, target=target, kind=kind, promote="if_better", source=source, report_dir=report_dir
+    )
+    if as_json:
+        print_json(result)
+    elif result["status"] == "no new data":
+        click.echo(f"no new data: {result['message']} (data hash {result['data_hash'][:12]}, {result['rows']} rows)")
+    else:
+        emit(result, False)
+
+
+def _binary() -> list[str]:
+    """How to invoke this CLI from a unit file: the installed `edgeatlas` script, else `python -m`."""
+    import shutil
+    import sys
+
+    here = Path(sys.executable).parent / "edgeatlas"
+    if here.exists():
+        return [str(here)]
+    found = shutil.which("edgeatlas")
+    return [found] if found else [sys.executable, "-m", "registry.cli"]
+
+
+def schedule_units(db_url: str, args: list[str], on_calendar: str = "*-*-* 03:17:00") -> dict[str, str]:
+    """systemd service + timer and a crontab line running ``edgeatlas <args> --db URL --json``."""
+    import shlex
+
+    from registry.paths import data_dir
+
+    home = str(data_dir())
+    argv = [*_binary(), *args, "--db", db_url, "--json"]
+    cmd = " ".join(shlex.quote(a) for a in argv)
+    log = str(Path(home) / "retrain.log")
+    service = (
+        "# /etc/systemd/system/edgeatlas-retrain.service\n"
+        "[Unit]\n"
+        "Description=edgeatlas: retrain predictors, promote the challenger only if it beats the champion\n"
+        "After=network-online.target\n\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        f"Environment={shlex.quote('EDGEATLAS_HOME=' + home)}\n"
+        f"ExecStart={cmd}\n"
+        "Nice=10\n"
+    )
+    timer = (
+        "# /etc/systemd/system/edgeatlas-retrain.timer\n"
+        "[Unit]\n"
+        "Description=edgeatlas: scheduled predictor retraining\n\n"
+        "[Timer]\n"
+        f"OnCalendar={on_calendar}\n"
+        "Persistent=true\n"
+        "RandomizedDelaySec=10min\n\n"
+        "[Install]\n"
+        "WantedBy=timers.target\n"
+    )
+    hh, mm = 3, 17
+    parts = on_calendar.split()
+    if len(parts) == 2 and parts[1].count(":") >= 1:
+        try:
+            hh, mm = (int(x) for x in parts[1].split(":")[:2])
+        except ValueError:
+            pass
+    # cron treats % as a newline: escape it
+    cron = f"{mm} {hh} * * * EDGEATLAS_HOME={shlex.quote(home)} {cmd} >> {shlex.quote(log)} 2>&1".replace("%", "\\%")
+    text = (
+        f"{service}\n{timer}\n"
+        "# enable: systemctl daemon-reload && systemctl enable --now edgeatlas-retrain.timer\n"
+        "# or one crontab line (crontab -e):\n"
+        f"{cron}\n"
+    )
+    return {"service": service, "timer": timer, "cron": cron, "command": cmd, "text": text}
 
 
 @group.command(name="list")

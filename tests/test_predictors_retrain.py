@@ -1,0 +1,186 @@
+"""Scheduled retraining (issue 8 item 2) and bad input (issue 6), on a real SQLite store holding
+real HELP NB201 measurements (tests/fixtures_predictors.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from predictors.features import FEATURE_NAMES
+from predictors.training import train
+from registry.commands.predictors import group
+from registry.errors import EdgeatlasError
+
+
+def _snapshot(store, home: Path) -> tuple:
+    return (
+        [(p.id, p.version, p.status, p.data_hash) for p in store.list_predictors()],
+        sorted(p.name for p in (home / "predictors").glob("*")),
+        sorted(p.name for p in (home / "reports").glob("*")),
+    )
+
+
+def _new_class_rows(store, cls: str, scale: float) -> list[dict]:
+    """A new board class measured on every variant: latency from the pixel3 rows times ``scale``."""
+    base = {m.variant_id: m.latency_ms for m in store.list_measurements(device_class="pixel3")}
+    return [
+        {
+            "key": hashlib.sha256(f"{vid}|{cls}".encode()).hexdigest(),
+            "board": f"{cls}-1",
+            "variant_id": vid,
+            "runtime": "onnxruntime",
+            "config": {},
+            "status": "ok",
+            "latency_ms": scale * ms,
+            "device_class": cls,
+            "source": "probe",
+        }
+        for vid, ms in base.items()
+    ]
+
+
+def test_retrain_twice_without_new_data_changes_nothing(pred_store, tmp_path):
+    store, home = pred_store, tmp_path
+    env = {"EDGEATLAS_DB": store.url, "EDGEATLAS_HOME": str(home)}
+    runner = CliRunner()
+    first = runner.invoke(group, ["retrain", "--kind", "linear", "--json"], env=env)
+    assert first.exit_code == 0, first.output
+    rep = json.loads(first.output)
+    assert rep["status"] == "promoted" and rep["promoted"] is True and rep["champion"] is None
+    before = _snapshot(store, home)
+    out = runner.invoke(group, ["retrain", "--kind", "linear"], env=env)
+    assert out.exit_code == 0, out.output
+    assert out.output.startswith("no new data")
+    out = runner.invoke(group, ["retrain", "--kind", "linear", "--json"], env=env)
+    assert out.exit_code == 0 and json.loads(out.output)["status"] == "no new data"
+    assert _snapshot(store, home) == before  # no version row, no file, no report
+
+
+def test_retrain_with_new_data_writes_a_valid_report(pred_store, tmp_path):
+    store = pred_store
+    train(store, kind="linear")
+    store.add_measurements_bulk(_new_class_rows(store, "emu-slow", 2.5))
+    rep_dir = tmp_path / "rep"
+    out = CliRunner().invoke(
+        group, ["retrain", "--kind", "linear", "--report", str(rep_dir), "--json"], env={"EDGEATLAS_DB": store.url}
+    )
+    assert out.exit_code == 0, out.output
+    rep = json.loads(out.output)
+    assert rep["champion_version_before"] == 1 and rep["version"] == 2
+    on_disk = json.loads((rep_dir / "default-v2.json").read_text())
+    for side in ("champion", "challenger"):
+        assert {"acc10", "mape", "spearman", "per_class"} <= set(on_disk[side]), side
+    # the champion never saw emu-slow: it cannot score that class, the challenger can
+    assert "emu-slow" in on_disk["challenger"]["per_class"] and "emu-slow" not in on_disk["champion"]["per_class"]
+    assert isinstance(on_disk["promoted"], bool)
+    assert on_disk["promoted"] == (on_disk["challenger"]["mape"] < on_disk["champion"]["mape"])
+    img = mpimg.imread(rep_dir / "default-v2.png")
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+    statuses = [p.status for p in store.list_predictors("default")]
+    assert statuses.count("champion") == 1 and len(statuses) == 2
+    # the same data again (whether that challenger was promoted or rejected): no new data
+    again = train(store, kind="linear", promote="if_better")
+    assert again["status"] == "no new data" and len(store.list_predictors("default")) == 2
+
+
+def test_schedule_prints_systemd_and_cron(pred_store, tmp_path):
+    url = pred_store.url
+    out = CliRunner().invoke(
+        group, ["retrain", "--schedule", "--report", str(tmp_path / "r")], env={"EDGEATLAS_DB": url}
+    )
+    assert out.exit_code == 0, out.output
+    text = out.output
+    assert "[Service]" in text and "Type=oneshot" in text and "[Timer]" in text and "OnCalendar=" in text
+    exec_line = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    argv = shlex.split(exec_line[len("ExecStart=") :])
+    assert Path(argv[0]).name in ("edgeatlas", "python", "python3") and Path(argv[0]).exists()
+    assert argv[argv.index("--db") + 1] == url and "retrain" in argv and "--json" in argv
+    cron = [line for line in text.splitlines() if line and line[0].isdigit()]
+    assert len(cron) == 1 and len(cron[0].split()[:5]) == 5 and url in cron[0]
+    assert pred_store.list_predictors() == []  # --schedule trains nothing
+
+
+def test_bad_input_nan_and_missing_features(pred_store, tmp_path):
+    store = pred_store
+    vid = store.list_variants()[0].id
+    store.add_measurements_bulk(
+        [
+            {
+                "key": "nan-row",
+                "board": "b",
+                "variant_id": vid,
+                "runtime": "r",
+                "config": {},
+                "status": "ok",
+                "latency_ms": float("nan"),
+                "device_class": "pixel3",
+                "source": "probe",
+            }
+        ]
+    )
+    with pytest.raises(EdgeatlasError, match="NaN") as exc:
+        train(store, kind="linear")
+    assert "nan-row"[:7] in str(exc.value) and store.list_predictors() == []
+
+
+def test_predict_refuses_variant_without_features_and_unknown_device(pred_store, tmp_path):
+    store = pred_store
+    train(store, kind="linear")
+    store.add_variant(
+        id="nofeat-v",
+        family="x",
+        format="onnx",
+        path="",
+        params=1,
+        macs=1,
+        size_bytes=1,
+        input_shape=(1, 3, 8, 8),
+        precision="fp32",
+    )
+    env = {"EDGEATLAS_DB": store.url}
+    out = CliRunner().invoke(group, ["predict", "--variant", "nofeat-v", "--device", "pixel3", "--json"], env=env)
+    assert isinstance(out.exception, EdgeatlasError) and "no ONNX graph features" in str(out.exception)
+    vid = store.list_variants(family="nb201")[0].id
+    out = CliRunner().invoke(group, ["predict", "--variant", vid, "--device", "jetson-x", "--json"], env=env)
+    assert isinstance(out.exception, EdgeatlasError) and "unknown device class 'jetson-x'" in str(out.exception)
+    assert "--probe-latencies" in (out.exception.hint or "")
+
+
+def test_too_few_measurements_says_how_many(pred_store):
+    store = pred_store
+    vids = [v.id for v in store.list_variants(family="nb201")][:7]
+    store.add_measurements_bulk(
+        [
+            {
+                "key": f"few-{v}",
+                "board": "new-1",
+                "variant_id": v,
+                "runtime": "r",
+                "config": {},
+                "status": "ok",
+                "latency_ms": 5.0 + i,
+                "device_class": "new",
+                "source": "probe",
+            }
+            for i, v in enumerate(vids)
+        ]
+    )
+    with pytest.raises(EdgeatlasError, match="'new' has 7 measurements; at least 20 are needed") as exc:
+        train(store, kind="linear")
+    assert "13 more" in (exc.value.hint or "")
+    # training only the classes that have enough still works, and never fits on the thin one
+    rep = train(store, kind="linear", source="dataset:*")
+    assert "new" not in rep["classes"]
+    F = np.array([[v.features[n] for n in FEATURE_NAMES] for v in store.list_variants(family="nb201")[:3]])
+    from predictors.training import load_champion
+
+    _, pset = load_champion(store)
+    with pytest.raises(EdgeatlasError, match="unknown device class 'new'"):
+        pset.predict(F, device_class="new")
