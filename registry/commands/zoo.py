@@ -96,7 +96,11 @@ def _short(v: Any) -> dict[str, Any]:
 @click.option("--task", default=None, help="Single-task families trained here: shape (default), colour or position.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(
-    "--max-split-points", default=8, show_default=True, type=int, help="Interior split points to extract (ONNX)."
+    "--max-split-points",
+    default=8,
+    show_default=True,
+    type=int,
+    help="Split points to extract (ONNX), including the two ends.",
 )
 @click.option("--no-splits", is_flag=True, help="Do not build split points.")
 @db_option
@@ -383,8 +387,9 @@ def export_cmd(variant_id: str, out_dir: Path, db_url: str | None, as_json: bool
                         ErrorCode.NOT_FOUND,
                         hint="rebuild the variant's splits",
                     )
-                shutil.copyfile(p, out_dir / "splits" / p.name)
-                files.append(f"splits/{p.name}")
+                if f"splits/{p.name}" not in files:  # the ends reuse the whole model's file
+                    shutil.copyfile(p, out_dir / "splits" / p.name)
+                    files.append(f"splits/{p.name}")
                 s[side] = f"splits/{p.name}"
     card = to_jsonable({**v.__dict__, "artifact": src.name, "splits": splits})
     card_path = out_dir / f"{v.id}.card.json"

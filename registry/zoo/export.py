@@ -252,10 +252,14 @@ def onnx_stats(model: onnx.ModelProto) -> dict:
     inits = {i.name: i for i in g.initializer}
     for name, init in inits.items():
         shapes[name] = list(init.dims)
+    # quantisation parameters (scales / zero points of Q/DQ nodes) are not model parameters
+    qparams = {
+        name for node in g.node if node.op_type in ("QuantizeLinear", "DequantizeLinear") for name in node.input[1:]
+    }
     params = 0
     for init in g.initializer:
         n = int(np.prod(init.dims)) if len(init.dims) else 1
-        if n > 1 and init.data_type not in (onnx.TensorProto.INT64,):
+        if n > 1 and init.data_type not in (onnx.TensorProto.INT64,) and init.name not in qparams:
             params += n
     macs = 0
     for node in g.node:
