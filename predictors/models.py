@@ -39,6 +39,9 @@ def _positive_tags(tags):
     return tags
 
 
+SMALL_FIT_ROWS = 50_000  # below this a gradient-boosting fit runs on one thread
+
+
 class LatencyRegressor(RegressorMixin, BaseEstimator):
     """Model features -> a positive target (latency ms or energy mJ), with intervals.
 
@@ -76,6 +79,14 @@ class LatencyRegressor(RegressorMixin, BaseEstimator):
 
     def _fit_one(self, X, y):
         m = self._make()
+        if self.kind == "gbm" and len(y) < SMALL_FIT_ROWS:
+            # OpenMP's per-iteration fork/join costs more than it saves on small data, and on a
+            # busy 2-core host its spinning threads slow a fit down 5-10x: fit small ones on one.
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(limits=1, user_api="openmp"):
+                m.fit(X, np.log(y))
+            return m
         m.fit(X, np.log(y) if self.kind == "gbm" else y)
         return m
 

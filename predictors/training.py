@@ -11,6 +11,7 @@ Files are saved with skops. Loading checks, in order: the file's sha256 against 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -342,6 +343,17 @@ def train(
                 "message": f"no new data since v{same[-1].version} ({same[-1].status}); nothing changed",
             }
     small = {c: len(v[1]) for c, v in data.per_class.items() if len(v[1]) < MIN_ROWS_PER_CLASS}
+    skipped: dict[str, str] = {}
+    if small and device_class is None and len(small) < len(data.per_class):
+        # A whole-fleet run leaves out the classes with too few rows (e.g. an unseen board whose
+        # probe set alone was measured: the selector predicts it k-shot) and says so.
+        skipped = {c: f"{n} measurements; at least {MIN_ROWS_PER_CLASS} are needed" for c, n in small.items()}
+        data = dataclasses.replace(
+            data,
+            per_class={c: v for c, v in data.per_class.items() if c not in small},
+            variant_ids={c: v for c, v in data.variant_ids.items() if c not in small},
+        )
+        small = {}
     if small:
         c, n = next(iter(small.items()))
         raise EdgeatlasError(
@@ -390,6 +402,7 @@ def train(
         "data_hash": data.data_hash,
         "rows": data.n_rows,
         "classes": sorted(data.per_class),
+        "skipped_classes": skipped,
         "challenger": chall_score,
         "champion": champ_score,
         "champion_version_before": champ.version if champ else None,

@@ -173,9 +173,12 @@ def test_too_few_measurements_says_how_many(pred_store):
         ]
     )
     with pytest.raises(EdgeatlasError, match="'new' has 7 measurements; at least 20 are needed") as exc:
-        train(store, kind="linear")
+        train(store, kind="linear", device_class="new")
     assert "13 more" in (exc.value.hint or "")
-    # training only the classes that have enough still works, and never fits on the thin one
+    # a whole-fleet run leaves the thin class out (k-shot covers it), says so, and never fits on it
+    rep = train(store, kind="linear")
+    assert rep["skipped_classes"] == {"new": "7 measurements; at least 20 are needed"}
+    assert "new" not in rep["classes"] and rep["classes"]
     rep = train(store, kind="linear", source="dataset:*")
     assert "new" not in rep["classes"]
     F = np.array([[v.features[n] for n in FEATURE_NAMES] for v in store.list_variants(family="nb201")[:3]])

@@ -137,7 +137,7 @@ def test_bad_training_input(store, tmp_path, monkeypatch):
         ]
     )
     with pytest.raises(EdgeatlasError, match="'tiny' has 1 measurements; at least 20"):
-        train(store)
+        train(store, device_class="tiny")
     store.add_variant(
         id="nofeat",
         family="x",
@@ -178,5 +178,10 @@ def test_eval_cli_keys(tmp_path, monkeypatch):
     d = json.loads(out.output)
     assert list(d) == ["spearman", "kendall", "acc10", "acc5", "rmse_ms", "mape", "n"]
     assert d["spearman"] > 0.8 and d["n"] > 700
+    out = CliRunner().invoke(group, ["eval", "--dataset", "help-fbnet", "--device", "fpga,raspi4", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.output)
+    assert [r["device"] for r in rows] == ["fpga", "raspi4"]
+    assert rows[0]["spearman"] == d["spearman"] and rows[0]["help_spearman"] == 0.892  # HELP's published figure
     out = CliRunner().invoke(group, ["eval", "--dataset", "help-fbnet", "--device", "nope", "--json"])
     assert isinstance(out.exception, EdgeatlasError) and "unknown device" in str(out.exception)

@@ -44,22 +44,52 @@ def import_cmd(name: str, path: Path | None, db_url: str | None, as_json: bool) 
 
 @group.command(name="eval")
 @click.option("--dataset", required=True, help="help-nb201, help-fbnet, latbench, hwnasbench360, mobile-ml-benchmark")
-@click.option("--device", required=True, help="Target device (a column of the dataset).")
+@click.option(
+    "--device",
+    "devices",
+    required=True,
+    multiple=True,
+    help="Target device(s), a column of the dataset (repeat or comma-separate).",
+)
 @click.option("--shots", default=10, show_default=True, type=int, help="k reference measurements on the device.")
 @click.option("--path", "path", default=None, help="Dataset folder (default ../shared/datasets/<name>).")
 @json_option
-def eval_cmd(dataset: str, device: str, shots: int, path: str | None, as_json: bool) -> None:
+def eval_cmd(dataset: str, devices: tuple[str, ...], shots: int, path: str | None, as_json: bool) -> None:
     """k-shot evaluation on an unseen device (HELP protocol for help-*).
 
-    Prints spearman, kendall, acc10, acc5, rmse_ms, mape, n.
+    Prints spearman, kendall, acc10, acc5, rmse_ms, mape, n. The table (and the JSON list
+    for several devices) adds, for HELP's evaluation devices, the Spearman HELP published
+    (help_spearman); with several devices, one row each and their mean.
 
     \b
     Example:
         edgeatlas predictors eval --dataset help-nb201 --device pixel2 --shots 10 --json
+        edgeatlas predictors eval --dataset help-nb201 --device pixel2,raspi4,eyeriss
     """
+    from predictors.datasets import HELP_PUBLISHED
     from predictors.evaluate import evaluate
 
-    emit(evaluate(dataset, device, shots, path), as_json)
+    names = [d.strip() for v in devices for d in v.split(",") if d.strip()]
+    published = HELP_PUBLISHED.get(dataset, {})
+    rows = [dict(evaluate(dataset, dev, shots, path)) for dev in names]
+    if len(rows) == 1 and as_json:  # exactly the documented keys
+        print_json(rows[0])
+        return
+    for dev, row in zip(names, rows, strict=True):
+        if dev in published:
+            row["help_spearman"] = published[dev]
+    if len(rows) == 1:
+        emit(rows[0], False, title=f"{dataset} {names[0]} {shots}-shot")
+        return
+    if as_json:
+        print_json([{"device": d, **r} for d, r in zip(names, rows, strict=True)])
+        return
+    table = [{"device": d, **r} for d, r in zip(names, rows, strict=True)]
+    mean = {"device": "mean", "spearman": sum(r["spearman"] for r in rows) / len(rows)}
+    helps = [r["help_spearman"] for r in rows if "help_spearman" in r]
+    if len(helps) == len(rows):
+        mean["help_spearman"] = sum(helps) / len(helps)
+    emit([*table, mean], False, title=f"{dataset} {shots}-shot (help_spearman: HELP's published figure)")
 
 
 SOURCE_HELP = "Only measurements from this source: probe (the fleet), dataset:<name>, or a glob like dataset:*."
