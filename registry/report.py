@@ -68,7 +68,7 @@ def coverage(store: Store) -> tuple[list[str], list[str], dict[tuple[str, str], 
     for m in store.list_measurements(source="probe"):
         counts[(m.variant_id, m.board)] += 1
     boards = [b.name for b in store.list_boards()]
-    variants = [v.id for v in store.list_variants()]
+    variants = [v.id for v in store.list_variants() if v.path]  # artifacts, not dataset archs
     return variants, boards, dict(counts)
 
 
@@ -119,7 +119,7 @@ def build_report(
     """Write the HTML report to ``out`` and return its path."""
     boards = store.list_boards()
     classes = {c.name: c.facts for c in store.list_device_classes()}
-    variants = store.list_variants()
+    variants = [v for v in store.list_variants() if v.path]  # artifacts, not imported dataset archs
     preds = store.list_predictors()
     n_meas = store.count_measurements(status=None)
     n_ok = store.count_measurements()
