@@ -95,6 +95,29 @@ def agent_bundle() -> tuple[str, dict[str, bytes]]:
     return h.hexdigest(), files
 
 
+def sweep_progress(enabled: bool):
+    """The sweep's rich progress bar: jobs done of total, done/failed counts, elapsed and ETA."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]sweep"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("done [green]{task.fields[done]}[/] failed [red]{task.fields[failed]}[/]"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
 class _ServeUnavailable(Exception):
     """The persistent agent could not start or died without a result: run the job one-shot."""
 
@@ -1083,14 +1106,6 @@ class FleetRunner:
         splits: Sequence[SplitTask] = (),
         run_kind: str = "bench",
     ) -> SweepReport:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
 
         t0 = time.monotonic()
         specs = [self.fleet.board(b) for b in boards]
@@ -1127,16 +1142,7 @@ class FleetRunner:
         healthy: dict[str, bool] = {}
         counts = {"done": 0, "failed": 0}
 
-        progress = Progress(
-            TextColumn("[bold]sweep"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("done [green]{task.fields[done]}[/] failed [red]{task.fields[failed]}[/]"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            disable=not self.progress,
-            transient=False,
-        )
+        progress = sweep_progress(self.progress)
         bar = progress.add_task("sweep", total=total, done=0, failed=0)
 
         def worker(name: str) -> None:

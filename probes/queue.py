@@ -35,7 +35,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from probes.fleet import FleetRunner, JobOutcome, ModelTask, SplitTask, SweepConfig, SweepReport, sha256_file
+from probes.fleet import (
+    FleetRunner,
+    JobOutcome,
+    ModelTask,
+    SplitTask,
+    SweepConfig,
+    SweepReport,
+    sha256_file,
+    sweep_progress,
+)
 from probes.protocol import MeasureProtocol
 
 RETRYABLE = frozenset({"CONNECTION_ERROR", "DEPLOY_ERROR"})
@@ -611,30 +620,13 @@ class QueueWorker:
     def run(self, total: int | None = None) -> WorkerReport:
         """Work until the queue (for this worker's boards) is empty, or one job with ``once``,
         or forever with ``follow``. ``total`` sizes the progress bar (default: pending jobs)."""
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
 
         t0 = time.monotonic()
         self.report.released += self._db(lambda: release_dead_local(self.store)) or 0
         if total is None and self.progress:
             total = pending_jobs(self.store, self.boards, self.max_attempts)
         counts = {"done": 0, "failed": 0}
-        progress = Progress(
-            TextColumn("[bold]sweep"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("done [green]{task.fields[done]}[/] failed [red]{task.fields[failed]}[/]"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            disable=not self.progress,
-            transient=False,
-        )
+        progress = sweep_progress(self.progress)
         bar = progress.add_task("sweep", total=total or None, done=0, failed=0)
         bar_lock = threading.Lock()
 

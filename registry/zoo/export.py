@@ -193,10 +193,11 @@ def quantize_tflite(src: Path, dst: Path, precision: str, calib: np.ndarray) -> 
 # Graph statistics
 
 
-def load_onnx_checked(path: Path) -> onnx.ModelProto:
-    """Load and check an ONNX file; a corrupt file gives a BAD_DATA error naming it."""
+def load_onnx_checked(path: Path, data: bytes | None = None) -> onnx.ModelProto:
+    """Load (from ``data`` when given, else the file) and check an ONNX model; a corrupt one
+    gives a BAD_DATA error naming ``path``."""
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path)) if data is None else onnx.load_from_string(data)
         onnx.checker.check_model(model)
     except Exception as exc:
         raise EdgeatlasError(

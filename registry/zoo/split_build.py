@@ -132,16 +132,9 @@ def load_variant_model(v: Variant) -> onnx.ModelProto:
             code=ErrorCode.BAD_DATA,
             hint="rebuild the variant with `edgeatlas zoo build`, or re-add the original file with `edgeatlas zoo add`",
         )
-    try:
-        model = onnx.load_from_string(data)
-        onnx.checker.check_model(model)
-    except Exception as exc:
-        raise EdgeatlasError(
-            f"{path}: not a valid ONNX model ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})",
-            code=ErrorCode.BAD_DATA,
-            hint="re-export the model (torch.onnx.export) and check it with onnx.checker",
-        ) from exc
-    return model
+    from registry.zoo.export import load_onnx_checked
+
+    return load_onnx_checked(path, data)
 
 
 # --------------------------------------------------------------------------- eval task
