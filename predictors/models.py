@@ -79,6 +79,10 @@ class LatencyRegressor(RegressorMixin, BaseEstimator):
 
     def _fit_one(self, X, y):
         m = self._make()
+        if self.kind == "gbm":
+            # sklearn's default min_samples_leaf=20 cannot split a class measured on ~30 variants
+            # (the prediction would be one constant): scale the leaf size with the data
+            m.set_params(min_samples_leaf=int(max(2, min(20, len(y) // 10))))
         if self.kind == "gbm" and len(y) < SMALL_FIT_ROWS:
             # OpenMP's per-iteration fork/join costs more than it saves on small data, and on a
             # busy 2-core host its spinning threads slow a fit down 5-10x: fit small ones on one.
