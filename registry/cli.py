@@ -34,7 +34,9 @@ class EdgeatlasGroup(click.Group):
         try:
             return super().invoke(ctx)
         except EdgeatlasError as exc:
-            err_console.print(f"[bold red]error[/] [{exc.code.value}]: {exc.one_line()}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[bold red]error[/] [{exc.code.value}]: {exc.one_line()}", highlight=False, soft_wrap=True
+            )
             if os.environ.get("EDGEATLAS_DEBUG"):
                 raise
             ctx.exit(1)
@@ -147,12 +149,16 @@ def fleet_list(devices_path: str, db_url: str | None, as_json: bool) -> None:
     for r in rows:
         e = r["emulate"]
         r["emulate"] = (
-            f"{e['cpu_quota']} cpu on {e['cpus']}" + (f", {e['link_mbit']} Mbit/s" if e.get("link_mbit") else "") + (f", {e['rtt_ms']} ms RTT" if e.get("rtt_ms") else "")
+            f"{e['cpu_quota']} cpu on {e['cpus']}"
+            + (f", {e['link_mbit']} Mbit/s" if e.get("link_mbit") else "")
+            + (f", {e['rtt_ms']} ms RTT" if e.get("rtt_ms") else "")
             if e
             else "-"
         )
         r["tags"] = ",".join(r["tags"])
-    emit(rows, False, ["name", "class", "role", "address", "emulate", "energy", "tags"], title=f"fleet ({devices_path})")
+    emit(
+        rows, False, ["name", "class", "role", "address", "emulate", "energy", "tags"], title=f"fleet ({devices_path})"
+    )
 
 
 def _register() -> None:

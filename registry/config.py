@@ -353,7 +353,7 @@ _HINTS = {
     "float_type": "write a number without quotes",
     "string_type": "write a quoted string",
     "bool_type": "write true or false",
-    "list_type": "write a list, e.g. [\"a\", \"b\"]",
+    "list_type": 'write a list, e.g. ["a", "b"]',
 }
 
 
@@ -364,7 +364,9 @@ def load_devices(path: str | Path, check_keys: bool = True) -> Fleet:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise EdgeatlasError(
-            f"{path}: file not found", ErrorCode.INVALID_CONFIG, hint="pass --devices PATH or run from the repository root"
+            f"{path}: file not found",
+            ErrorCode.INVALID_CONFIG,
+            hint="pass --devices PATH or run from the repository root",
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise EdgeatlasError(f"{path}: cannot read: {exc}", ErrorCode.INVALID_CONFIG, hint="check the file") from None
@@ -374,7 +376,9 @@ def load_devices(path: str | Path, check_keys: bool = True) -> Fleet:
         msg = str(exc)
         m = re.search(r"line (\d+)", msg)
         line = int(m.group(1)) if m else None
-        raise _err(path, line, "", f"TOML syntax error: {msg}", "fix the TOML syntax at that line (https://toml.io)") from None
+        raise _err(
+            path, line, "", f"TOML syntax error: {msg}", "fix the TOML syntax at that line (https://toml.io)"
+        ) from None
     locator = _Locator(text)
 
     secret = _find_secrets(raw)
@@ -385,7 +389,7 @@ def load_devices(path: str | Path, check_keys: bool = True) -> Fleet:
             line,
             where,
             f"field {fld or secret[-1]!r}: secrets do not belong in devices.toml",
-            "remove it and use key auth: key_file = \"~/.ssh/id_ed25519\" (load passphrase-protected keys into ssh-agent)",
+            'remove it and use key auth: key_file = "~/.ssh/id_ed25519" (load passphrase-protected keys into ssh-agent)',
         )
 
     try:
@@ -506,7 +510,12 @@ def sync_fleet_to_store(fleet: Fleet, store: Any) -> None:
     for b in fleet.boards:
         emulate = None
         if b.emulate is not None:
-            emulate = {"cpu_quota": b.emulate.cpu_quota, "cpus": b.emulate.cpus, "link_mbit": b.emulate.link_mbit, "rtt_ms": b.emulate.rtt_ms}
+            emulate = {
+                "cpu_quota": b.emulate.cpu_quota,
+                "cpus": b.emulate.cpus,
+                "link_mbit": b.emulate.link_mbit,
+                "rtt_ms": b.emulate.rtt_ms,
+            }
         energy = {"backend": b.energy.backend, "options": b.energy.options} if b.energy else None
         store.upsert_board(b.name, b.class_name, b.host, b.port, b.role, emulate=emulate, energy=energy, tags=b.tags)
 
@@ -517,7 +526,12 @@ def fleet_rows(fleet: Fleet) -> list[dict[str, Any]]:
     for b in fleet.boards:
         emu = None
         if b.emulate is not None:
-            emu = {"cpu_quota": b.emulate.cpu_quota, "cpus": b.emulate.cpus, "link_mbit": b.emulate.link_mbit, "rtt_ms": b.emulate.rtt_ms}
+            emu = {
+                "cpu_quota": b.emulate.cpu_quota,
+                "cpus": b.emulate.cpus,
+                "link_mbit": b.emulate.link_mbit,
+                "rtt_ms": b.emulate.rtt_ms,
+            }
         rows.append(
             {
                 "name": b.name,

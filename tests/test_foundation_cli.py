@@ -46,13 +46,19 @@ def test_db_upgrade_and_status(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["to"]
     r = CliRunner().invoke(main, ["db", "status", "--json"], env={"EDGEATLAS_DB": url})
-    assert r.exit_code == 0 and json.loads(r.output)["revision"] == json.loads(CliRunner().invoke(main, ["db", "upgrade", "--db", url, "--json"]).output)["to"]
+    assert (
+        r.exit_code == 0
+        and json.loads(r.output)["revision"]
+        == json.loads(CliRunner().invoke(main, ["db", "upgrade", "--db", url, "--json"]).output)["to"]
+    )
 
 
 def test_console_script_fleet_list(tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "edgeatlas"
     env = dict(os.environ, EDGEATLAS_HOME=str(tmp_path))
-    r = subprocess.run([str(exe), "fleet", "list", "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [str(exe), "fleet", "list", "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     assert {b["name"] for b in json.loads(r.stdout)} >= {"little-1", "edge-1"}
     # the default store is a SQLite file in the data dir, created on first use

@@ -83,7 +83,7 @@ def _error(tmp_path: Path, text: str) -> str:
 
 
 def test_toml_syntax_error_names_line(tmp_path: Path, key: Path) -> None:
-    text = GOOD.format(key=key, data_dir="{data_dir}").replace('port = 22\n', 'port = = 22\n')
+    text = GOOD.format(key=key, data_dir="{data_dir}").replace("port = 22\n", "port = = 22\n")
     msg = _error(tmp_path, text)
     assert "devices.toml:17" in msg and "syntax" in msg
 
@@ -107,13 +107,17 @@ def test_duplicate_board(tmp_path: Path, key: Path) -> None:
 
 
 def test_unknown_class(tmp_path: Path, key: Path) -> None:
-    text = GOOD.format(key=key, data_dir="{data_dir}").replace('class = "rpi4"\nhost = "10.0.0.9"', 'class = "jetson"\nhost = "10.0.0.9"')
+    text = GOOD.format(key=key, data_dir="{data_dir}").replace(
+        'class = "rpi4"\nhost = "10.0.0.9"', 'class = "jetson"\nhost = "10.0.0.9"'
+    )
     msg = _error(tmp_path, text)
     assert "unknown class 'jetson'" in msg and "board 'gpu-box'" in msg and "devices.toml:23" in msg and "rpi4" in msg
 
 
 def test_password_refused(tmp_path: Path, key: Path) -> None:
-    text = GOOD.format(key=key, data_dir="{data_dir}").replace('role = "device"\n', 'role = "device"\npassword = "raspberry"\n')
+    text = GOOD.format(key=key, data_dir="{data_dir}").replace(
+        'role = "device"\n', 'role = "device"\npassword = "raspberry"\n'
+    )
     msg = _error(tmp_path, text)
     assert "password" in msg and "secrets" in msg and "key_file" in msg and "devices.toml:19" in msg
 
@@ -134,7 +138,7 @@ def test_bad_role_and_unknown_field(tmp_path: Path, key: Path) -> None:
 @pytest.mark.parametrize(
     "edit",
     [
-        ('port = 22\n', 'port = = 22\n'),
+        ("port = 22\n", "port = = 22\n"),
         ('host = "10.0.0.5"\n', ""),
         ("port = 22\n", 'port = "x"\n'),
         ('name = "gpu-box"', 'name = "pi-a"'),
@@ -153,7 +157,9 @@ def test_cli_one_line_no_traceback(tmp_path: Path, key: Path, edit: tuple[str, s
 
 
 def test_fleet_list_json_prints_repo_boards(tmp_path: Path) -> None:
-    res = CliRunner().invoke(main, ["fleet", "list", "--json", "--devices", str(REPO / "devices.toml"), "--db", f"sqlite:///{tmp_path}/a.db"])
+    res = CliRunner().invoke(
+        main, ["fleet", "list", "--json", "--devices", str(REPO / "devices.toml"), "--db", f"sqlite:///{tmp_path}/a.db"]
+    )
     assert res.exit_code == 0, res.output
     rows = json.loads(res.output)
     names = [r["name"] for r in rows]
