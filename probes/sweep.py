@@ -49,8 +49,7 @@ def select_variants(store: Any, runtime: str, variants: Sequence[str] = (), grid
             )
         return chosen
     if grid:
-        # imported dataset architectures have no artifact (empty path): nothing to run
-        found = [v for v in store.list_variants(format=RUNTIME_FORMATS[runtime]) if v.path]
+        found = store.list_variants(format=RUNTIME_FORMATS[runtime], artifacts_only=True)
         if not found:
             raise _err(
                 f"the store has no {RUNTIME_FORMATS[runtime]} variants",

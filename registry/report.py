@@ -68,7 +68,7 @@ def coverage(store: Store) -> tuple[list[str], list[str], dict[tuple[str, str], 
     for m in store.list_measurements(source="probe"):
         counts[(m.variant_id, m.board)] += 1
     boards = [b.name for b in store.list_boards()]
-    variants = [v.id for v in store.list_variants() if v.path]  # artifacts, not dataset archs
+    variants = [v.id for v in store.list_variants(artifacts_only=True)]
     return variants, boards, dict(counts)
 
 
@@ -86,7 +86,10 @@ def _coverage_plot(store: Store) -> str | None:
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(boards), 1.5 + 0.12 * len(variants)))
     ax.imshow(mat > 0, aspect="auto", cmap="Greens", vmin=0, vmax=1.3)
     ax.set_xticks(range(len(boards)), boards, rotation=30, ha="right")
-    labels = {v.id: f"{v.family} {v.precision} {v.resolution or ''} {v.id[:8]}" for v in store.list_variants()}
+    labels = {
+        v.id: f"{v.family} {v.precision} {v.resolution or ''} {v.id[:8]}"
+        for v in store.list_variants(artifacts_only=True)
+    }
     ax.set_yticks(range(len(variants)), [labels.get(v, v[:8]) for v in variants], fontsize=6)
     ax.set_title(f"measured variants x boards ({int((mat > 0).sum())} of {mat.size} cells)")
     return _png(fig)
@@ -119,7 +122,7 @@ def build_report(
     """Write the HTML report to ``out`` and return its path."""
     boards = store.list_boards()
     classes = {c.name: c.facts for c in store.list_device_classes()}
-    variants = [v for v in store.list_variants() if v.path]  # artifacts, not imported dataset archs
+    variants = store.list_variants(artifacts_only=True)
     preds = store.list_predictors()
     n_meas = store.count_measurements(status=None)
     n_ok = store.count_measurements()

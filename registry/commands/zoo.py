@@ -263,8 +263,7 @@ def list_cmd(family: str | None, fmt: str | None, db_url: str | None, as_json: b
         edgeatlas zoo list
         edgeatlas zoo list --family multitask --json
     """
-    # the zoo's artifacts (imported dataset architectures have none and are not listed)
-    variants = [v for v in open_store(db_url).list_variants(family=family, format=fmt) if v.path]
+    variants = open_store(db_url).list_variants(family=family, format=fmt, artifacts_only=True)
     if as_json:
         print_json([_short(v) | {"path": v.path} for v in variants])
         return

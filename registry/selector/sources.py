@@ -262,10 +262,8 @@ def load_candidates(
     variants: list[Any] | None = None,
 ) -> CandidateTable:
     """Every stored variant x split x codec for this device/edge pair, with predictions."""
-    variants = variants if variants is not None else store.list_variants()
-    # deployable variants only: imported dataset architectures (no artifact, empty path) are
-    # training data for the predictors, not candidates
-    variants = [v for v in variants if v.path]
+    # deployable variants only: imported dataset architectures train the predictors, they are not candidates
+    variants = variants if variants is not None else store.list_variants(artifacts_only=True)
     variants = [v for v in variants if v.format == "onnx"] or variants
     if not variants:
         raise EdgeatlasError(

@@ -339,9 +339,15 @@ class Store:
         with self.session() as s:
             return self._variant(self._resolve_variant(s, id_or_prefix))
 
-    def list_variants(self, family: str | None = None, format: str | None = None) -> list[R.Variant]:
+    def list_variants(
+        self, family: str | None = None, format: str | None = None, artifacts_only: bool = False
+    ) -> list[R.Variant]:
+        """Variants, optionally of one family/format. ``artifacts_only`` leaves out imported dataset
+        architectures (no artifact, empty path): they train predictors but cannot be run or deployed."""
         with self.session() as s:
             q = select(VariantRow).order_by(VariantRow.family, VariantRow.created_at, VariantRow.id)
+            if artifacts_only:
+                q = q.where(VariantRow.path != "")
             if family:
                 q = q.where(VariantRow.family == family)
             if format:
