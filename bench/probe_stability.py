@@ -1,10 +1,17 @@
 """Stability: CV of p50 across 5 probe sessions of one variant on one emulated board.
 
-Brings up a temporary emulated board (real sshd, cgroup-v1 quota, cpuset), runs the same
-variant 5 times through FleetRunner (force: each run is a fresh agent process), prints the
-p50s and their CV. Target < 2 %. Brings the board down at the end.
+Brings up a temporary emulated board (real sshd, cgroup-v1 quota, cpuset) and runs the same
+variant ``--runs`` times through FleetRunner (force: each run is a fresh agent process; default
+protocol, 5 sessions of >= 200 ms). It prints two readings of "5 probe sessions":
 
-    .venv/bin/python bench/probe_stability.py [--quota 0.5] [--cpus 1] [--sessions 5]
+- within one job: the CV of the protocol's 5 per-session medians (median over the runs);
+- across jobs: the CV of the job p50s, each from a fresh agent process.
+
+Side by side, interleaved with the board runs, the same agent and job run on the bare host
+(no sshd, no quota, pinned to the same cpu): the host's own noise floor on this shared
+machine. Target < 2 %. Brings the board down at the end.
+
+    .venv/bin/python bench/probe_stability.py [--quota 0.5] [--cpus 1] [--runs 5] [--size 112]
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +30,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _probe_common import emulated_fleet, host_load, make_cnn  # noqa: E402
 
 from probes.fleet import FleetRunner, ModelTask, SweepConfig, sha256_file  # noqa: E402
-from probes.protocol import MeasureProtocol  # noqa: E402
+from probes.protocol import Job, MeasureProtocol, parse_marked  # noqa: E402
+
+
+def _cv(xs: list[float]) -> float:
+    return statistics.stdev(xs) / statistics.mean(xs) * 100
+
+
+def _host_run(job: Job, cpus: str) -> dict:
+    """The same agent and job on the bare host (no sshd, no quota), pinned to ``cpus``."""
+    agent = Path(__file__).resolve().parent.parent / "probes" / "agent.py"
+    cpu_list = [int(c) for c in cpus.replace("-", ",").split(",") if c.strip()]
+    proc = subprocess.run(
+        [sys.executable, str(agent)],
+        input=job.to_json(),
+        capture_output=True,
+        text=True,
+        check=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, cpu_list),
+    )
+    res = parse_marked(proc.stdout)
+    assert res and res["status"] == "ok", proc.stdout[-2000:] + proc.stderr[-2000:]
+    return res["stats"]
 
 
 def main() -> None:
@@ -30,32 +59,47 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quota", type=float, default=0.5)
     ap.add_argument("--cpus", default="1")
-    ap.add_argument("--sessions", type=int, default=5)
+    ap.add_argument("--runs", "--sessions", type=int, default=5, dest="runs")
+    ap.add_argument("--size", type=int, default=112, help="input px of the bench CNN (112: ~9 ms on the host)")
+    ap.add_argument("--channels", type=int, default=32)
     a = ap.parse_args()
     from registry.store import Store
 
-    model = make_cnn(Path(tempfile.mkdtemp()) / "cnn.onnx")
+    model = make_cnn(Path(tempfile.mkdtemp()) / "cnn.onnx", channels=a.channels, size=a.size)
     board = {"name": "stab-1", "emulate": f'{{ cpu_quota = {a.quota}, cpus = "{a.cpus}" }}'}
+    protocol = MeasureProtocol()  # default protocol: 5 sessions x >= 200 ms
+    host_job = Job(job_id="host", model=str(model), protocol=protocol)
+    board_p50, board_within, host_p50, host_within = [], [], [], []
     with emulated_fleet([board]) as (fleet, tmp):
         store = Store.open(f"sqlite:///{tmp / 'bench.db'}")
-        cfg = SweepConfig(protocol=MeasureProtocol(), force=True)  # default protocol: 5 x >= 200 ms
+        cfg = SweepConfig(protocol=protocol, force=True)
         task = ModelTask("cnn", model, sha256_file(model))
-        p50s = []
-        for _ in range(a.sessions):
+        for _ in range(a.runs):
             runner = FleetRunner(store, fleet, cfg, progress=False)
             rep = runner.run(["stab-1"], [task])
             runner.close()
             o = rep.outcomes[0]
             assert o.status == "ok", o
-            p50s.append(o.latency_ms)
+            board_p50.append(o.latency_ms)
+            stats = store.list_measurements(board="stab-1")[-1].stats
+            board_within.append(_cv(stats["session_medians_ms"]))
+            hs = _host_run(host_job, a.cpus)
+            host_p50.append(hs["p50_ms"])
+            host_within.append(_cv(hs["session_medians_ms"]))
         store.dispose()
-    cv = statistics.stdev(p50s) / statistics.mean(p50s)
-    print(f"p50 per probe session (ms): {[round(x, 4) for x in p50s]}")
+    print(f"model: bench CNN {a.channels} ch, {a.size} px; board: cpu_quota {a.quota}, cpus {a.cpus}; {a.runs} runs")
+    print(f"board p50 per job (ms): {[round(x, 3) for x in board_p50]}")
     print(
-        f"stability: CV of p50 across {a.sessions} sessions = {cv * 100:.2f} %   target < 2 %   "
-        f"(board: cpu_quota {a.quota}, cpus {a.cpus})"
+        f"host  p50 per job (ms): {[round(x, 3) for x in host_p50]}   (board/host {statistics.mean(board_p50) / statistics.mean(host_p50):.2f}x)"
     )
-
+    bw, hw = statistics.median(board_within), statistics.median(host_within)
+    ba, ha = _cv(board_p50), _cv(host_p50)
+    print(
+        f"stability within a job (CV of the 5 session medians, median of runs): board {bw:.2f} %   bare host {hw:.2f} %   target < 2 %"
+    )
+    print(
+        f"stability across jobs  (CV of job p50s, fresh agent each):           board {ba:.2f} %   bare host {ha:.2f} %   target < 2 %"
+    )
     print(f"host load average (1 min) before/after: {load0} / {host_load()} on {os.cpu_count()} cpus")
 
 

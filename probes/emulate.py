@@ -8,7 +8,7 @@
   has the runtimes; the runner prefers it over ``python3``), and ``authorized_keys`` with the fleet client key;
 - the client key (``defaults.key_file``) if missing, and the board's host key in ``known_hosts``;
 - cgroup-v1 groups ``/sys/fs/cgroup/{cpu,cpuset}/edgeatlas-<home>/<board>`` with
-  ``cpu.cfs_quota_us = cpu_quota x cfs_period_us`` (shortest period the kernel allows, see
+  ``cpu.cfs_quota_us = cpu_quota x cfs_period_us`` (a 10 ms quota per period, see
   :func:`cfs_params`) and ``cpuset.cpus`` / ``cpuset.mems``; sshd is
   moved into them before it execs, so every session and every agent it starts inherits them;
 - the link: a user-space delay proxy (this module, ``python -m probes.emulate proxy``) listens on
@@ -43,6 +43,7 @@ from typing import Any
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 SSHD = "/usr/sbin/sshd"
 PERIOD_US = 100_000
+MIN_QUOTA_US = 10_000  # >= 2.5 scheduler ticks at HZ=250 (see cfs_params)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -101,16 +102,20 @@ def check_cgroup_v1(root: Path = CGROUP_ROOT) -> dict[str, Any]:
 
 
 def cfs_params(cpu_quota: float) -> tuple[int, int]:
-    """(cfs_period_us, cfs_quota_us) for a CPU share, with the shortest period the kernel allows.
+    """(cfs_period_us, cfs_quota_us) for a CPU share: a quota of at least ``MIN_QUOTA_US`` per period.
 
-    With the usual 100 ms period a 0.5-core board runs 50 ms at full speed and then stalls
-    50 ms, so a 1 ms inference keeps its full-speed p50 and only the tail grows. The kernel's
-    minimum quota is 1 ms, so the shortest period is 1 ms / share (2 ms at 0.5, 4 ms at 0.25):
-    every inference longer than a few periods is then slowed by ~1/share, as on a slower board.
+    Decision, measured on this kernel (HZ=250, so CFS bandwidth is enforced on 4 ms ticks; bench
+    notes in the session-3 closing note): a 1 ms quota in a 2 ms period over-throttles (a 0.5-core
+    board ran a 1.4 ms model 3.2-3.9x slower, a 9.6 ms one 3.1x) and is bimodal across agent
+    processes (p50 6.3 ms or 1.5 ms), because the tick overruns the quota by up to 4 ms. A 10 ms
+    quota (2.5 ticks; period = 10 ms / share, 20 ms at 0.5) slows a 9.6 ms model 2.1-2.4x and keeps
+    p50 within ~1 % across fresh agent processes. What a quota cannot emulate: an inference much
+    shorter than the quota runs at host speed and pays the stalls in its tail and mean (p50 x1.0,
+    mean x2.0 at 0.5) -- the board is slower in throughput, as its declared share says.
     """
     if cpu_quota >= 1.0:
         return PERIOD_US, int(cpu_quota * PERIOD_US)
-    period = max(1000, int(math.ceil(1000 / cpu_quota)))
+    period = int(math.ceil(MIN_QUOTA_US / cpu_quota))
     return period, max(1000, int(round(period * cpu_quota)))
 
 
