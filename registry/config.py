@@ -10,7 +10,7 @@ Schema (see README "devices.toml"):
     [classes.NAME]        arch, cores, freq_mhz, memory_mb, accelerator, runtimes,
                           cpu_quota, cpus (emulated classes), power (declared power model)
     [[boards]]            name, class, host, port, role (device|edge), user, key_file,
-                          emulate {cpu_quota, cpus, link_mbit, rtt_ms},
+                          emulate {cpu_quota, cpus, link_mbit, rtt_ms, link_shaper},
                           energy {backend, options}, tags, remote_dir
 
 Paths may use ``{data_dir}`` (the edgeatlas data directory) and ``~``.
@@ -31,6 +31,7 @@ from registry.paths import data_dir
 
 SECRET_KEYS = {"password", "passwd", "passphrase", "secret", "token", "private_key"}
 RUNTIMES = {"onnxruntime", "litert"}
+LINK_SHAPERS = ("auto", "netns", "proxy")
 ENERGY_BACKENDS = {"powercap", "rapl", "hwmon", "ina2xx", "ina3221", "tegrastats", "command", "estimated", "none"}
 _NAME_RE = re.compile(r"^[^\x00-\x1f/]{1,200}$")
 
@@ -53,6 +54,22 @@ class EmulateSpec(_Strict):
     cpus: str = Field(default="0", description="cpuset, e.g. '0' or '0-1'")
     link_mbit: float | None = Field(default=None, gt=0)
     rtt_ms: float | None = Field(default=None, ge=0)
+    link_shaper: str = Field(
+        default="auto",
+        description="how `fleet up` shapes the link: auto (tbf on a veth into the board's network namespace "
+        "+ the delay proxy, else the proxy alone), netns (require tbf on a veth), proxy (user-space proxy only)",
+    )
+
+    @field_validator("link_shaper")
+    @classmethod
+    def _link_shaper(cls, v: str) -> str:
+        if v not in LINK_SHAPERS:
+            raise ValueError(
+                f"link_shaper must be one of {', '.join(repr(x) for x in LINK_SHAPERS)}, not {v!r}: "
+                '"auto" = tbf on a veth in the board\'s network namespace when this host allows it, else the '
+                'user-space proxy; "netns" = require the namespace and tbf; "proxy" = the user-space proxy only'
+            )
+        return v
 
     @field_validator("cpus")
     @classmethod
@@ -203,6 +220,7 @@ class EmulateSpecRecord:
     cpus: str
     link_mbit: float | None
     rtt_ms: float | None
+    link_shaper: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -470,7 +488,9 @@ def _build(path: Path, model: FleetModel, locator: _Locator, raw: dict[str, Any]
         klass = classes[b.class_]
         emulate = None
         if b.emulate is not None:
-            emulate = EmulateSpecRecord(b.emulate.cpu_quota, b.emulate.cpus, b.emulate.link_mbit, b.emulate.rtt_ms)
+            emulate = EmulateSpecRecord(
+                b.emulate.cpu_quota, b.emulate.cpus, b.emulate.link_mbit, b.emulate.rtt_ms, b.emulate.link_shaper
+            )
         key_file = expand_path(b.key_file) if b.key_file else defaults.key_file
         if check_keys and emulate is None and not key_file.is_file():
             fld = "key_file" if b.key_file else None
@@ -531,6 +551,7 @@ def fleet_rows(fleet: Fleet) -> list[dict[str, Any]]:
                 "cpus": b.emulate.cpus,
                 "link_mbit": b.emulate.link_mbit,
                 "rtt_ms": b.emulate.rtt_ms,
+                "link_shaper": b.emulate.link_shaper,
             }
         rows.append(
             {
