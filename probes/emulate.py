@@ -11,31 +11,55 @@
   ``cpu.cfs_quota_us = cpu_quota x cfs_period_us`` (a 10 ms quota per period, see
   :func:`cfs_params`) and ``cpuset.cpus`` / ``cpuset.mems``; sshd is
   moved into them before it execs, so every session and every agent it starts inherits them;
-- the link: a user-space delay proxy (this module, ``python -m probes.emulate proxy``) listens on
-  the declared port and forwards to sshd's internal port, adding RTT/2 each way and serialising
-  bytes at ``link_mbit`` (a token-bucket, because netem is absent and tbf on ``lo`` would shape
-  every loopback flow of the host, other users' included). ``tc`` tbf is therefore not applied on
-  loopback; the proxy is "the board's shaped link", split payloads cross it too.
+- the link, when the board declares ``link_mbit`` and/or ``rtt_ms``. Default (``link_shaper =
+  "auto"``), when this host allows it (root, iproute2, a throwaway namespace + veth + tbf probe
+  works, see :func:`netns_support`): the board gets its own network namespace
+  ``edgeatlas-<hash of data dir and board>`` and a veth pair ``ea<hash>h`` (host) / ``ea<hash>b``
+  (board) on a free /30 of 10.213.0.0/16 (host .1, board .2; the slot starts at the name's hash and
+  skips subnets the host already uses), ``lo`` up in the namespace; sshd listens on the board
+  address, port 22. ``tc`` tbf at ``link_mbit`` sits on both veth ends: the host end's egress shapes
+  controller -> board, the namespace end's egress board -> controller. Only the board's traffic
+  crosses that veth, so, unlike tbf on ``lo`` (which would shape every loopback flow of the host,
+  other users' included), it shapes exactly the board's link. netem is absent, so the RTT comes from
+  the user-space delay proxy (this module, ``python -m probes.emulate proxy``) on 127.0.0.1:<declared
+  port>, forwarding to the namespace address and adding RTT/2 each way with no rate limit of its own.
+  With ``rtt_ms`` 0 the proxy still runs (zero delay), so devices.toml's 127.0.0.1:port and its
+  known_hosts entry stay the board's address either way. sshd joins its cgroups and then setns()s
+  into the network namespace in the same pre-exec hook: only the network namespace changes (not
+  ``ip netns exec``, which would remount ``/sys`` and hide the cgroup files the agent reads), and
+  every session and agent inherits both.
+  Fallback (``link_shaper = "proxy"``, or "auto" where the namespace is not usable; the reason is
+  recorded as ``shaper_fallback_reason``): sshd on an internal loopback port behind the same proxy,
+  which then also serialises bytes at ``link_mbit`` (a token bucket). ``link_shaper = "netns"``
+  refuses to fall back. Either way the proxy is "the board's shaped link"; split payloads cross it.
 
-Every pid started is recorded in ``fleet_dir()/state.json``; ``fleet_down`` stops only those (after
-checking ``/proc/<pid>/cmdline`` still names our config), and removes the cgroups.
+Every pid started is recorded in ``fleet_dir()/state.json``, with the namespace, veth names, addresses
+and tbf settings in the board's ``link``; ``fleet_down`` stops only those pids (after checking
+``/proc/<pid>/cmdline`` still names our config), removes the cgroups, and deletes only the veth and
+namespace its record names (gone already is fine).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
+import fcntl
 import hashlib
+import ipaddress
 import json
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -164,6 +188,224 @@ def _remove_cgroup(paths: dict[str, str]) -> None:
             pass
 
 
+# ----------------------------------------------------------------------------- netns link
+
+NETNS_POOL = ipaddress.ip_network("10.213.0.0/16")  # one /30 per board: host side .1, board side .2
+NETNS_SSHD_PORT = 22  # the board's own namespace: sshd listens on its usual port there
+TBF_LATENCY_MS = 50  # tbf queue limit, as the time a packet may wait (then it drops: TCP backs off)
+TBF_MIN_BURST = 16384  # bytes: >= 10 full-size frames
+NETNS_DIR = Path("/run/netns")
+CLONE_NEWNET = 0x40000000
+_NETNS_RE = re.compile(r"^edgeatlas-[0-9a-f]{10}$")
+_VETH_RE = re.compile(r"^ea[0-9a-f]{10}[hb]$")
+_netns_support: tuple[bool, str] | None = None
+
+
+def netns_names(board_name: str) -> dict[str, str]:
+    """The board's namespace and veth names: derived from the data dir and the board (two data dirs
+    never collide), at most 15 characters for the interfaces (IFNAMSIZ)."""
+    key = hashlib.sha256(f"{_home_tag()}/{safe_name(board_name)}".encode()).hexdigest()[:10]
+    return {"netns": f"edgeatlas-{key}", "host_veth": f"ea{key}h", "board_veth": f"ea{key}b"}
+
+
+def tbf_params(link_mbit: float) -> dict[str, int]:
+    """tbf settings for a link of ``link_mbit``: the rate in kbit/s (tc takes no exponent), a burst of
+    one HZ=250 tick of line rate but at least ``TBF_MIN_BURST`` (a smaller bucket cannot pass a
+    full frame plus its neighbours; a larger one lets the first bytes of a transfer through
+    unshaped), and a ``TBF_LATENCY_MS`` queue."""
+    rate_bytes = link_mbit * 1e6 / 8
+    return {
+        "rate_kbit": max(1, int(round(link_mbit * 1000))),
+        "burst_bytes": max(TBF_MIN_BURST, int(rate_bytes * 0.004)),
+        "latency_ms": TBF_LATENCY_MS,
+    }
+
+
+def _tbf_argv(dev: str, tbf: dict[str, int], netns: str | None = None) -> list[str]:
+    where = ["-n", netns] if netns else []
+    return [
+        "tc",
+        *where,
+        "qdisc",
+        "replace",
+        "dev",
+        dev,
+        "root",
+        "tbf",
+        "rate",
+        f"{tbf['rate_kbit']}kbit",
+        "burst",
+        str(tbf["burst_bytes"]),
+        "latency",
+        f"{tbf['latency_ms']}ms",
+    ]
+
+
+def _cmd(argv: list[str], what: str) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise _fleet_error(f"{what}: `{shlex.join(argv)}` failed: {(r.stderr or r.stdout).strip()}")
+    return r
+
+
+def _quiet(argv: list[str]) -> bool:
+    try:
+        return subprocess.run(argv, capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _setns_fn() -> Callable[[int], None] | None:
+    """setns(fd, CLONE_NEWNET): os.setns (python >= 3.12) or libc through ctypes; None if neither."""
+    if hasattr(os, "setns"):
+        return lambda fd: os.setns(fd, CLONE_NEWNET)  # type: ignore[attr-defined]
+    try:
+        libc_setns = ctypes.CDLL(None, use_errno=True).setns
+    except (OSError, AttributeError):
+        return None
+
+    def call(fd: int) -> None:
+        if libc_setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+
+    return call
+
+
+def _probe_netns() -> str:
+    """'' when boards can get a namespace + veth + tbf here, else why not (one line)."""
+    if os.geteuid() != 0:
+        return "not root: network namespaces and tc need CAP_NET_ADMIN"
+    for tool in ("ip", "tc"):
+        if not shutil.which(tool):
+            return f"`{tool}` (iproute2) not found"
+    if _setns_fn() is None:
+        return "setns(2) is not reachable from python (no os.setns, no libc)"
+    tag = f"{os.getpid():06x}"[-6:]
+    ns, h, b = f"edgeatlas-probe-{tag}", f"eap{tag}h", f"eap{tag}b"
+    tbf = tbf_params(1.0)
+    steps = [
+        ["ip", "netns", "add", ns],
+        ["ip", "link", "add", h, "type", "veth", "peer", "name", b, "netns", ns],
+        ["ip", "-n", ns, "link", "set", "lo", "up"],
+        _tbf_argv(h, tbf),
+        _tbf_argv(b, tbf, ns),
+    ]
+    try:
+        for argv in steps:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            if r.returncode != 0:
+                return f"`{shlex.join(argv)}` failed: {(r.stderr or r.stdout).strip() or f'exit {r.returncode}'}"
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"probing network namespaces failed: {e}"
+    finally:
+        _quiet(["ip", "link", "del", h])
+        _quiet(["ip", "netns", "del", ns])
+    return ""
+
+
+def netns_support(refresh: bool = False) -> tuple[bool, str]:
+    """(usable, reason): can a board get its own network namespace, a veth pair and tbf on both
+    ends? Probed once per process by really making (and removing) a throwaway namespace."""
+    global _netns_support
+    if _netns_support is None or refresh:
+        why = _probe_netns()
+        _netns_support = (not why, why)
+    return _netns_support
+
+
+@contextlib.contextmanager
+def _netns_lock() -> Iterator[None]:
+    """Serialises subnet allocation between concurrent `fleet up` runs (any data dir)."""
+    lock_dir = Path("/run/lock") if Path("/run/lock").is_dir() else Path("/run")
+    with open(lock_dir / "edgeatlas-netns.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _taken_on_host() -> tuple[set[ipaddress.IPv4Address], list[ipaddress.IPv4Network]]:
+    """Host IPv4 addresses, and routes at least as specific as the pool (both would clash)."""
+    addrs: set[ipaddress.IPv4Address] = set()
+    nets: list[ipaddress.IPv4Network] = []
+    for ifc in json.loads(_cmd(["ip", "-j", "-4", "addr", "show"], "listing host addresses").stdout or "[]"):
+        for a in ifc.get("addr_info", []):
+            if a.get("local"):
+                addrs.add(ipaddress.IPv4Address(a["local"]))
+    routes = _cmd(["ip", "-j", "-4", "route", "show", "table", "all"], "listing host routes").stdout
+    for r in json.loads(routes or "[]"):
+        dst = r.get("dst", "default")
+        if dst == "default":
+            continue
+        try:
+            net = ipaddress.ip_network(dst, strict=False)
+        except ValueError:
+            continue
+        if isinstance(net, ipaddress.IPv4Network) and net.prefixlen >= NETNS_POOL.prefixlen:
+            nets.append(net)
+    return addrs, nets
+
+
+def pick_subnet(key: str) -> ipaddress.IPv4Network:
+    """A free /30 of ``NETNS_POOL``: the board's slot from its name hash, else the next free one."""
+    subnets = list(NETNS_POOL.subnets(new_prefix=30))
+    addrs, nets = _taken_on_host()
+    start = int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(subnets)
+    for i in range(len(subnets)):
+        cand = subnets[(start + i) % len(subnets)]
+        if not any(a in cand for a in addrs) and not any(n.overlaps(cand) for n in nets):
+            return cand
+    raise _fleet_error(f"no free /30 left in {NETNS_POOL} for a board's veth pair")
+
+
+def _setup_netns(board_name: str, link_mbit: float | None) -> dict[str, Any]:
+    """The board's namespace, veth pair (addresses, lo up) and tbf on both ends; removed on failure."""
+    names = netns_names(board_name)
+    ns, h, b = names["netns"], names["host_veth"], names["board_veth"]
+    with _netns_lock():
+        # a leftover of a crashed run of this data dir and board (the names are derived from both)
+        _teardown_netns(names)
+        subnet = pick_subnet(ns)
+        host_addr, board_addr = (str(a) for a in subnet.hosts())
+        link: dict[str, Any] = {**names, "subnet": str(subnet), "host_addr": host_addr, "board_addr": board_addr}
+        try:
+            _cmd(["ip", "netns", "add", ns], "creating the board's network namespace")
+            _cmd(["ip", "link", "add", h, "type", "veth", "peer", "name", b, "netns", ns], "creating the veth pair")
+            _cmd(["ip", "addr", "add", f"{host_addr}/30", "dev", h], "addressing the host side")
+            _cmd(["ip", "link", "set", h, "up"], "bringing the host side up")
+            _cmd(["ip", "-n", ns, "addr", "add", f"{board_addr}/30", "dev", b], "addressing the board side")
+            _cmd(["ip", "-n", ns, "link", "set", b, "up"], "bringing the board side up")
+            _cmd(["ip", "-n", ns, "link", "set", "lo", "up"], "bringing lo up in the namespace")
+            tbf = tbf_params(link_mbit) if link_mbit else None
+            if tbf:
+                _cmd(_tbf_argv(h, tbf), "tbf on the host side (controller -> board)")
+                _cmd(_tbf_argv(b, tbf, ns), "tbf on the board side (board -> controller)")
+            link["tbf"] = tbf
+        except Exception:
+            _teardown_netns(link)
+            raise
+    return link
+
+
+def _teardown_netns(link: dict[str, Any]) -> dict[str, Any]:
+    """Delete the veth pair and namespace named in ``link`` (only names of our own pattern);
+    already-gone parts are fine. Deleting one end of a veth deletes both, and its qdiscs."""
+    out: dict[str, Any] = {"veth_removed": False, "netns_removed": False}
+    h, ns = link.get("host_veth"), link.get("netns")
+    if h and _VETH_RE.match(h) and Path(f"/sys/class/net/{h}").exists():
+        out["veth_removed"] = _quiet(["ip", "link", "del", h])
+    if ns and _NETNS_RE.match(ns) and (NETNS_DIR / ns).exists():
+        out["netns_removed"] = _quiet(["ip", "netns", "del", ns])
+    return out
+
+
+def netns_present(link: dict[str, Any]) -> bool:
+    """Whether the namespace and host-side veth recorded in ``link`` still exist."""
+    return (NETNS_DIR / str(link.get("netns"))).exists() and Path(f"/sys/class/net/{link.get('host_veth')}").exists()
+
+
 # ----------------------------------------------------------------------------- state
 
 
@@ -229,15 +471,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes], log: Path, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise _fleet_error(f"process exited with code {proc.returncode}: {log.read_text(errors='replace')[-800:]}")
-        if _port_open(port):
+        if _port_open(port, host):
             return
         time.sleep(0.05)
-    raise _fleet_error(f"nothing listens on 127.0.0.1:{port} after {timeout:g} s (log: {log})")
+    raise _fleet_error(f"nothing listens on {host}:{port} after {timeout:g} s (log: {log})")
 
 
 # ----------------------------------------------------------------------------- keys
@@ -301,12 +543,15 @@ def _q(path: Path | str) -> str:
     return f'"{s}"'
 
 
-def sshd_config_text(directory: Path, sshd_port: int, path_env: str, python: str) -> str:
+def sshd_config_text(
+    directory: Path, sshd_port: int, path_env: str, python: str, listen_address: str = "127.0.0.1"
+) -> str:
+    ipaddress.ip_address(listen_address)  # an address, never free text, goes into the config
     return "\n".join(
         [
             "# written by edgeatlas fleet up: one emulated board",
             f"Port {sshd_port}",
-            "ListenAddress 127.0.0.1",
+            f"ListenAddress {listen_address}",
             f"HostKey {_q(directory / 'ssh_host_ed25519_key')}",
             f"PidFile {_q(directory / 'sshd.pid')}",
             f"AuthorizedKeysFile {_q(directory / 'authorized_keys')}",
@@ -333,8 +578,32 @@ def _board_dir(name: str) -> Path:
     return d
 
 
+def _choose_shaper(board: Any) -> tuple[bool, str | None]:
+    """(use a network namespace, why not) for a board that declares a link."""
+    mode = getattr(board.emulate, "link_shaper", "auto")
+    if mode == "proxy":
+        return False, 'link_shaper = "proxy" in devices.toml'
+    ok, why = netns_support()
+    if ok:
+        return True, None
+    if mode == "netns":
+        raise _fleet_error(
+            f'board {board.name!r} asks for link_shaper = "netns", but a network namespace with tbf is not usable '
+            f"here: {why}",
+            hint='run `edgeatlas fleet up` as root on a host with iproute2 and tbf, or set link_shaper = "auto" '
+            '(falls back to the user-space proxy) or "proxy" in devices.toml',
+        )
+    return False, why
+
+
 def start_board(board: Any, python_bin_dir: str | None = None) -> BoardProcess:
-    """Start one emulated board (``board`` is a registry.config.BoardSpec with ``emulate``)."""
+    """Start one emulated board (``board`` is a registry.config.BoardSpec with ``emulate``).
+
+    A board that declares ``link_mbit`` or ``rtt_ms`` gets, when this host allows it (and its
+    ``link_shaper`` is not "proxy"), its own network namespace: sshd listens on the namespace end of a
+    veth pair, tbf on both ends shapes the rate, and the loopback proxy on the declared port adds
+    only the delay. Otherwise the proxy does rate and delay (the reason is in ``link``).
+    """
     em = board.emulate
     if em is None:
         raise _fleet_error(f"board {board.name!r} has no `emulate` table: it is a real board, not started here")
@@ -357,60 +626,95 @@ def start_board(board: Any, python_bin_dir: str | None = None) -> BoardProcess:
     pub = ensure_client_key(Path(board.key_file))
     shutil.copy(pub, d / "authorized_keys")
     shaped = bool(em.link_mbit or em.rtt_ms)
-    sshd_port = _free_port() if shaped else board.port
+    use_netns, fallback_reason = _choose_shaper(board) if shaped else (False, None)
     bindir = python_bin_dir or str(Path(sys.executable).parent)
-    cfg = d / "sshd_config"
     python = str(Path(bindir) / Path(sys.executable).name)
     if " " in python or " " in bindir:
         raise _fleet_error(f"the python path {python!r} holds a space, which sshd SetEnv cannot carry")
-    cfg.write_text(sshd_config_text(d, sshd_port, f"{bindir}:/usr/local/bin:/usr/bin:/bin", python))
-    test = subprocess.run([SSHD, "-t", "-f", str(cfg)], capture_output=True, text=True)
-    if test.returncode != 0:
-        raise _fleet_error(f"sshd rejects {cfg}: {test.stderr.strip()}")
-    cg = _make_cgroup(safe_name(board.name), em.cpu_quota, em.cpus)
-    Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation dir
-    log = d / "sshd.log"
-    tasks = [Path(cg["cpu"]) / "tasks", Path(cg["cpuset"]) / "tasks"]
-
-    def _join_cgroups() -> None:  # runs in the child, before exec: sshd and all it starts inherit
-        for t in tasks:
-            with open(t, "w") as f:
-                f.write(str(os.getpid()))
-
-    with open(log, "ab") as lf:
-        sshd = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(cfg)],
-            stdout=lf,
-            stderr=lf,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_join_cgroups,  # noqa: PLW1509 - needed to enter the cgroup before exec
-            start_new_session=True,
-        )
-    proxy_pid = None
     link: dict[str, Any] = {"rtt_ms": em.rtt_ms, "link_mbit": em.link_mbit}
+    setns = _setns_fn() if use_netns else None
+    if use_netns:
+        link.update(_setup_netns(board.name, em.link_mbit))
+        sshd_host, sshd_port = link["board_addr"], NETNS_SSHD_PORT
+    else:
+        sshd_host, sshd_port = "127.0.0.1", _free_port() if shaped else board.port
+    cg: dict[str, str] = {}
+    sshd: subprocess.Popen[bytes] | None = None
+    proxy_pid = None
     try:
-        _wait_port(sshd_port, 10, sshd, log)
+        cfg = d / "sshd_config"
+        path_env = f"{bindir}:/usr/local/bin:/usr/bin:/bin"
+        cfg.write_text(sshd_config_text(d, sshd_port, path_env, python, listen_address=sshd_host))
+        test = subprocess.run([SSHD, "-t", "-f", str(cfg)], capture_output=True, text=True)
+        if test.returncode != 0:
+            raise _fleet_error(f"sshd rejects {cfg}: {test.stderr.strip()}")
+        cg = _make_cgroup(safe_name(board.name), em.cpu_quota, em.cpus)
+        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation dir
+        log = d / "sshd.log"
+        tasks = [Path(cg["cpu"]) / "tasks", Path(cg["cpuset"]) / "tasks"]
+        netns_path = str(NETNS_DIR / link["netns"]) if use_netns else None
+
+        def _enter_board() -> None:  # runs in the child, before exec: sshd and all it starts inherit both
+            for t in tasks:
+                with open(t, "w") as f:
+                    f.write(str(os.getpid()))
+            if netns_path and setns:  # the network namespace only: /sys (cgroup files) stays the host's
+                fd = os.open(netns_path, os.O_RDONLY)
+                try:
+                    setns(fd)
+                finally:
+                    os.close(fd)
+
+        with open(log, "ab") as lf:
+            sshd = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", str(cfg)],
+                stdout=lf,
+                stderr=lf,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_enter_board,  # noqa: PLW1509 - needed to enter the cgroup (and netns) before exec
+                start_new_session=True,
+            )
+        _wait_port(sshd_port, 10, sshd, log, host=sshd_host)
         if shaped:
+            # with tbf on the veth the proxy adds only the delay (rate 0 = unlimited); with rtt_ms = 0
+            # it still runs (zero delay), so devices.toml's 127.0.0.1:port stays the board's address
+            proxy_rate = 0.0 if use_netns else (em.link_mbit or 0)
             plog = d / "proxy.log"
             env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
             argv = [sys.executable, "-m", "probes.emulate", "proxy", "--listen-port", str(board.port)]
-            argv += ["--target-port", str(sshd_port), "--rtt-ms", str(em.rtt_ms or 0)]
-            argv += ["--rate-mbit", str(em.link_mbit or 0), "--tag", str(d)]
+            argv += ["--target-host", sshd_host, "--target-port", str(sshd_port), "--rtt-ms", str(em.rtt_ms or 0)]
+            argv += ["--rate-mbit", str(proxy_rate), "--tag", str(d)]
             with open(plog, "ab") as lf:
                 proxy = subprocess.Popen(
                     argv, stdout=lf, stderr=lf, stdin=subprocess.DEVNULL, env=env, start_new_session=True
                 )
             proxy_pid = proxy.pid
             _wait_port(board.port, 10, proxy, plog)
-            link.update(
-                shaper="user-space delay proxy (token bucket + RTT/2 each way)",
-                tc="not applied: tbf on lo would shape every loopback flow of this host",
-            )
+            if use_netns:
+                tbf = link.get("tbf")
+                link.update(
+                    shaper=(
+                        f"tbf on veth {link['host_veth']} + {link['board_veth']} + user-space delay proxy"
+                        if tbf
+                        else "user-space delay proxy into the board's network namespace (no rate declared)"
+                    ),
+                    proxy=f"127.0.0.1:{board.port} -> {sshd_host}:{sshd_port}, RTT/2 each way, rate unlimited",
+                )
+            else:
+                link.update(
+                    shaper="user-space delay proxy (token bucket + RTT/2 each way)",
+                    tc="not applied: tbf on lo would shape every loopback flow of this host",
+                    shaper_fallback_reason=fallback_reason,
+                )
     except Exception:
-        _kill(sshd.pid)
+        if sshd is not None:
+            _kill(sshd.pid)
         if proxy_pid:
             _kill(proxy_pid)
-        _remove_cgroup(cg)
+        if cg:
+            _remove_cgroup(cg)
+        if use_netns:
+            _teardown_netns(link)
         raise
     write_known_host(Path(board.known_hosts), board.host, board.port, (d / "ssh_host_ed25519_key.pub").read_text())
     return BoardProcess(
@@ -486,6 +790,8 @@ def stop_board(bp: BoardProcess) -> dict[str, Any]:
         except OSError:
             pass
     _remove_cgroup(bp.cgroups)
+    if bp.link.get("netns"):  # only the namespace and veth this board's record names
+        out.update(_teardown_netns(bp.link))
     return out
 
 
@@ -520,7 +826,16 @@ def fleet_status(fleet: Any | None = None) -> list[dict[str, Any]]:
             "proxy_pid": bp.proxy_pid if proxy_ok else None,
             "rtt_ms": bp.link.get("rtt_ms"),
             "link_mbit": bp.link.get("link_mbit"),
+            "shaper": bp.link.get("shaper"),
         }
+        if bp.link.get("shaper_fallback_reason"):
+            row["shaper_fallback_reason"] = bp.link["shaper_fallback_reason"]
+        if bp.link.get("netns"):
+            for k in ("netns", "host_veth", "board_veth", "host_addr", "board_addr", "subnet", "tbf"):
+                row[k] = bp.link.get(k)
+            row["netns_present"] = netns_present(bp.link)
+            if not row["netns_present"]:
+                row["state"] = "degraded"
         try:
             q = int((Path(bp.cgroups["cpu"]) / "cpu.cfs_quota_us").read_text())
             per = int((Path(bp.cgroups["cpu"]) / "cpu.cfs_period_us").read_text())
@@ -612,22 +927,32 @@ async def _serve(listen_host: str, listen_port: int, target_host: str, target_po
         await server.serve_forever()
 
 
-def run_proxy(listen_port: int, target_port: int, rtt_ms: float, rate_mbit: float, host: str = "127.0.0.1") -> None:
-    asyncio.run(_serve(host, listen_port, host, target_port, rtt_ms, rate_mbit))
+def run_proxy(
+    listen_port: int,
+    target_port: int,
+    rtt_ms: float,
+    rate_mbit: float,
+    host: str = "127.0.0.1",
+    target_host: str | None = None,
+) -> None:
+    """Listen on host:listen_port, forward to target_host (default: host):target_port; ``rate_mbit``
+    0 means unlimited (tbf on the board's veth shapes the rate)."""
+    asyncio.run(_serve(host, listen_port, target_host or host, target_port, rtt_ms, rate_mbit))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m probes.emulate")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("proxy", help="run a board's link: delay + rate proxy")
+    p = sub.add_parser("proxy", help="run a board's link: delay (+ rate, unless tbf shapes it) proxy")
     p.add_argument("--listen-port", type=int, required=True)
+    p.add_argument("--target-host", default="127.0.0.1", help="sshd's address (a board namespace's veth end)")
     p.add_argument("--target-port", type=int, required=True)
     p.add_argument("--rtt-ms", type=float, default=0.0)
     p.add_argument("--rate-mbit", type=float, default=0.0)
     p.add_argument("--tag", default="", help="board dir (lets fleet down recognise this process)")
     a = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    run_proxy(a.listen_port, a.target_port, a.rtt_ms, a.rate_mbit)
+    run_proxy(a.listen_port, a.target_port, a.rtt_ms, a.rate_mbit, target_host=a.target_host)
     return 0
 
 
