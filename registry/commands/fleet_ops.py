@@ -37,9 +37,11 @@ def _fleet(devices_path: Path):
 def up(devices_path: Path, db_url: str | None, boards: tuple[str, ...], as_json: bool) -> None:
     """Start the emulated boards of devices.toml (real sshd, cgroup-v1 quota, shaped link).
 
-    Each board gets its own sshd (own host key, key auth only) on 127.0.0.1, inside a
-    cgroup-v1 cpu/cpuset group with the declared cpu_quota and cpus, behind a user-space
-    proxy adding the declared RTT and rate. Keys and known_hosts go to the data dir.
+    Each board gets its own sshd (own host key, key auth only) inside a cgroup-v1 cpu/cpuset
+    group with the declared cpu_quota and cpus. A board with a declared link runs in its own
+    network namespace: tbf on its veth pair shapes the rate, and a user-space proxy on
+    127.0.0.1:<port> adds the RTT (netem is absent); `link_shaper = "proxy"` keeps a proxy-only
+    link. Keys and known_hosts go to the data dir.
     Needs root. Boards already up are left running.
 
     \b
@@ -61,6 +63,7 @@ def up(devices_path: Path, db_url: str | None, boards: tuple[str, ...], as_json:
             "proxy_pid": b.proxy_pid,
             "rtt_ms": b.link.get("rtt_ms"),
             "link_mbit": b.link.get("link_mbit"),
+            "shaper": b.link.get("shaper"),
             "cgroup": b.cgroups.get("cpu"),
         }
         for b in started
