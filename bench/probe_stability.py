@@ -62,12 +62,15 @@ def main() -> None:
     ap.add_argument("--runs", "--sessions", type=int, default=5, dest="runs")
     ap.add_argument("--size", type=int, default=112, help="input px of the bench CNN (112: ~9 ms on the host)")
     ap.add_argument("--channels", type=int, default=32)
+    ap.add_argument("--min-repeat-ms", type=float, default=None, help="session length (default: the protocol's 200 ms)")
     a = ap.parse_args()
     from registry.store import Store
 
     model = make_cnn(Path(tempfile.mkdtemp()) / "cnn.onnx", channels=a.channels, size=a.size)
     board = {"name": "stab-1", "emulate": f'{{ cpu_quota = {a.quota}, cpus = "{a.cpus}" }}'}
     protocol = MeasureProtocol()  # default protocol: 5 sessions x >= 200 ms
+    if a.min_repeat_ms:
+        protocol = MeasureProtocol(min_repeat_ms=a.min_repeat_ms)
     host_job = Job(job_id="host", model=str(model), protocol=protocol)
     board_p50, board_within, host_p50, host_within = [], [], [], []
     with emulated_fleet([board]) as (fleet, tmp):
@@ -87,7 +90,10 @@ def main() -> None:
             host_p50.append(hs["p50_ms"])
             host_within.append(_cv(hs["session_medians_ms"]))
         store.dispose()
-    print(f"model: bench CNN {a.channels} ch, {a.size} px; board: cpu_quota {a.quota}, cpus {a.cpus}; {a.runs} runs")
+    print(
+        f"model: bench CNN {a.channels} ch, {a.size} px; board: cpu_quota {a.quota}, cpus {a.cpus}; {a.runs} runs; "
+        f"protocol {protocol.repeat} sessions x >= {protocol.min_repeat_ms:g} ms"
+    )
     print(f"board p50 per job (ms): {[round(x, 3) for x in board_p50]}")
     print(
         f"host  p50 per job (ms): {[round(x, 3) for x in host_p50]}   (board/host {statistics.mean(board_p50) / statistics.mean(host_p50):.2f}x)"
