@@ -488,9 +488,7 @@ def main() -> int:
     ap.add_argument("--resolutions", default="32,48,64,96,128")
     ap.add_argument("--split-widths", default="16,48", help="variants with split points: these widths ...")
     ap.add_argument("--split-resolutions", default="64,128", help="... at these resolutions")
-    ap.add_argument(
-        "--kind", default="gbm", choices=("linear", "gbm"), help="predictor kind (gbm: the CLI default)"
-    )
+    ap.add_argument("--kind", default="gbm", choices=("linear", "gbm"), help="predictor kind (gbm: the CLI default)")
     ap.add_argument("--bandwidth-mbit", type=float, default=None, help="default: mid-1's link")
     ap.add_argument("--rtt-ms", type=float, default=None, help="default: mid-1's link")
     ap.add_argument("--keep", action="store_true", help="print the temp dir and keep the store")
