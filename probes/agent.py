@@ -303,6 +303,7 @@ def summarize(samples_ms: list[float], sessions: list[list[float]] | None = None
     }
     if sessions is not None:
         out["session_medians_ms"] = [_percentile(sorted(x), 50) for x in sessions]
+        out["session_means_ms"] = [sum(x) / len(x) if x else float("nan") for x in sessions]
         out["session_n"] = [len(x) for x in sessions]
     return out
 
