@@ -29,6 +29,15 @@ def test_cgroup_check_names_what_is_missing(tmp_path):
     assert "root" in e.value.hint
 
 
+@pytest.mark.parametrize("share", [0.1, 0.25, 0.4, 0.5, 0.6, 0.9])
+def test_cfs_quota_is_at_least_two_and_a_half_ticks_and_keeps_the_share(share):
+    # HZ=250 enforces CFS bandwidth on 4 ms ticks: a shorter quota over-throttles and goes bimodal
+    period, quota = emulate.cfs_params(share)
+    assert quota >= emulate.MIN_QUOTA_US == 10_000
+    assert quota / period == pytest.approx(share, rel=0.01)
+    assert emulate.cfs_params(2.0) == (100_000, 200_000)  # >= 1 core: the kernel's default period
+
+
 @pytest.mark.skipif(not CAN_CGROUP or not os.path.exists(emulate.SSHD), reason="needs root, cgroup v1 and sshd")
 def test_fleet_up_status_check_down(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEATLAS_HOME", str(tmp_path / "home"))
