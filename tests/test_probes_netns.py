@@ -228,32 +228,24 @@ def test_link_shaper_proxy_keeps_the_proxy_only_path(fleet_of):
     assert up >= 0.2  # 200 kB at 8 Mbit/s, shaped by the proxy's token bucket
 
 
-def test_link_shaper_rejects_unknown_values(tmp_path):
-    devices = write_devices(
-        tmp_path / "devices.toml",
-        [{"name": "x", "port": 2222, "emulate": '{ cpu_quota = 1.0, link_mbit = 8, link_shaper = "netem" }'}],
+def _one_board(path: Path, emulate_table: str) -> Path:
+    return write_devices(
+        path,
+        [{"name": "x", "port": 2222, "emulate": emulate_table}],
         "{data_dir}/fleet/id_ed25519",
         "{data_dir}/fleet/known_hosts",
         "/tmp/x",
     )
+
+
+def test_link_shaper_rejects_unknown_values(tmp_path):
+    devices = _one_board(tmp_path / "devices.toml", '{ cpu_quota = 1.0, link_mbit = 8, link_shaper = "netem" }')
     with pytest.raises(EdgeatlasError) as e:
         load_devices(devices)
     assert e.value.code == ErrorCode.INVALID_CONFIG
     msg = e.value.message
     assert "emulate.link_shaper" in msg and "'netem'" in msg and all(v in msg for v in ("auto", "netns", "proxy"))
-    ok = write_devices(
-        tmp_path / "ok.toml",
-        [{"name": "x", "port": 2222, "emulate": '{ cpu_quota = 1.0, link_shaper = "netns" }'}],
-        "{data_dir}/fleet/id_ed25519",
-        "{data_dir}/fleet/known_hosts",
-        "/tmp/x",
-    )
+    ok = _one_board(tmp_path / "ok.toml", '{ cpu_quota = 1.0, link_shaper = "netns" }')
     assert load_devices(ok).board("x").emulate.link_shaper == "netns"
-    default = write_devices(
-        tmp_path / "d.toml",
-        [{"name": "x", "port": 2222, "emulate": "{ cpu_quota = 1.0 }"}],
-        "{data_dir}/fleet/id_ed25519",
-        "{data_dir}/fleet/known_hosts",
-        "/tmp/x",
-    )
+    default = _one_board(tmp_path / "d.toml", "{ cpu_quota = 1.0 }")
     assert load_devices(default).board("x").emulate.link_shaper == "auto"
