@@ -619,6 +619,58 @@ class Store:
                 q = q.limit(limit)
             return [self._measurement(r) for r in s.scalars(q).all()]
 
+    def measurement_columns(
+        self,
+        columns: Sequence[str],
+        device_class: str | None = None,
+        source: str | None = None,
+        status: str | None = "ok",
+        whole_model_only: bool = False,
+    ) -> dict[str, list[Any]]:
+        """Only the named columns of the matching measurements, one list per column, in id order.
+
+        The lean read for bulk consumers (predictor training reads ~1M rows): one SELECT of plain
+        values, no ORM objects or records. Filters as :meth:`list_measurements`; ``whole_model_only``
+        keeps the rows without a split (``split_id IS NULL``)."""
+        table = MeasurementRow.__table__
+        unknown = [c for c in columns if c not in table.c]
+        if unknown:
+            raise EdgeatlasError(
+                f"measurements have no column {', '.join(unknown)}",
+                ErrorCode.INVALID_ARGUMENT,
+                hint=f"known: {', '.join(table.c.keys())}",
+            )
+        q = select(*(table.c[c] for c in columns)).order_by(table.c.id)
+        if device_class:
+            q = q.where(table.c.device_class == device_class)
+        if source:
+            q = q.where(table.c.source.like(source.replace("*", "%")))
+        if status:
+            q = q.where(table.c.status == status)
+        if whole_model_only:
+            q = q.where(table.c.split_id.is_(None))
+        with self.engine.connect() as conn:
+            d = conn.dialect
+            if d.name == "sqlite" and all(
+                table.c[c].type.dialect_impl(d).result_processor(d, None) is None for c in columns
+            ):
+                # plain values need no result processing: read the DBAPI cursor itself (a million
+                # Row objects cost ~2 s more than the tuples under them)
+                compiled = q.compile(dialect=d)
+                params = compiled.params
+                args = tuple(params[k] for k in compiled.positiontup or ()) if compiled.positional else params
+                cur = conn.connection.dbapi_connection.cursor()
+                try:
+                    cur.execute(str(compiled), args)
+                    rows = cur.fetchall()
+                finally:
+                    cur.close()
+            else:
+                rows = conn.execute(q).all()
+        if not rows:
+            return {c: [] for c in columns}
+        return {c: list(v) for c, v in zip(columns, zip(*rows, strict=True), strict=True)}
+
     def count_measurements(self, status: str | None = "ok", source: str | None = None) -> int:
         with self.session() as s:
             q = select(func.count(MeasurementRow.id))
