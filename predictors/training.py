@@ -70,57 +70,122 @@ class TrainingData:
 
 
 def collect(store, device_class: str | None = None, source: str | None = None) -> TrainingData:
-    """Measurements (status ok) joined with variant features, grouped by device class."""
-    rows = store.list_measurements(device_class=device_class, source=source, status="ok")
-    rows = [r for r in rows if r.split_id is None]  # whole-model rows; split heads/tails have their own features
-    if not rows:
+    """Measurements (status ok, whole model) joined with variant features, grouped by device class.
+
+    Vectorised for ~1M rows: one lean column query (no ORM records), one feature matrix indexed by
+    variant, classes and the key order by numpy sorts. Rows are in key order within a class and
+    classes in order of their first key, as they always were (the fit depends on both).
+    """
+    return _group(_load(store, device_class, source))
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """The validated measurement columns and their data hash, before grouping by class."""
+
+    n: int
+    lat: np.ndarray
+    en: np.ndarray  # NaN where not measured
+    order: np.ndarray  # row indices in key order
+    features: np.ndarray  # one row per measured variant
+    vcode: np.ndarray  # each row's index into ``features`` / ``variants``
+    variants: list[str]
+    ccode: np.ndarray  # each row's index into ``classes``
+    classes: list[str]
+    data_hash: str
+
+
+def _load(store, device_class: str | None, source: str | None) -> _Loaded:
+    cols = store.measurement_columns(
+        ("key", "variant_id", "device_class", "board", "latency_ms", "energy_mj"),
+        device_class=device_class,
+        source=source,
+        status="ok",
+        whole_model_only=True,  # split heads/tails have their own features
+    )
+    keys: list[str] = cols["key"]
+    n = len(keys)
+    if not n:
         raise EdgeatlasError(
             "empty training set: no successful measurements" + (f" for class {device_class!r}" if device_class else ""),
             code=ErrorCode.INSUFFICIENT_DATA,
             hint="run `edgeatlas bench run` or `edgeatlas predictors import NAME --path DIR` first",
         )
-    bad = [r for r in rows if r.latency_ms is None or not math.isfinite(r.latency_ms) or r.latency_ms <= 0]
-    bad_e = [r for r in rows if r.energy_mj is not None and (not math.isfinite(r.energy_mj) or r.energy_mj <= 0)]
-    if bad or bad_e:
-        r0 = (bad or bad_e)[0]
+    lat = np.array(cols["latency_ms"], dtype=np.float64)  # None -> NaN
+    en_none = np.fromiter((e is None for e in cols["energy_mj"]), dtype=bool, count=n)
+    en = np.array(cols["energy_mj"], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(lat) & (lat > 0))
+        bad_e = ~en_none & ~(np.isfinite(en) & (en > 0))
+    if bad.any() or bad_e.any():
+        i = int(np.flatnonzero(bad)[0] if bad.any() else np.flatnonzero(bad_e)[0])
         raise EdgeatlasError(
-            f"{len(bad)} ok measurements have a missing/NaN/non-positive latency_ms and {len(bad_e)} a NaN/non-positive "
-            f"energy_mj (first: key {r0.key[:16]}, board {r0.board}, variant {r0.variant_id}, "
-            f"latency_ms={r0.latency_ms!r}, energy_mj={r0.energy_mj!r})",
+            f"{int(bad.sum())} ok measurements have a missing/NaN/non-positive latency_ms and {int(bad_e.sum())} a "
+            f"NaN/non-positive energy_mj (first: key {keys[i][:16]}, board {cols['board'][i]}, variant "
+            f"{cols['variant_id'][i]}, latency_ms={cols['latency_ms'][i]!r}, energy_mj={cols['energy_mj'][i]!r})",
             code=ErrorCode.BAD_DATA,
             hint="re-measure those variants (`edgeatlas bench run`) or mark the rows failed; nothing was trained",
         )
+    # one feature matrix over the measured variants; every stored feature dict is validated
     feats: dict[str, np.ndarray] = {}
     for v in store.list_variants():
         if v.features:
             feats[v.id] = features_from_dict(v.features, f"variant {v.id}").vector()
-    missing = sorted({r.variant_id for r in rows if r.variant_id not in feats})
+    measured, vcode = _codes(cols["variant_id"])
+    missing = sorted(v for v in measured if v not in feats)
     if missing:
         raise EdgeatlasError(
             f"{len(missing)} measured variants have no ONNX features (e.g. {missing[0]})",
             code=ErrorCode.BAD_DATA,
             hint="re-run `edgeatlas zoo build` (it stores features) or import the dataset again",
         )
-    groups: dict[str, list] = {}
-    h = hashlib.sha256()
-    for r in sorted(rows, key=lambda r: r.key):
-        groups.setdefault(r.device_class or r.board, []).append(r)
-        h.update(f"{r.key}|{r.latency_ms!r}|{r.energy_mj!r}\n".encode())
+    F = np.array([feats[v] for v in measured], dtype=np.float64).reshape(len(measured), len(FEATURE_NAMES))
+    # key order (UTF-8 bytes sort as code points do, i.e. as Python sorts the str keys)
+    kb = np.array([k.encode() for k in keys])
+    order = np.argsort(kb, kind="stable")
+    # The data hash: every row's key, latency and energy (NaN: none) in key order, as fixed-width
+    # bytes. Deterministic, and any added/removed row or changed value changes it. (Version 2: the
+    # row-by-row text hash it replaces differs, so the first retrain after the change trains once.)
+    h = hashlib.sha256(f"edgeatlas-training-data/2|{n}|{kb.dtype.str}\n".encode())
+    for part in (kb[order], lat[order].astype("<f8"), en[order].astype("<f8")):
+        h.update(np.ascontiguousarray(part).tobytes())
+    labels = cols["device_class"]
+    if not all(labels):  # a row without a class is grouped under its board
+        labels = [d or b for d, b in zip(labels, cols["board"], strict=True)]
+    names, ccode = _codes(labels)
+    return _Loaded(n, lat, en, order, F, vcode, measured, ccode, names, h.hexdigest())
+
+
+def _group(d: _Loaded) -> TrainingData:
+    """Rows grouped by class: (features, latency, energy or None) and the variant ids."""
+    order, names, vcode, F, lat, en = d.order, d.classes, d.vcode, d.features, d.lat, d.en
+    csorted = d.ccode[order]
+    _, first = np.unique(csorted, return_index=True)
+    by_class = order[np.argsort(csorted, kind="stable")]  # class-major, key order within a class
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(csorted, minlength=len(names)))])
+    vid_arr = np.array(d.variants, dtype=object)
     per_class: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
     vids: dict[str, list[str]] = {}
-    for c, rs in groups.items():
-        X = np.array([feats[r.variant_id] for r in rs])
-        lat = np.array([np.nan if r.latency_ms is None else r.latency_ms for r in rs], dtype=np.float64)
-        en = np.array([np.nan if r.energy_mj is None else r.energy_mj for r in rs], dtype=np.float64)
-        per_class[c] = (X, lat, en if np.isfinite(en).any() else None)
-        vids[c] = [r.variant_id for r in rs]
-    return TrainingData(per_class, vids, h.hexdigest(), len(rows))
+    for c in np.argsort(first, kind="stable"):  # classes in order of their first key
+        rows = by_class[bounds[c] : bounds[c + 1]]
+        e = en[rows]
+        per_class[names[c]] = (F[vcode[rows]], lat[rows], e if np.isfinite(e).any() else None)
+        vids[names[c]] = vid_arr[vcode[rows]].tolist()
+    return TrainingData(per_class, vids, d.data_hash, d.n)
+
+
+def _codes(values: list[str]) -> tuple[list[str], np.ndarray]:
+    """The distinct values in order of first appearance, and each value's index among them."""
+    distinct = list(dict.fromkeys(values))
+    index = {v: i for i, v in enumerate(distinct)}
+    return distinct, np.fromiter(map(index.__getitem__, values), dtype=np.intp, count=len(values))
 
 
 def _held_out(ids: Sequence[str], fraction: float = 0.2) -> np.ndarray:
     """Deterministic held-out slice by variant id hash (same variants held out for every class)."""
     cut = int(fraction * 1000)
-    return np.array([int(hashlib.sha256(i.encode()).hexdigest()[:8], 16) % 1000 < cut for i in ids], dtype=bool)
+    held = {i: int(hashlib.sha256(i.encode()).hexdigest()[:8], 16) % 1000 < cut for i in dict.fromkeys(ids)}
+    return np.fromiter((held[i] for i in ids), dtype=bool, count=len(ids))
 
 
 def choose_probes(data: TrainingData, n: int = N_PROBES) -> tuple[list[str], np.ndarray]:
@@ -128,11 +193,13 @@ def choose_probes(data: TrainingData, n: int = N_PROBES) -> tuple[list[str], np.
     count: dict[str, int] = {}
     fv: dict[str, np.ndarray] = {}
     for c, ids in data.variant_ids.items():
-        for vid in dict.fromkeys(ids):
+        last = dict(zip(ids, range(len(ids)), strict=True))  # a variant's last row in the class
+        for vid in last:
             count[vid] = count.get(vid, 0) + 1
         X = data.per_class[c][0]
-        for vid, x in zip(ids, X, strict=True):
-            fv[vid] = x
+        if len(X) != len(ids):
+            raise ValueError(f"class {c!r}: {len(X)} feature rows for {len(ids)} variant ids")
+        fv.update(zip(last, X[list(last.values())], strict=True))
     top = max(count.values())
     cands = sorted((v for v in count if count[v] == top), key=lambda v: fv[v][0])
     if len(cands) <= n:
@@ -156,27 +223,44 @@ def fit_set(
     return PredictorSet.fit(per, kind=kind, probe_ids=probes, probe_features=pf, class_facts=facts)
 
 
-def score(
+def held_out_predictions(
     pset: PredictorSet, data: TrainingData, mask: dict[str, np.ndarray], target: str = "latency"
-) -> dict[str, Any]:
-    """Metrics per class on the rows selected by ``mask`` (pooled: acc10, mape over all rows)."""
-    out: dict[str, Any] = {"per_class": {}}
-    preds, trues = [], []
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per class the set can predict: (predicted, measured) ``target`` on the rows of ``mask``
+    whose target is finite. Only that target's regressor runs (no interval, no other target)."""
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for c, (X, lat, en) in data.per_class.items():
-        m = mask[c]
         y = lat if target == "latency" else en
         if y is None or c not in pset.classes:
             continue
-        m = m & np.isfinite(y)
-        if m.sum() < 2:
+        est = pset.classes[c].get(target)
+        m = mask[c] & np.isfinite(y)
+        if est is None or not m.any():
             continue
-        p = pset.predict(X[m], device_class=c)
-        pv = p.latency_ms if target == "latency" else p.energy_mj
-        if pv is None:
+        out[c] = (est.predict(pset._check_features(X[m])), y[m])
+    return out
+
+
+def score(
+    pset: PredictorSet,
+    data: TrainingData,
+    mask: dict[str, np.ndarray],
+    target: str = "latency",
+    predictions: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict[str, Any]:
+    """Metrics per class on the rows selected by ``mask`` (pooled: acc10, mape over all rows).
+
+    ``predictions``: :func:`held_out_predictions` of the same arguments, when already computed."""
+    if predictions is None:
+        predictions = held_out_predictions(pset, data, mask, target)
+    out: dict[str, Any] = {"per_class": {}}
+    preds, trues = [], []
+    for c, (pv, y) in predictions.items():
+        if len(y) < 2:
             continue
-        out["per_class"][c] = metrics(pv, y[m])
+        out["per_class"][c] = metrics(pv, y)
         preds.append(pv)
-        trues.append(y[m])
+        trues.append(y)
     if preds:
         out.update(metrics(np.concatenate(preds), np.concatenate(trues)))
     return out
@@ -281,7 +365,14 @@ def predict_matrix(
     return pset.predict(features, device_class=device_class, facts=facts, probe_latencies=probe_latencies)
 
 
+PLOT_MAX_POINTS = 20_000  # a held-out scatter of more points is drawn from a seeded random subset
+
+
 def _plot(path: Path, pred: np.ndarray, true: np.ndarray, title: str) -> None:
+    if len(pred) > PLOT_MAX_POINTS:  # 200k dots take seconds to draw and read as one blob
+        keep = np.sort(np.random.default_rng(0).choice(len(pred), size=PLOT_MAX_POINTS, replace=False))
+        title = f"{title} ({PLOT_MAX_POINTS} of {len(pred)} rows)"
+        pred, true = pred[keep], true[keep]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -327,21 +418,29 @@ def train(
     if target not in ("latency", "energy"):
         raise EdgeatlasError(f"--target must be latency or energy, not {target!r}", code=ErrorCode.INVALID_ARGUMENT)
     t0 = time.perf_counter()
-    data = collect(store, device_class=device_class, source=source)
-    if target == "energy" and not any(en is not None for _, _, en in data.per_class.values()):
+    phases: dict[str, float] = {}  # wall seconds per step, in the report
+
+    def lap(step: str) -> None:
+        phases[step] = round(time.perf_counter() - t0 - sum(phases.values()), 2)
+
+    loaded = _load(store, device_class, source)  # validated, hashed; grouped only if needed
+    if target == "energy" and not np.isfinite(loaded.en).any():
         raise EdgeatlasError("no energy measurements to train on", code=ErrorCode.INSUFFICIENT_DATA)
     champ = store.champion(name)
     if promote == "if_better":
-        same = [p for p in store.list_predictors(name) if p.data_hash == data.data_hash and p.target == target]
+        same = [p for p in store.list_predictors(name) if p.data_hash == loaded.data_hash and p.target == target]
         if same:
             return {
                 "status": "no new data",
                 "name": name,
-                "data_hash": data.data_hash,
-                "rows": data.n_rows,
+                "data_hash": loaded.data_hash,
+                "rows": loaded.n,
                 "champion_version": champ.version if champ else None,
                 "message": f"no new data since v{same[-1].version} ({same[-1].status}); nothing changed",
             }
+    data = _group(loaded)
+    del loaded
+    lap("collect")
     small = {c: len(v[1]) for c, v in data.per_class.items() if len(v[1]) < MIN_ROWS_PER_CLASS}
     skipped: dict[str, str] = {}
     if small and device_class is None and len(small) < len(data.per_class):
@@ -366,7 +465,9 @@ def train(
     if progress:
         progress(f"fitting {len(data.per_class)} classes on {data.n_rows} rows")
     chall = fit_set(data, store, kind=kind, train_mask=train_mask)
-    chall_score = score(chall, data, held, target)
+    lap("fit")
+    chall_pred = held_out_predictions(chall, data, held, target)  # scored, then plotted
+    chall_score = score(chall, data, held, target, chall_pred)
     champ_score = None
     if champ is not None:
         try:
@@ -374,6 +475,7 @@ def train(
             champ_score = score(champ_set, data, held, target)
         except EdgeatlasError as exc:
             champ_score = {"error": exc.one_line()}
+    lap("score")
     better = (
         champ_score is None
         or "mape" not in champ_score
@@ -381,6 +483,7 @@ def train(
     )
     status = "champion" if (promote == "always" or better) else "rejected"
     path, sha = save(chall, name, data.data_hash)
+    lap("save")
     rec = store.add_predictor(
         name=name,
         target=target,
@@ -407,6 +510,7 @@ def train(
         "champion": champ_score,
         "champion_version_before": champ.version if champ else None,
         "seconds": round(time.perf_counter() - t0, 2),
+        "phases_s": phases,
         "path": str(path),
     }
     stem = f"{name}-v{rec.version}".replace("/", "_").replace(":", "_")
@@ -414,21 +518,12 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     rp = out_dir / f"{stem}.json"
     rp.write_text(json.dumps(report, indent=2, default=float))
-    preds, trues = [], []
-    for c, (X, lat, en) in data.per_class.items():
-        y = lat if target == "latency" else en
-        m = held[c] & np.isfinite(y) if y is not None else None
-        if m is None or m.sum() == 0:
-            continue
-        p = chall.predict(X[m], device_class=c)
-        pv = p.latency_ms if target == "latency" else p.energy_mj
-        if pv is not None:
-            preds.append(pv)
-            trues.append(y[m])
-    if preds:
+    if chall_pred:
         plot = out_dir / f"{stem}.png"
-        _plot(plot, np.concatenate(preds), np.concatenate(trues), f"{name} v{rec.version} held-out {target}")
+        pv, yv = (np.concatenate(v) for v in zip(*chall_pred.values(), strict=True))
+        _plot(plot, pv, yv, f"{name} v{rec.version} held-out {target}")
         report["plot"] = str(plot)
+        lap("plot")
     report["report"] = str(rp)
     rp.write_text(json.dumps(report, indent=2, default=float))
     return report
