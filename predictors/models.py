@@ -4,8 +4,8 @@ Estimators (all pass ``sklearn.utils.estimator_checks.parametrize_with_checks``)
 
 - :class:`LatencyRegressor`: per device class, model features -> latency (or energy). ``kind="linear"``
   fits a ridge in raw ms (latency is a sum of op costs, so it is linear in the additive graph
-  features); ``kind="gbm"`` fits gradient boosting on log targets. Intervals: split-conformal
-  quantiles of cross-validated log-ratio residuals.
+  features); ``kind="gbm"`` fits gradient boosting on log targets. Intervals: conformal
+  quantiles of cross-validated log-ratio residuals (split-conformal from 10k rows).
 - :class:`KShotCalibrator`: the unseen-device model. Its inputs are the predictions of the reference
   devices' regressors; it fits non-negative weights (plus an offset) on the k probe-set measurements
   of the new device, i.e. "this device behaves like a mix of devices we know". Interval from
@@ -69,7 +69,8 @@ class LatencyRegressor(RegressorMixin, BaseEstimator):
     Parameters
     ----------
     kind : "linear" (ridge in raw target space, alpha by GCV) or "gbm" (HistGradientBoosting on log target)
-    coverage : interval coverage (split-conformal on ``cv``-fold residuals)
+    coverage : interval coverage: conformal quantile of ``cv``-fold out-of-fold log-ratio residuals,
+        or from :data:`SPLIT_CONFORMAL_ROWS` rows on, of a random 20 % calibration split (one fit)
     """
 
     def __init__(
