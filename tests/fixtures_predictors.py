@@ -78,3 +78,18 @@ def pred_store(tmp_path, monkeypatch, help_slice):
             )
     s.add_measurements_bulk(meas)
     return s
+
+
+def add_featureless_variant(store, vid: str) -> None:
+    """A variant with no ONNX graph (path "") and so no features: what a predictor must refuse."""
+    store.add_variant(
+        id=vid,
+        family="x",
+        format="onnx",
+        path="",
+        params=1,
+        macs=1,
+        size_bytes=1,
+        input_shape=(1, 3, 8, 8),
+        precision="fp32",
+    )

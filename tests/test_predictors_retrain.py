@@ -12,6 +12,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from fixtures_predictors import add_featureless_variant
 
 from predictors.features import FEATURE_NAMES
 from predictors.training import train
@@ -133,17 +134,7 @@ def test_bad_input_nan_and_missing_features(pred_store, tmp_path):
 def test_predict_refuses_variant_without_features_and_unknown_device(pred_store, tmp_path):
     store = pred_store
     train(store, kind="linear")
-    store.add_variant(
-        id="nofeat-v",
-        family="x",
-        format="onnx",
-        path="",
-        params=1,
-        macs=1,
-        size_bytes=1,
-        input_shape=(1, 3, 8, 8),
-        precision="fp32",
-    )
+    add_featureless_variant(store, "nofeat-v")
     env = {"EDGEATLAS_DB": store.url}
     out = CliRunner().invoke(group, ["predict", "--variant", "nofeat-v", "--device", "pixel3", "--json"], env=env)
     assert isinstance(out.exception, EdgeatlasError) and "no ONNX graph features" in str(out.exception)

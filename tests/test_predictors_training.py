@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from fixtures_predictors import add_featureless_variant
 
 from predictors.features import FEATURE_NAMES
 from predictors.training import TRUSTED_TYPES, load_champion, load_file, predict_matrix, train
@@ -138,17 +139,7 @@ def test_bad_training_input(store, tmp_path, monkeypatch):
     )
     with pytest.raises(EdgeatlasError, match="'tiny' has 1 measurements; at least 20"):
         train(store, device_class="tiny")
-    store.add_variant(
-        id="nofeat",
-        family="x",
-        format="onnx",
-        path="",
-        params=1,
-        macs=1,
-        size_bytes=1,
-        input_shape=(1, 3, 8, 8),
-        precision="fp32",
-    )
+    add_featureless_variant(store, "nofeat")
     store.add_measurements_bulk(
         [
             {

@@ -93,18 +93,19 @@ def eval_cmd(dataset: str, devices: tuple[str, ...], shots: int, path: str | Non
 
 
 SOURCE_HELP = "Only measurements from this source: probe (the fleet), dataset:<name>, or a glob like dataset:*."
-
-
-@group.command(name="train")
-@click.option("--class", "device_class", default=None, help="Train one device class only.")
-@click.option("--source", default=None, help=SOURCE_HELP)
-@click.option(
+report_option = click.option(
     "--report",
     "report_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Report folder (default: the data dir's reports/).",
 )
+
+
+@group.command(name="train")
+@click.option("--class", "device_class", default=None, help="Train one device class only.")
+@click.option("--source", default=None, help=SOURCE_HELP)
+@report_option
 @click.option("--target", type=click.Choice(["latency", "energy"]), default="latency", show_default=True)
 @click.option("--name", default=None, help="Predictor name (default: 'default', or 'class:<C>' with --class).")
 @click.option("--kind", type=click.Choice(["gbm", "linear"]), default="gbm", show_default=True)
@@ -154,13 +155,7 @@ def train_cmd(
 @click.option("--target", type=click.Choice(["latency", "energy"]), default="latency", show_default=True)
 @click.option("--kind", type=click.Choice(["gbm", "linear"]), default="gbm", show_default=True)
 @click.option("--source", default=None, help=SOURCE_HELP)
-@click.option(
-    "--report",
-    "report_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Report folder (default: the data dir's reports/).",
-)
+@report_option
 @click.option(
     "--schedule",
     is_flag=True,
