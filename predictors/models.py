@@ -45,6 +45,7 @@ def _positive_tags(tags):
 SMALL_FIT_ROWS = 50_000  # below this a gradient-boosting fit runs on one thread
 SPLIT_CONFORMAL_ROWS = 10_000  # from this many rows the interval is split-conformal (one fit, not cv + 1)
 CALIBRATION_FRACTION = 0.2  # rows held out to calibrate the split-conformal interval
+EARLY_STOPPING_MIN_VARIANTS = 500  # a large gradient-boosting fit stops early from this many distinct rows
 
 
 @functools.cache
@@ -104,6 +105,8 @@ class LatencyRegressor(RegressorMixin, BaseEstimator):
         raise ValueError(f"kind must be 'linear' or 'gbm', got {self.kind!r}")
 
     def _fit_one(self, X, y):
+        if self.kind == "gbm" and len(y) >= SPLIT_CONFORMAL_ROWS:
+            return self._fit_large_gbm(X, y)
         m = self._make(len(y))
         if self.kind == "gbm":
             # sklearn's default min_samples_leaf=20 cannot split a class measured on ~30 variants
@@ -123,6 +126,38 @@ class LatencyRegressor(RegressorMixin, BaseEstimator):
                 m.fit(X, y)
             return m
         m.fit(X, np.log(y) if self.kind == "gbm" else y)
+        return m
+
+    def _fit_large_gbm(self, X, y):
+        """A gradient-boosting fit on >= SPLIT_CONFORMAL_ROWS rows: one row per variant, early stopping.
+
+        1. Rows with identical features (one variant measured again and again on a class: every
+           sweep, board and runtime config adds one) become one row whose target is their mean log
+           target (the geometric mean of the repeats), as nn-Meter and HELP train on one latency per
+           model and device. Each variant then counts once, however often it was measured, and
+           ``min_samples_leaf`` counts distinct variants. (Weighting the folded row by its count
+           would reproduce the unfolded fit exactly for squared loss, but sklearn's weighted
+           histograms made a fit 3x slower.) The interval is still calibrated on single rows, so it
+           keeps the spread of the repeats.
+        2. From EARLY_STOPPING_MIN_VARIANTS distinct rows, early stopping on a 10 % validation split (10 rounds without a 1e-7 gain): sklearn's own
+           default (``early_stopping="auto"``) from 10k rows. A fit costs about the same per round
+           at 4k rows as at 40k (split finding over 59 features x 255 bins dominates).
+        Together: on 1M rows of 20 classes (bench/predictor_retrain.py) the 41 fits of 300 rounds on
+        40k rows took 112 s; folded and stopped early they take about a quarter of it.
+        """
+        logy = np.log(y)
+        # (sorted distinct rows: the fit does not depend on the order the rows came in)
+        X, inv, counts = np.unique(X, axis=0, return_inverse=True, return_counts=True)
+        logy = np.bincount(inv.reshape(-1), weights=logy) / counts
+        m = self._make(len(y))
+        m.set_params(min_samples_leaf=int(max(2, min(20, len(logy) // 10))))
+        if len(logy) >= EARLY_STOPPING_MIN_VARIANTS:  # a validation split of >= 50 variants
+            m.set_params(early_stopping=True, validation_fraction=0.1, n_iter_no_change=10, tol=1e-7)
+        if len(logy) < SMALL_FIT_ROWS:
+            with _threadpools().limit(limits=1, user_api="openmp"):
+                m.fit(X, logy)
+        else:
+            m.fit(X, logy)
         return m
 
     def _raw(self, m, X):

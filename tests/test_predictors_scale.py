@@ -210,3 +210,27 @@ def test_measurement_columns(pred_store):
     # a column that needs result processing (a datetime on SQLite) goes through SQLAlchemy's rows
     dated = store.measurement_columns(("key", "created_at"), device_class="pixel3")
     assert dated["key"] == cols["key"] and all(isinstance(t, datetime) for t in dated["created_at"])
+
+
+def test_large_gbm_fit_is_one_row_per_variant_and_stops_early():
+    """From 10k rows a gradient-boosting fit folds a variant's repeats into one row (their mean log
+    target) and stops early: repeats, their count and row order no longer change the model."""
+    rng = np.random.default_rng(3)
+    F, base = _synthetic(800, seed=3)
+    reps = rng.integers(10, 20, size=len(F))
+    idx = np.repeat(np.arange(len(F)), reps)
+    noise = np.exp(rng.normal(0, 0.1, len(idx)))
+    y = base[idx] * noise
+    est = LatencyRegressor(kind="gbm")
+    big = est._fit_large_gbm(F[idx], y)
+    # the same model from one row per variant carrying the geometric mean of its repeats
+    geo = np.exp(np.bincount(idx, weights=np.log(y)) / reps)
+    perm = rng.permutation(len(F))
+    folded = est._fit_large_gbm(F[perm], geo[perm])
+    np.testing.assert_allclose(big.predict(F), folded.predict(F), rtol=1e-12)
+    assert big.n_iter_ < est.n_trees  # early stopping on a 10 % validation split of the variants
+    # the public fit takes that path from SPLIT_CONFORMAL_ROWS rows, and its interval still covers
+    # single measurements (the spread of the repeats), not only the per-variant means
+    m = est.fit(F[idx], y)
+    p, lo, hi = m.predict_interval(F[idx])
+    assert 0.85 < float(np.mean((y >= lo) & (y <= hi))) < 0.97
