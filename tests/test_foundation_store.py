@@ -215,3 +215,28 @@ def test_two_stores_claim_concurrently_without_double_claims(any_db_url: str) ->
     keys = [k for k, _ in taken]
     assert sorted(keys) == sorted(f"j{i}" for i in range(40)) and len(set(keys)) == 40
     assert a.queue_counts() == {"done": 40}
+
+
+def test_a_split_job_holds_its_edge_board_too(any_db_url: str) -> None:
+    """A split job's tail runs on its edge board: no other job may run there meanwhile, neither a
+    job of that board nor another split job's tail, and the split waits while the edge is busy."""
+    store = Store.open(any_db_url)
+    jobs = [
+        ("s1", {"board": "dev1", "edge": "edge", "kind": "split"}),
+        ("m1", {"board": "edge", "kind": "model"}),
+        ("s2", {"board": "dev2", "edge": "edge", "kind": "split"}),
+        ("m2", {"board": "dev2", "kind": "model"}),
+    ]
+    assert store.enqueue_jobs(None, jobs) == 4
+    a = store.claim_job("w1")
+    assert a is not None and (a.key, a.board, a.edge) == ("s1", "dev1", "edge")
+    b = store.claim_job("w2")
+    assert b is not None and b.key == "m2"  # m1 (on the edge) and s2 (its tail on the edge) wait
+    assert store.claim_job("w3") is None
+    assert store.complete_job(a.id, owner=a.lease_owner)
+    c = store.claim_job("w3")
+    assert c is not None and c.key == "m1"  # the edge is free again; s2 still waits for dev2 and the edge
+    assert store.claim_job("w4") is None
+    assert store.complete_job(b.id, owner=b.lease_owner) and store.complete_job(c.id, owner=c.lease_owner)
+    d = store.claim_job("w4")
+    assert d is not None and d.key == "s2"

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, exists, func, select, update
+from sqlalchemy import Engine, create_engine, event, exists, func, or_, select, union, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -824,17 +824,21 @@ class Store:
         with self.session() as s:
             for key, payload in jobs:
                 row = s.scalars(select(JobRow).where(JobRow.key == key)).first()
-                board = payload.get("board")
+                board, edge = payload.get("board"), payload.get("edge")
                 if row is None:
                     s.add(
-                        JobRow(run_id=run_id, key=key, board=board, payload=dict(payload), status="queued", attempts=0)
-                    )
+                        JobRow(
+                            run_id=run_id, key=key, board=board, edge=edge, payload=dict(payload), status="queued",
+                            attempts=0,
+                        )
+                    )  # fmt: skip
                     queued += 1
                 elif (force and row.status == "done") or row.status == "failed":
-                    row.run_id, row.payload, row.board, row.status, row.attempts = (
+                    row.run_id, row.payload, row.board, row.edge, row.status, row.attempts = (
                         run_id,
                         dict(payload),
                         board,
+                        edge,
                         "queued",
                         0,
                     )
@@ -845,23 +849,29 @@ class Store:
     def claim_job(
         self, owner: str, lease_s: float = 120.0, max_attempts: int = 3, boards: Sequence[str] | None = None
     ) -> R.Job | None:
-        """Claim the next queued job whose board is not busy, or None.
+        """Claim the next queued job whose boards are not busy, or None.
 
+        A job holds its board, and a split job also its edge board (``payload["edge"]``, where
+        its tail runs): a job is claimed only while no claimed job holds either of them, so a
+        tail is never timed beside another job on the same edge board.
         PostgreSQL: candidate rows are taken with ``FOR UPDATE SKIP LOCKED``, and a
-        transaction-scoped advisory lock per board serialises claims for the same board,
-        so across any number of controllers a board runs one job at a time. SQLite has a
-        single writer, which gives the same guarantee.
+        transaction-scoped advisory lock per board (taken in name order) serialises claims that
+        involve the same board, so across any number of controllers a board runs one job at a
+        time. SQLite has a single writer, which gives the same guarantee.
         """
         now = utcnow()
         pg = self.engine.dialect.name == "postgresql"
         with self.session() as s:
-            busy = select(JobRow.board).where(
-                JobRow.status == "claimed", JobRow.lease_expires_at > now, JobRow.board.is_not(None)
-            )
+            live = (JobRow.status == "claimed", JobRow.lease_expires_at > now)
+            busy = union(
+                select(JobRow.board).where(*live, JobRow.board.is_not(None)),
+                select(JobRow.edge).where(*live, JobRow.edge.is_not(None)),
+            ).scalar_subquery()
             q = (
                 select(JobRow)
                 .where(JobRow.status == "queued", JobRow.attempts < max_attempts)
                 .where((JobRow.board.is_(None)) | (JobRow.board.not_in(busy)))
+                .where((JobRow.edge.is_(None)) | (JobRow.edge.not_in(busy)))
                 .order_by(JobRow.id)
                 .limit(8)
                 .with_for_update(skip_locked=True)
@@ -869,19 +879,24 @@ class Store:
             if boards:
                 q = q.where(JobRow.board.in_(list(boards)))
             for row in s.scalars(q).all():
-                if row.board is not None and pg:
-                    s.execute(select(func.pg_advisory_xact_lock(func.hashtext(row.board))))
-                # compare-and-set: only a still-queued job whose board is still free is taken
+                held = sorted({b for b in (row.board, row.edge) if b is not None})
+                if pg:
+                    for b in held:
+                        s.execute(select(func.pg_advisory_xact_lock(func.hashtext(b))))
+                # compare-and-set: only a still-queued job whose boards are still free is taken
                 # (on SQLite, where FOR UPDATE does not exist, this UPDATE is the atomic step)
                 other = aliased(JobRow)
-                board_free = ~exists(
-                    select(other.id).where(
-                        other.board == row.board, other.status == "claimed", other.lease_expires_at > utcnow()
-                    )
-                )
                 cond = [JobRow.id == row.id, JobRow.status == "queued"]
-                if row.board is not None:
-                    cond.append(board_free)
+                if held:
+                    cond.append(
+                        ~exists(
+                            select(other.id).where(
+                                other.status == "claimed",
+                                other.lease_expires_at > utcnow(),
+                                or_(other.board.in_(held), other.edge.in_(held)),
+                            )
+                        )
+                    )
                 res = s.execute(
                     update(JobRow)
                     .where(*cond)

@@ -160,11 +160,16 @@ class QoEWeightsRow(Base):
 
 class JobRow(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status", "status"), Index("ix_jobs_board_status", "board", "status"))
+    __table_args__ = (
+        Index("ix_jobs_status", "status"),
+        Index("ix_jobs_board_status", "board", "status"),
+        Index("ix_jobs_edge_status", "edge", "status"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     key: Mapped[str] = mapped_column(String(64), unique=True)
     board: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    edge: Mapped[str | None] = mapped_column(String(256), nullable=True)  # a split job's edge board
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -153,3 +153,4 @@ class Job:
     measurement_id: int | None
     error: str | None
     board: str | None = None
+    edge: str | None = None
