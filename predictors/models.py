@@ -31,7 +31,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from predictors.features import FEATURE_NAMES, facts_vector
+from predictors.features import ADDITIVE_NAMES, FEATURE_NAMES, facts_vector
 from registry.errors import EdgeatlasError, ErrorCode
 
 MIN_MS = 1e-6
@@ -69,7 +69,9 @@ class LatencyRegressor(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    kind : "linear" (ridge in raw target space, alpha by GCV) or "gbm" (HistGradientBoosting on log target)
+    kind : "linear" (ridge in raw target space, alpha by GCV), "gbm" (HistGradientBoosting on log
+        target) or "additive" (latency = overhead + non-negative cost per unit of each additive graph
+        feature, fitted for relative error; see :func:`_fit_additive`)
     coverage : interval coverage: conformal quantile of ``cv``-fold out-of-fold log-ratio residuals,
         or from :data:`SPLIT_CONFORMAL_ROWS` rows on, of a random 20 % calibration split (one fit)
     """
@@ -98,6 +100,8 @@ class LatencyRegressor(RegressorMixin, BaseEstimator):
             # leave-one-out criterion, same alpha). Small fits keep the default, bit for bit.
             gcv = {"gcv_mode": "svd"} if n_rows >= SPLIT_CONFORMAL_ROWS else {}
             return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-4, 3, 15), **gcv))
+        if self.kind == "additive":
+            return None  # fitted by _fit_additive
         if self.kind == "gbm":
             return HistGradientBoostingRegressor(
                 max_iter=self.n_trees, learning_rate=0.08, random_state=self.random_state, early_stopping=False
@@ -105,6 +109,8 @@ class LatencyRegressor(RegressorMixin, BaseEstimator):
         raise ValueError(f"kind must be 'linear' or 'gbm', got {self.kind!r}")
 
     def _fit_one(self, X, y):
+        if self.kind == "additive":
+            return _fit_additive(X, y)
         if self.kind == "gbm" and len(y) >= SPLIT_CONFORMAL_ROWS:
             return self._fit_large_gbm(X, y)
         m = self._make(len(y))
@@ -161,6 +167,8 @@ class LatencyRegressor(RegressorMixin, BaseEstimator):
         return m
 
     def _raw(self, m, X):
+        if self.kind == "additive":
+            return np.maximum(X[:, m["columns"]] @ m["coef"] + m["overhead"], MIN_MS)
         if self.kind == "gbm" and len(X) < SMALL_FIT_ROWS:
             # prediction runs one OpenMP region per tree: on a busy host each waits for a scheduler
             # tick (300 trees: 3.5 s for 10k rows against 0.1 s on one thread)
@@ -240,6 +248,32 @@ class LatencyRegressor(RegressorMixin, BaseEstimator):
         super().__setstate__(state)
         if trees is not None:
             self._model._predictors = _unpack_trees(trees)
+
+
+ADDITIVE_COLUMNS = np.array([i for i, n in enumerate(FEATURE_NAMES) if n in ADDITIVE_NAMES], dtype=np.int64)
+
+
+def _fit_additive(X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """``kind="additive"``: y = overhead + sum_j c_j * x_j with every c_j >= 0 and overhead >= 0.
+
+    The x_j are the additive graph features (MACs, bytes, node count and each op category's
+    count/MACs/params/outputs: a model's latency is the sum of its ops' costs, as nn-Meter's
+    kernel sums are), fitted by non-negative least squares on *relative* errors (each row
+    weighted by 1/y, so a 0.1 ms model counts as much as a 100 ms one: what +-10 % accuracy and
+    MAPE score). Non-negative costs extrapolate sanely to a wider or larger variant than any
+    measured, where trees predict the largest latency they saw. On data of another width (the
+    estimator checks, a facts model) every column is taken as additive.
+    """
+    cols = ADDITIVE_COLUMNS if X.shape[1] == len(FEATURE_NAMES) else np.arange(X.shape[1], dtype=np.int64)
+    from scipy.optimize import nnls
+
+    A = np.hstack([X[:, cols], np.ones((len(X), 1))])
+    scale = np.abs(A).max(axis=0)
+    scale[scale == 0] = 1.0
+    w = 1.0 / y
+    coef, _ = nnls((A / scale) * w[:, None], y * w, maxiter=50 * A.shape[1])
+    coef = coef / scale
+    return {"columns": cols, "coef": coef[:-1], "overhead": float(coef[-1])}
 
 
 def _pack_trees(predictors: list[list[Any]]) -> dict[str, Any]:

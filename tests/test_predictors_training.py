@@ -176,3 +176,23 @@ def test_eval_cli_keys(tmp_path, monkeypatch):
     assert rows[0]["spearman"] == d["spearman"] and rows[0]["help_spearman"] == 0.892  # HELP's published figure
     out = CliRunner().invoke(group, ["eval", "--dataset", "help-fbnet", "--device", "nope", "--json"])
     assert isinstance(out.exception, EdgeatlasError) and "unknown device" in str(out.exception)
+
+
+def test_additive_kind_trains_saves_and_predicts_through_the_cli(store, tmp_path):
+    """`predictors train --kind additive`: the version file (skops, trusted types only) loads back
+    and predicts what the in-memory set predicts."""
+    runner = CliRunner()
+    env = {"EDGEATLAS_DB": store.url, "EDGEATLAS_HOME": str(tmp_path)}
+    out = runner.invoke(group, ["train", "--kind", "additive", "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    rep = json.loads(out.output)
+    assert rep["status"] == "promoted" and 0 < rep["challenger"]["mape"] < 100
+    rec, pset = load_champion(store)
+    assert pset.classes["pixel3"]["latency"].kind == "additive"
+    vid = store.list_variants()[0].id
+    out = runner.invoke(group, ["predict", "--variant", vid, "--device", "pixel3", "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    F = np.array([[store.get_variant(vid).features[n] for n in FEATURE_NAMES]])
+    assert json.loads(out.output)["latency_ms"] == pytest.approx(
+        float(predict_matrix(pset, F, device_class="pixel3").latency_ms[0])
+    )

@@ -93,6 +93,14 @@ def eval_cmd(dataset: str, devices: tuple[str, ...], shots: int, path: str | Non
 
 
 SOURCE_HELP = "Only measurements from this source: probe (the fleet), dataset:<name>, or a glob like dataset:*."
+kind_option = click.option(
+    "--kind",
+    type=click.Choice(["gbm", "linear", "additive"]),
+    default="gbm",
+    show_default=True,
+    help="Regressor kind: gradient boosting on log latency, ridge, or non-negative per-op costs fitted for "
+    "relative error (extrapolates to variants larger than any measured).",
+)
 report_option = click.option(
     "--report",
     "report_dir",
@@ -108,7 +116,7 @@ report_option = click.option(
 @report_option
 @click.option("--target", type=click.Choice(["latency", "energy"]), default="latency", show_default=True)
 @click.option("--name", default=None, help="Predictor name (default: 'default', or 'class:<C>' with --class).")
-@click.option("--kind", type=click.Choice(["gbm", "linear"]), default="gbm", show_default=True)
+@kind_option
 @db_option
 @json_option
 def train_cmd(
@@ -153,7 +161,7 @@ def train_cmd(
 @group.command(name="retrain")
 @click.option("--name", default="default", show_default=True)
 @click.option("--target", type=click.Choice(["latency", "energy"]), default="latency", show_default=True)
-@click.option("--kind", type=click.Choice(["gbm", "linear"]), default="gbm", show_default=True)
+@kind_option
 @click.option("--source", default=None, help=SOURCE_HELP)
 @report_option
 @click.option(
