@@ -10,7 +10,7 @@ measured kernels per device. This bench does the same kind of check on one emula
    block, 8-96 channels, 32-160 px input, global pooling and a 10-way Gemm head. Random weights:
    only latency is predicted here.
 3. Measures every model on the board with the probe agent (FleetRunner, one job per model).
-4. Fits the per-class latency regressor of predictors.models (both kinds) on a seeded 80 % of the
+4. Fits the per-class latency regressor of predictors.models (each kind: linear, gbm, additive) on a seeded 80 % of the
    models and scores the other 20 %: acc10, acc5, MAPE, Spearman.
 5. Repeatability ceiling: measures the held-out models again (fresh agent processes) and prints
    how often two measurements of the same model agree within +-10 %: no predictor can beat the
@@ -112,17 +112,6 @@ def measure(store, fleet, board: str, tasks: list, force: bool) -> dict[str, dic
     }
 
 
-def _additive(X, y, Xq):
-    from sklearn.linear_model import LinearRegression
-
-    from predictors.features import ADDITIVE_NAMES, FEATURE_NAMES
-
-    cols = [i for i, n in enumerate(FEATURE_NAMES) if n in ADDITIVE_NAMES]
-    sc = np.maximum(X[:, cols].max(0), 1e-12)
-    m = LinearRegression(positive=True).fit(X[:, cols] / sc, y, sample_weight=1.0 / y**2)
-    return np.maximum(m.predict(Xq[:, cols] / sc), 1e-6)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=250)
@@ -173,11 +162,8 @@ def main() -> None:
         f"repeatability ceiling (held-out models measured twice): within +-10 % {np.mean(rep <= 0.10):.3f}, "
         f"within +-5 % {np.mean(rep <= 0.05):.3f}, median |diff| {100 * np.median(rep):.1f} %"
     )
-    for kind in ("linear", "gbm", "additive-proto"):
-        if kind == "additive-proto":
-            pred = _additive(X[~test], y[~test], X[test])
-        else:
-            pred = LatencyRegressor(kind=kind).fit(X[~test], y[~test]).predict(X[test])
+    for kind in ("linear", "gbm", "additive"):
+        pred = LatencyRegressor(kind=kind).fit(X[~test], y[~test]).predict(X[test])
         s = metrics(pred, y[test])
         print(
             f"per-class {kind:<6}: acc10 {s['acc10']:.3f}  acc5 {s['acc5']:.3f}  MAPE {s['mape']:.1f} %  "
