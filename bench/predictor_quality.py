@@ -7,6 +7,15 @@ the searches, on development devices only, that chose: the k-shot alpha (HELP NB
 per dataset (eager InferCell for HELP, pruned "live" cells for LatBench and HW-NAS-Bench-360), the
 cell encoding and the reference regressor kind (HW-NAS-Bench-360: pi5 ninapro held out instead of
 cifar100). ``--store URL`` adds the per-device-class check on the fleet's own measurements.
+
+Calibrator searches in ``--tune`` (leave-one-development-device-out; HW-NAS-Bench-360: pi5 ninapro
+energy held out, references pi5 darcy + pixel):
+- calibration space, raw-ms mix (KShotCalibrator) against log-space mix (predictors.kshot.
+  LogKShotCalibrator), alpha in 0.001-1: HELP NB201 and LatBench keep raw alpha 0.1 (the best mean
+  Spearman / acc10); HW-NAS-Bench-360 energy takes log alpha 0.1 (evaluate.HWNAS_SPACE/HWNAS_ALPHA).
+- a second k-shot term, "reference mix + ridge on the per-op-type counts / MACs (standardised)",
+  shrunk toward the mix by a ridge ``ab`` (HELP NB201): below the plain mix for every ``ab`` tried, so
+  not adopted (:func:`_residual_lodo`).
 """
 
 from __future__ import annotations
@@ -31,28 +40,100 @@ def help_rows(name: str) -> list[dict]:
     return out
 
 
-def _lodo(T: D.Table, proto: E.Protocol, kind: str = E.BASE_KIND, alpha: float = E.KSHOT_ALPHA) -> dict[str, float]:
+def _lodo(
+    T: D.Table, proto: E.Protocol, kind: str = E.BASE_KIND, alpha: float = E.KSHOT_ALPHA, space: str = E.KSHOT_SPACE
+) -> dict[str, float]:
     dev = [d for d in T.devices if d not in D.EVAL_DEVICES[T.name]]
-    r = [E.kshot_eval(T, d, proto, references=[x for x in dev if x != d], kind=kind, alpha=alpha)[0] for d in dev]
-    return {k: float(np.mean([m[k] for m in r])) for k in ("spearman", "acc10")} | {"n_dev": len(dev)}
+    r = [
+        E.kshot_eval(T, d, proto, references=[x for x in dev if x != d], kind=kind, alpha=alpha, space=space)[0]
+        for d in dev
+    ]
+    return {k: round(float(np.mean([m[k] for m in r])), 4) for k in ("spearman", "acc10")} | {"n_dev": len(dev)}
+
+
+def _residual_lodo(T: D.Table, proto: E.Protocol, which: str, aw: float, ab: float) -> dict[str, float]:
+    """Leave-one-dev-device-out of "non-negative reference mix + ridge on graph features": per unseen
+    (development) device, ``y/s = b + sum_d w_d R_d/s_d + F beta`` on the shots, w >= 0, ridge ``aw``
+    on w and ``ab`` on beta; ``s`` = shot means, F = the ``which`` features (``*_count`` or ``*_macs``)
+    standardised on the pool rows. The reference regressors do not depend on the unseen device, so
+    they are fitted once per development device."""
+    from scipy.optimize import lsq_linear
+
+    from predictors.features import FEATURE_NAMES
+    from predictors.models import LatencyRegressor
+
+    dev = [d for d in T.devices if d not in D.EVAL_DEVICES[T.name]]
+    X = T.inputs()
+    ref = {}
+    for r in dev:
+        yr = T.column(r)
+        rows = proto.pool[np.isfinite(yr[proto.pool]) & (yr[proto.pool] > 0)]
+        ref[r] = LatencyRegressor(kind=E.BASE_KIND, cv=1).fit(X[rows], yr[rows]).predict(X)
+    cols = [i for i, n in enumerate(FEATURE_NAMES) if n.endswith(f"_{which}") or n == which]
+    F = T.features[:, cols]
+    sd = F[proto.pool].std(axis=0)
+    F = (F[:, sd > 0] - F[proto.pool][:, sd > 0].mean(axis=0)) / sd[sd > 0]
+    out = []
+    for t in dev:
+        y = T.column(t)
+        R = np.column_stack([ref[r] for r in dev if r != t])
+        sh = proto.shots[np.isfinite(y[proto.shots])]
+        q = proto.query[np.isfinite(y[proto.query])]
+        q = E._trim(q, y) if proto.trim else q
+        sr, s = R[sh].mean(axis=0), y[sh].mean()
+        A = np.hstack([R[sh] / sr, np.ones((len(sh), 1)), F[sh]])
+        nd, nf = R.shape[1], F.shape[1]
+        pen = np.concatenate([np.full(nd, aw), [1e-8], np.full(nf, ab)])
+        lb = np.concatenate([np.zeros(nd), np.full(1 + nf, -np.inf)])
+        x = lsq_linear(
+            np.vstack([A, np.diag(np.sqrt(pen))]), np.concatenate([y[sh] / s, np.zeros(len(pen))]), bounds=(lb, np.inf)
+        ).x
+        pred = np.maximum(np.hstack([R[q] / sr, np.ones((len(q), 1)), F[q]]) @ x * s, 1e-3)
+        out.append(E.metrics(pred, y[q]))
+    return {k: round(float(np.mean([m[k] for m in out])), 4) for k in ("spearman", "acc10")}
 
 
 def tune() -> None:
     """Development devices only: each in turn plays the unseen device, the others are references."""
-    for alpha in (0.01, 0.1, 1.0):
-        T = D.load("help-nb201")
-        print(f"tune help-nb201 alpha={alpha}: {_lodo(T, E.help_protocol(T), alpha=alpha)}")
+    T = D.load("help-nb201")
+    for space in ("raw", "log"):
+        for alpha in (0.01, 0.1, 1.0):
+            print(
+                f"tune help-nb201 space={space} alpha={alpha}: {_lodo(T, E.help_protocol(T), alpha=alpha, space=space)}"
+            )
+    for which in ("count", "macs"):
+        for ab in (1.0, 10.0, 30.0):
+            r = _residual_lodo(T, E.help_protocol(T), which, 0.01, ab)
+            print(f"tune help-nb201 mix + ridge on *_{which} (aw=0.01, ab={ab}): {r}")
     for graph, enc in (("eager", False), ("live", False), ("eager", True)):
         T = D.load_help_nb201(graph=graph, encoding=enc)
         print(f"tune help-nb201 graph={graph} encoding={enc}: {_lodo(T, E.help_protocol(T))}")
     for graph, enc, kind in (("eager", False, "linear"), ("live", False, "linear"), ("live", True, "gbm")):
         T = D.load_latbench(graph=graph, encoding=enc)
         print(f"tune latbench graph={graph} encoding={enc} kind={kind}: {_lodo(T, E.latbench_protocol(T), kind=kind)}")
+    T = D.load("latbench")
+    for space, alpha in (("raw", 0.01), ("raw", 1.0), ("log", 0.01), ("log", 0.1)):
+        print(
+            f"tune latbench space={space} alpha={alpha}: {_lodo(T, E.latbench_protocol(T), alpha=alpha, space=space)}"
+        )
     for enc, kind in ((False, "linear"), (True, "gbm")):
         T = D.load_hwnasbench360(encoding=enc)
         ref = E.hwnas_reference_matrix(T, "ninapro", ["cifar100", "ninapro"], kind=kind)
-        acc = [E.hwnas_energy_eval(T, d, task="ninapro", reference=ref)["acc10"] for d in D.EVAL_DEVICES[T.name]]
+        acc = [
+            E.hwnas_energy_eval(T, d, task="ninapro", reference=ref, space="raw", alpha=E.KSHOT_ALPHA)["acc10"]
+            for d in D.EVAL_DEVICES[T.name]
+        ]
         print(f"tune hwnasbench360 energy (ninapro held out) encoding={enc} kind={kind}: mean acc10 {np.mean(acc):.3f}")
+    for space in ("raw", "log"):
+        for alpha in (0.001, 0.01, 0.1, 1.0):
+            r = [
+                E.hwnas_energy_eval(T, d, task="ninapro", reference=ref, space=space, alpha=alpha)
+                for d in D.EVAL_DEVICES[T.name]
+            ]
+            print(
+                f"tune hwnasbench360 energy (ninapro held out) kind={kind} space={space} alpha={alpha}: "
+                f"mean acc10 {np.mean([m['acc10'] for m in r]):.3f}  spearman {np.mean([m['spearman'] for m in r]):.3f}"
+            )
 
 
 def fleet_rows(url: str | None) -> list[dict]:
@@ -125,7 +206,10 @@ def main() -> None:
         rows.append({"dataset": "latbench", "device": dev, **m})
         print(f"  {dev:<45} acc10 {m['acc10']:.3f}  spearman {m['spearman']:.3f}  mape {m['mape']:.1f}%  n {m['n']}")
     T = D.load("hwnasbench360")
-    print("\nhwnasbench360 pi5 cifar100 energy, refs on ninapro+darcy, 10-shot (target acc10 >= 0.90)")
+    print(
+        f"\nhwnasbench360 pi5 cifar100 energy, refs on ninapro+darcy, 10-shot, {E.HWNAS_SPACE} mix alpha {E.HWNAS_ALPHA}"
+        " (target acc10 >= 0.90)"
+    )
     ref = E.hwnas_reference_matrix(T, "cifar100")
     for dev in ("pi5-litert", "pi5-onnx", "pi5-torchmobile"):
         m = E.hwnas_energy_eval(T, dev, reference=ref)

@@ -13,12 +13,24 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 from predictors import datasets as D
+from predictors.kshot import LogKShotCalibrator
 from predictors.models import KShotCalibrator, LatencyRegressor
 from registry.errors import EdgeatlasError, ErrorCode
 
 METRIC_KEYS = ("spearman", "kendall", "acc10", "acc5", "rmse_ms", "mape", "n")
 KSHOT_ALPHA = 0.1  # chosen by leave-one-dev-device-out on HELP NB201 development devices
+KSHOT_SPACE = "raw"  # HELP / LatBench latency: raw-ms mix (KShotCalibrator); bench --tune compares "log"
 BASE_KIND = "linear"
+
+
+def make_calibrator(space: str = KSHOT_SPACE, alpha: float = KSHOT_ALPHA):
+    """The k-shot calibrator: "raw" = non-negative mix in ms (:class:`KShotCalibrator`), "log" =
+    non-negative mix in log space (:class:`predictors.kshot.LogKShotCalibrator`)."""
+    if space == "raw":
+        return KShotCalibrator(alpha=alpha)
+    if space == "log":
+        return LogKShotCalibrator(alpha=alpha)
+    raise EdgeatlasError(f"calibration space must be 'raw' or 'log', got {space!r}", code=ErrorCode.INVALID_ARGUMENT)
 
 
 def metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
@@ -86,6 +98,7 @@ def kshot_eval(
     ref_targets: dict[str, np.ndarray] | None = None,
     alpha: float = KSHOT_ALPHA,
     kind: str = BASE_KIND,
+    space: str = KSHOT_SPACE,
 ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """Fit reference regressors (development devices, pool rows), calibrate on the shots of
     ``device``, score on the query. Returns (metrics, predicted, measured)."""
@@ -102,7 +115,7 @@ def kshot_eval(
     shots = protocol.shots[np.isfinite(y[protocol.shots])]
     if len(shots) < 3:
         raise EdgeatlasError(f"{device}: only {len(shots)} shots measured; need >= 3", code=ErrorCode.INSUFFICIENT_DATA)
-    cal = KShotCalibrator(alpha=alpha).fit(R[shots], y[shots])
+    cal = make_calibrator(space, alpha).fit(R[shots], y[shots])
     q = protocol.query[np.isfinite(y[protocol.query])]
     if protocol.trim:
         q = _trim(q, y)
@@ -133,6 +146,11 @@ def evaluate(dataset: str, device: str, shots: int = 10, path: str | None = None
 
 
 HWNAS_KIND = "gbm"  # chosen on development rows (pi5 ninapro held out, bench --tune)
+# pi5 energy k-shot: log-space mix, alpha 0.1. Chosen on development rows (pi5 ninapro energy held
+# out, references = pi5 darcy + pixel; bench --tune): mean acc10 raw 0.591 (alpha 0.1) against log
+# 0.658 / 0.658 / 0.662 / 0.598 for alpha 0.001 / 0.01 / 0.1 / 1.
+HWNAS_SPACE = "log"
+HWNAS_ALPHA = 0.1
 
 
 def hwnas_reference_matrix(
@@ -178,7 +196,7 @@ def hwnas_reference_matrix(
     return tgt[keep], R[keep], names
 
 
-def hwnas_energy_eval(
+def hwnas_energy_predict(
     table: D.Table,
     device: str,
     shots: int = 10,
@@ -186,12 +204,15 @@ def hwnas_energy_eval(
     *,
     heldout_tasks: Sequence[str] | None = None,
     reference: tuple[np.ndarray, np.ndarray, list[str]] | None = None,
-    alpha: float = KSHOT_ALPHA,
-) -> dict[str, float]:
+    alpha: float = HWNAS_ALPHA,
+    space: str = HWNAS_SPACE,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Energy (mJ) of ``device`` on ``task`` (HW-NAS-Bench-360): arch-aligned reference columns
     (:func:`hwnas_reference_matrix`: the other tasks of the pi5 runtimes, the pixel on all tasks),
-    calibrated on ``shots`` measurements of the target task (HELP's NB201 reference archs); scored
-    on every other arch of the task. ``reference`` reuses a matrix computed for the same task."""
+    calibrated on ``shots`` measurements of the target task (HELP's NB201 reference archs). The only
+    values of ``device`` on ``task`` read are the energies of the shots. Returns (rows of ``table``
+    predicted = every other arch of the task, predicted mJ, the calibrator). ``reference`` reuses a
+    matrix computed for the same task."""
     if table.energy_mj is None:
         raise EdgeatlasError("dataset has no energy", code=ErrorCode.UNSUPPORTED)
     if device not in table.devices:
@@ -201,19 +222,42 @@ def hwnas_energy_eval(
             hint=f"choose one of: {', '.join(table.devices)}",
         )
     j = table.devices.index(device)
-    if not np.isfinite(table.energy_mj[:, j]).any():
-        raise EdgeatlasError(f"{device} has no energy measurements", code=ErrorCode.INSUFFICIENT_DATA)
     tgt, R, _ = reference if reference is not None else hwnas_reference_matrix(table, task, heldout_tasks)
-    y = table.energy_mj[tgt, j]
     pos = {int(table.index[i]): n for n, i in enumerate(tgt)}
-    sh = np.array([pos[i] for i in D.help_reference_indices("nb201")[:shots] if i in pos])
-    sh = sh[np.isfinite(y[sh])]
+    sh = np.array([pos[i] for i in D.help_reference_indices("nb201")[:shots] if i in pos], dtype=int)
+    ysh = table.energy_mj[tgt[sh], j]
+    ok = np.isfinite(ysh) & (ysh > 0)
+    sh, ysh = sh[ok], ysh[ok]
     if len(sh) < 3:
-        raise EdgeatlasError(f"{device}: only {len(sh)} shots measured; need >= 3", code=ErrorCode.INSUFFICIENT_DATA)
+        raise EdgeatlasError(
+            f"{device}: only {len(sh)} shots with energy measured on {task}; need >= 3",
+            code=ErrorCode.INSUFFICIENT_DATA,
+        )
+    cal = make_calibrator(space, alpha).fit(R[sh], ysh)
     q = np.setdiff1d(np.arange(len(tgt)), sh)
-    q = q[np.isfinite(y[q])]
-    cal = KShotCalibrator(alpha=alpha).fit(R[sh], y[sh])
-    return metrics(cal.predict(R[q]), y[q])
+    return tgt[q], cal.predict(R[q]), cal
+
+
+def hwnas_energy_eval(
+    table: D.Table,
+    device: str,
+    shots: int = 10,
+    task: str = "cifar100",
+    *,
+    heldout_tasks: Sequence[str] | None = None,
+    reference: tuple[np.ndarray, np.ndarray, list[str]] | None = None,
+    alpha: float = HWNAS_ALPHA,
+    space: str = HWNAS_SPACE,
+) -> dict[str, float]:
+    """:func:`hwnas_energy_predict`, scored on every other measured arch of the task."""
+    rows, pred, _ = hwnas_energy_predict(
+        table, device, shots, task, heldout_tasks=heldout_tasks, reference=reference, alpha=alpha, space=space
+    )
+    y = table.energy_mj[rows, table.devices.index(device)]
+    ok = np.isfinite(y)
+    if not ok.any():
+        raise EdgeatlasError(f"{device} has no energy measurements on {task}", code=ErrorCode.INSUFFICIENT_DATA)
+    return metrics(pred[ok], y[ok])
 
 
 def leave_one_device_out(table: D.Table, device: str, shots: int = 10) -> dict[str, float]:

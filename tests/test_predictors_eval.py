@@ -1,0 +1,132 @@
+"""k-shot evaluation: the log-space calibrator's contract, and evaluation data seen only through the shots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from predictors import datasets as D
+from predictors import evaluate as E
+from predictors.features import FEATURE_NAMES
+from predictors.kshot import LogKShotCalibrator
+from registry.errors import EdgeatlasError
+
+
+@parametrize_with_checks([LogKShotCalibrator()])
+def test_sklearn_contract(estimator, check):
+    check(estimator)
+
+
+def test_log_calibrator_recovers_a_product_of_references():
+    rng = np.random.default_rng(0)
+    R = rng.uniform(1, 20, size=(200, 3))
+    y = 2.0 * R[:, 0] ** 0.7 * R[:, 2] ** 0.3
+    cal = LogKShotCalibrator(alpha=1e-6).fit(R[:10], y[:10])
+    np.testing.assert_allclose(cal.predict(R[10:]), y[10:], rtol=1e-3)
+    p, lo, hi = cal.predict_interval(R[10:])
+    assert np.all(lo <= p) and np.all(p <= hi)
+
+
+def test_log_calibrator_weights_are_non_negative():
+    rng = np.random.default_rng(1)
+    R = rng.uniform(1, 20, size=(10, 4))
+    y = 5.0 / R[:, 1]  # inversely related to a reference: the best w >= 0 is 0 there
+    cal = LogKShotCalibrator(alpha=0.1).fit(R, y)
+    assert np.all(cal._model[0] >= 0)
+
+
+def test_make_calibrator_rejects_an_unknown_space():
+    with pytest.raises(EdgeatlasError):
+        E.make_calibrator("sqrt")
+
+
+def _hwnas_table(n_arch=150, seed=0):
+    """A small HW-NAS-Bench-360-shaped table: 3 tasks, pi5 runtimes (latency + energy) and a pixel."""
+    rng = np.random.default_rng(seed)
+    ref = D.help_reference_indices("nb201")
+    idx = np.array(ref + [i for i in range(1000, 1000 + n_arch - len(ref))])
+    base = rng.uniform(1, 10, size=(n_arch, 4))
+    tasks = ("cifar100", "darcy", "ninapro")
+    devs = ("pi5-litert", "pi5-onnx", "pi5-torchmobile", "pixel-litert")
+    feats, lat, en, grp, keys, index = [], [], [], [], [], []
+    for t, task in enumerate(tasks):
+        f = np.zeros((n_arch, len(FEATURE_NAMES)))
+        f[:, :4] = base * (1 + t)
+        f[:, 4] = 1.0 + t
+        feats.append(f)
+        L = np.column_stack([(base @ rng.uniform(0.5, 2, 4)) * (1 + t) * (1 + k) for k in range(len(devs))])
+        lat.append(L)
+        Ej = L * rng.uniform(1.5, 2.5, size=(1, len(devs)))
+        Ej[:, 3] = np.nan  # the pixel has no energy
+        en.append(Ej)
+        grp += [task] * n_arch
+        keys += [f"nb201-{task}:{i}" for i in idx]
+        index.append(idx)
+    return D.Table(
+        "hwnasbench360",
+        tuple(keys),
+        np.concatenate(index),
+        np.vstack(feats),
+        devs,
+        np.vstack(lat),
+        energy_mj=np.vstack(en),
+        group=np.array(grp),
+    )
+
+
+def test_hwnas_energy_sees_the_evaluation_task_only_through_its_shots():
+    T = _hwnas_table()
+    ref = E.hwnas_reference_matrix(T, "cifar100", kind="linear")
+    rows, pred, _ = E.hwnas_energy_predict(T, "pi5-onnx", reference=ref)
+    # blank every pi5 cifar100 value (latency and energy, all runtimes) except the shots' energy
+    lat, en = T.latency_ms.copy(), T.energy_mj.copy()
+    cifar = T.group == "cifar100"
+    shots = cifar & np.isin(T.index, D.help_reference_indices("nb201")[:10])
+    for j, d in enumerate(T.devices):
+        if d.startswith("pi5"):
+            lat[cifar, j] = np.nan
+            en[cifar & ~shots, j] = np.nan
+    Tb = D.Table(T.name, T.keys, T.index, T.features, T.devices, lat, energy_mj=en, group=T.group)
+    ref_b = E.hwnas_reference_matrix(Tb, "cifar100", kind="linear")
+    np.testing.assert_array_equal(ref[0], ref_b[0])
+    np.testing.assert_array_equal(ref[1], ref_b[1])
+    rows_b, pred_b, _ = E.hwnas_energy_predict(Tb, "pi5-onnx", reference=ref_b)
+    np.testing.assert_array_equal(rows, rows_b)
+    np.testing.assert_allclose(pred, pred_b)
+    assert len(rows) == cifar.sum() - 10
+
+
+def test_hwnas_energy_eval_scores_log_calibration():
+    T = _hwnas_table(seed=2)
+    ref = E.hwnas_reference_matrix(T, "cifar100", kind="linear")
+    m = E.hwnas_energy_eval(T, "pi5-litert", reference=ref)
+    assert set(E.METRIC_KEYS) <= set(m) and m["n"] == 150 - 10
+    with pytest.raises(EdgeatlasError):
+        E.hwnas_energy_eval(T, "pixel-litert", reference=ref)  # no energy on the pixel
+
+
+def test_kshot_eval_never_reads_other_evaluation_devices():
+    rng = np.random.default_rng(3)
+    n = 1200
+    F = np.zeros((n, len(FEATURE_NAMES)))
+    F[:, :5] = rng.uniform(1, 10, size=(n, 5))
+    devs = ("dev_a", "dev_b", "dev_c", "pixel2", "raspi4")
+    lat = np.column_stack([F[:, :5] @ rng.uniform(0.2, 2, 5) + 1 for _ in devs])
+    T = D.Table("help-nb201", tuple(f"nb201:{i}" for i in range(n)), np.arange(n), F, devs, lat)
+    proto = E.Protocol(pool=np.arange(900), query=np.arange(900, n), shots=np.arange(900, 910), trim=False)
+    m, pred, _ = E.kshot_eval(T, "pixel2", proto)
+    lat_b = lat.copy()
+    lat_b[:, devs.index("raspi4")] = np.nan  # another evaluation device: never a reference
+    lat_b[~np.isin(np.arange(n), proto.shots), devs.index("pixel2")] = np.nan  # the target: shots only
+    Tb = D.Table(T.name, T.keys, T.index, F, devs, lat_b)
+    proto_b = E.Protocol(pool=proto.pool, query=proto.shots, shots=proto.shots, trim=False)
+    _, pred_b, _ = E.kshot_eval(Tb, "pixel2", proto_b)
+    # the shots as query: the same calibrated model must give the same values there
+    _, pred_s, _ = E.kshot_eval(T, "pixel2", proto_b)
+    np.testing.assert_allclose(pred_b, pred_s)
+    for space in ("raw", "log"):
+        _, p1, _ = E.kshot_eval(T, "pixel2", proto_b, space=space)
+        _, p2, _ = E.kshot_eval(Tb, "pixel2", proto_b, space=space)
+        np.testing.assert_allclose(p1, p2)
+    assert m["n"] == n - 900 and np.all(np.isfinite(pred))
