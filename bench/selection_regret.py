@@ -17,9 +17,12 @@ What it does, end to end, with real parts only:
 3. Measures every variant on the training boards (little-1, big-1, edge-1) with the probe agent
    (FleetRunner), one board at a time (big-1 and edge-1 share a host core).
 4. Trains the predictors (predictors.training.train) on those measurements: mid-1 never appears.
+   One predictor version per ``--kind`` (default gbm, the CLI default, and additive), each on
+   the same measurements.
 5. k-shot: measures only the predictor's probe set (<= 10 variants) on mid-1 and recommends for
    mid-1 under each of the three example prefs (examples/prefs/*.toml) at mid-1's link
-   (20 Mbit/s, 20 ms RTT), through registry.selector.recommend (the library behind the CLI).
+   (20 Mbit/s, 20 ms RTT), through registry.selector.recommend (the library behind the CLI),
+   with each kind's version as the champion in turn: every pick is made before any ground truth.
 6. Ground truth: benchmarks every candidate on mid-1 for real: every whole variant, every split
    (head on mid-1, tail on edge-1, each codec). End-to-end = measured head + encode + decode +
    tail + transfer, where transfer = payload bytes x 8 / bandwidth + RTT (the network model the
@@ -27,7 +30,7 @@ What it does, end to end, with real parts only:
    an app would not pay, so it is printed for information only). Device energy = active_w x
    measured device time + radio_nj_per_byte x payload (estimated:power-model, this host has no
    sensor). all-on-edge = measured edge-1 latency + transfer of the raw float32 input.
-7. Prints per prefs: the pick, its measured QoE, the best measured QoE and
+7. Prints per kind and prefs: the k-shot latency error on mid-1, the pick, its measured QoE, the best measured QoE and
    regret = (best - pick) / best (target <= 2 %). The measured QoE comes from the same
    utility functions (registry.selector.candidates.evaluate over a table of measured values).
 
@@ -482,13 +485,47 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
 
+def _regret_table(picks, truth, bw, rtt, radio, load_prefs, evaluate, Network) -> float:
+    """Print each prefs' pick against the best measured candidate; return the worst regret."""
+    print(f"{'prefs':18s} {'pick':34s} {'pick QoE':>9s} {'best (measured)':34s} {'best QoE':>9s} {'regret':>8s}")
+    worst = 0.0
+    tradeoffs: list[str] = []
+    for name in PREFS:
+        prefs = load_prefs(REPO / "examples" / "prefs" / f"{name}.toml")
+        ans = picks[name]
+        ev = evaluate(truth, Network(bw, rtt), prefs, radio)
+        keys = truth.keys()
+        score = np.where(ev.feasible, ev.qoe_lower, 0.0)
+        best = int(np.argmax(score))
+        if not ans.recommendations:
+            print(f"{name:18s} infeasible predicted; best measured {keys[best]} QoE {score[best]:.4f}")
+            worst = max(worst, 1.0)
+            continue
+        pick = ans.recommendations[0].key
+        i = keys.index(pick)
+        note = "" if ev.feasible[i] else "  (pick violates a constraint when measured: QoE counted 0)"
+        regret = (score[best] - score[i]) / score[best] if score[best] > 0 else 0.0
+        worst = max(worst, regret)
+        print(f"{name:18s} {pick:34s} {score[i]:9.4f} {keys[best]:34s} {score[best]:9.4f} {100 * regret:7.2f} %{note}")
+        tradeoffs.append(_tradeoff_line(name, truth, ev, i, ans.recommendations[0]))
+    print("does anything but accuracy decide? (measured on the unseen board)")
+    for line in tradeoffs:
+        print(line)
+    return worst
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--widths", default="8,16,24,32,48,64")
     ap.add_argument("--resolutions", default="32,48,64,96,128")
     ap.add_argument("--split-widths", default="16,48", help="variants with split points: these widths ...")
     ap.add_argument("--split-resolutions", default="64,128", help="... at these resolutions")
-    ap.add_argument("--kind", default="gbm", choices=("linear", "gbm"), help="predictor kind (gbm: the CLI default)")
+    ap.add_argument(
+        "--kind",
+        default="gbm,additive",
+        help="predictor kinds, comma-separated (gbm: the CLI default); each is trained on the same measurements, "
+        "makes its picks blind, and is scored against the same ground truth",
+    )
     ap.add_argument("--bandwidth-mbit", type=float, default=None, help="default: mid-1's link")
     ap.add_argument("--rtt-ms", type=float, default=None, help="default: mid-1's link")
     ap.add_argument("--keep", action="store_true", help="print the temp dir and keep the store")
@@ -526,28 +563,36 @@ def main() -> int:
         for b in TRAINING_BOARDS:
             r = measure_models(store, fleet, b, ids)
             log(f"measured {b}: {r.summary()}")
-        rep = train(store, kind=args.kind)
-        trained = rep["classes"]
-        assert fleet.board(UNSEEN).class_name not in trained, "the unseen class leaked into training"
-        log(f"predictors v{rep['version']} ({args.kind}) trained on classes {trained}; held-out MAPE "
-            f"{rep['challenger'].get('mape', float('nan')):.3f}")  # fmt: skip
-        _, pset = load_champion(store)
-        r = measure_models(store, fleet, UNSEEN, list(pset.probe_ids))
-        probe = {
-            m.variant_id: m.latency_ms
-            for m in store.list_measurements(board=UNSEEN, status="ok")
-            if m.split_id is None and m.variant_id in pset.probe_ids
-        }
-        log(f"k-shot: measured {len(probe)} probe variants on {UNSEEN} ({r.summary()['wall_s']} s)")
-
-        picks = {}
-        for name in PREFS:
-            prefs = load_prefs(REPO / "examples" / "prefs" / f"{name}.toml")
-            ans = recommend(store, device=UNSEEN, probe_latencies=probe, edge=EDGE, bandwidth_mbit=bw,
-                            rtt_ms=rtt, prefs=prefs, top_k=3)  # fmt: skip
-            picks[name] = ans
-            top = ans.recommendations[0] if ans.recommendations else None
-            log(f"recommend {name}: {top.key if top else 'infeasible'} (predictor {ans.predictor_version})")
+        kinds = [k.strip() for k in args.kind.split(",") if k.strip()]
+        picks: dict[str, dict] = {}
+        version_id: dict[str, int] = {}
+        probe: dict[str, float] = {}
+        for kind in kinds:
+            rep = train(store, kind=kind, promote="always")
+            trained = rep["classes"]
+            assert fleet.board(UNSEEN).class_name not in trained, "the unseen class leaked into training"
+            log(f"predictors v{rep['version']} ({kind}) trained on classes {trained}; held-out MAPE "
+                f"{rep['challenger'].get('mape', float('nan')):.3f}")  # fmt: skip
+            rec, pset = load_champion(store)
+            version_id[kind] = rec.id
+            if not probe:
+                r = measure_models(store, fleet, UNSEEN, list(pset.probe_ids))
+                probe = {
+                    m.variant_id: m.latency_ms
+                    for m in store.list_measurements(board=UNSEEN, status="ok")
+                    if m.split_id is None and m.variant_id in pset.probe_ids
+                }
+                log(f"k-shot: measured {len(probe)} probe variants on {UNSEEN} ({r.summary()['wall_s']} s)")
+            picks[kind] = {}
+            for name in PREFS:
+                prefs = load_prefs(REPO / "examples" / "prefs" / f"{name}.toml")
+                ans = recommend(store, device=UNSEEN, probe_latencies=probe, edge=EDGE, bandwidth_mbit=bw,
+                                rtt_ms=rtt, prefs=prefs, top_k=3)  # fmt: skip
+                picks[kind][name] = ans
+                top = ans.recommendations[0] if ans.recommendations else None
+                log(
+                    f"recommend {name} ({kind}): {top.key if top else 'infeasible'} (predictor {ans.predictor_version})"
+                )
 
         log(f"ground truth: every candidate on {UNSEEN} (whole models, then splits with tails on {EDGE})")
         rest = [v for v in ids if v not in probe]
@@ -566,46 +611,24 @@ def main() -> int:
         print()
         print(f"unseen board {UNSEEN} (class {fleet.board(UNSEEN).class_name}, never trained on); "
               f"network {bw:g} Mbit/s, RTT {rtt:g} ms; {len(truth)} candidates measured")  # fmt: skip
-        spec = resolve_device(store, UNSEEN, probe_latencies=probe)
-        spec = type(spec)(spec.name, None, spec.facts, probe)  # predictions only: no measurement lookup
-        edge_spec = resolve_device(store, EDGE, role="edge")
-        pred = load_candidates(store, spec, edge_spec, use_measurements=False)
-        pm = {pred.variant_id[i]: pred.head_ms[i] for i in range(len(pred)) if pred.split[i] == "all-on-device"}
-        ape = np.array([abs(pm[v] - dev_meas[v]) / dev_meas[v] for v in dev_meas])
-        print(f"k-shot latency on {UNSEEN} (whole models, {len(ape)}): MAPE {100 * ape.mean():.1f} %, "
-              f"within +-10 % {100 * (ape <= 0.10).mean():.0f} %")  # fmt: skip
         print(f"split transfer: model {info['sftp_bytes_mean'] * 8 / (bw * 1e3) + rtt:.1f} ms vs SFTP copy "
               f"{info['sftp_transfer_ms_mean']:.1f} ms (mean payload {info['sftp_bytes_mean']:.0f} B; info only)")  # fmt: skip
+        worst_by_kind: dict[str, float] = {}
+        for kind in kinds:
+            store.set_predictor_status(version_id[kind], "champion")  # the very model that made the picks
+            spec = resolve_device(store, UNSEEN, probe_latencies=probe)
+            spec = type(spec)(spec.name, None, spec.facts, probe)  # predictions only: no measurement lookup
+            edge_spec = resolve_device(store, EDGE, role="edge")
+            pred = load_candidates(store, spec, edge_spec, use_measurements=False)
+            pm = {pred.variant_id[i]: pred.head_ms[i] for i in range(len(pred)) if pred.split[i] == "all-on-device"}
+            ape = np.array([abs(pm[v] - dev_meas[v]) / dev_meas[v] for v in dev_meas])
+            print()
+            print(f"== kind {kind}: k-shot latency on {UNSEEN} (whole models, {len(ape)}): MAPE {100 * ape.mean():.1f} %, "
+                  f"within +-10 % {100 * (ape <= 0.10).mean():.0f} %")  # fmt: skip
+            worst_by_kind[kind] = _regret_table(picks[kind], truth, bw, rtt, radio, load_prefs, evaluate, Network)
         print()
-        print(f"{'prefs':18s} {'pick':34s} {'pick QoE':>9s} {'best (measured)':34s} {'best QoE':>9s} {'regret':>8s}")
-        worst = 0.0
-        tradeoffs: list[str] = []
-        for name in PREFS:
-            prefs = load_prefs(REPO / "examples" / "prefs" / f"{name}.toml")
-            ans = picks[name]
-            ev = evaluate(truth, Network(bw, rtt), prefs, radio)
-            keys = truth.keys()
-            score = np.where(ev.feasible, ev.qoe_lower, 0.0)
-            best = int(np.argmax(score))
-            if not ans.recommendations:
-                print(f"{name:18s} infeasible predicted; best measured {keys[best]} QoE {score[best]:.4f}")
-                worst = max(worst, 1.0)
-                continue
-            pick = ans.recommendations[0].key
-            i = keys.index(pick)
-            note = "" if ev.feasible[i] else "  (pick violates a constraint when measured: QoE counted 0)"
-            regret = (score[best] - score[i]) / score[best] if score[best] > 0 else 0.0
-            worst = max(worst, regret)
-            print(
-                f"{name:18s} {pick:34s} {score[i]:9.4f} {keys[best]:34s} {score[best]:9.4f} {100 * regret:7.2f} %{note}"
-            )
-            tradeoffs.append(_tradeoff_line(name, truth, ev, i, ans.recommendations[0]))
-        print()
-        print("does anything but accuracy decide? (measured on the unseen board)")
-        for line in tradeoffs:
-            print(line)
-        print()
-        print(f"worst regret {100 * worst:.2f} % (target <= 2 %); wall {time.monotonic() - t_start:.0f} s")
+        print("worst regret (target <= 2 %): " + ", ".join(f"{k} {100 * w:.2f} %" for k, w in worst_by_kind.items())
+              + f"; wall {time.monotonic() - t_start:.0f} s")  # fmt: skip
         store.dispose()
     if args.keep:
         print(f"kept: {tmp}")
