@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import kendalltau, spearmanr
@@ -239,20 +240,11 @@ def hwnas_energy_predict(
 
 
 def hwnas_energy_eval(
-    table: D.Table,
-    device: str,
-    shots: int = 10,
-    task: str = "cifar100",
-    *,
-    heldout_tasks: Sequence[str] | None = None,
-    reference: tuple[np.ndarray, np.ndarray, list[str]] | None = None,
-    alpha: float = HWNAS_ALPHA,
-    space: str = HWNAS_SPACE,
+    table: D.Table, device: str, shots: int = 10, task: str = "cifar100", **kw: Any
 ) -> dict[str, float]:
-    """:func:`hwnas_energy_predict`, scored on every other measured arch of the task."""
-    rows, pred, _ = hwnas_energy_predict(
-        table, device, shots, task, heldout_tasks=heldout_tasks, reference=reference, alpha=alpha, space=space
-    )
+    """:func:`hwnas_energy_predict` (its keyword options: ``heldout_tasks``, ``reference``, ``alpha``,
+    ``space``), scored on every other measured arch of the task."""
+    rows, pred, _ = hwnas_energy_predict(table, device, shots, task, **kw)
     y = table.energy_mj[rows, table.devices.index(device)]
     ok = np.isfinite(y)
     if not ok.any():

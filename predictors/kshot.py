@@ -24,10 +24,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from predictors.models import LogIntervalMixin, loo_log_halfwidth
+
 MIN_VALUE = 1e-6  # references and targets are clipped here before the log (ms / mJ)
 
 
-class LogKShotCalibrator(RegressorMixin, BaseEstimator):
+class LogKShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
     """Reference predictions (n, D) -> the new device's value, fitted on k shots in log space.
 
     Non-negative ridge: ``log y = b + sum_d w_d log x_d`` with ``w >= 0``, ``b`` unpenalised (the
@@ -74,23 +76,15 @@ class LogKShotCalibrator(RegressorMixin, BaseEstimator):
         L, logy = self._log(X), np.log(y)
         self._model = self._fit_one(L, logy)
         n = len(y)
-        resid = []
-        if n >= 3:
-            for i in range(n):
-                mask = np.arange(n) != i
-                m = self._fit_one(L[mask], logy[mask])
-                resid.append(abs(float(self._apply(m, L[i : i + 1])[0]) - logy[i]))
-        r = np.array(resid) if resid else np.array([0.0])
-        q = min(1.0, math.ceil((len(r) + 1) * self.coverage) / len(r))
-        self.log_halfwidth_ = float(np.quantile(r, q))
+
+        def loo(i: int) -> float:
+            mask = np.arange(n) != i
+            return abs(float(self._apply(self._fit_one(L[mask], logy[mask]), L[i : i + 1])[0]) - logy[i])
+
+        self.log_halfwidth_ = loo_log_halfwidth(n, loo, self.coverage)
         return self
 
     def predict(self, X):
         check_is_fitted(self, "log_halfwidth_")
         X = validate_data(self, X, reset=False)
         return np.maximum(np.exp(self._apply(self._model, self._log(X))), MIN_VALUE)
-
-    def predict_interval(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        p = self.predict(X)
-        f = math.exp(self.log_halfwidth_)
-        return p, p / f, p * f

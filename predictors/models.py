@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +64,23 @@ def _conformal_quantile(r: np.ndarray, coverage: float) -> float:
     return float(np.quantile(r, q))
 
 
-class LatencyRegressor(RegressorMixin, BaseEstimator):
+class LogIntervalMixin:
+    """``predict_interval`` from a fitted ``log_halfwidth_``: [p / e^h, p * e^h] around ``predict``."""
+
+    def predict_interval(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p = self.predict(X)  # type: ignore[attr-defined]
+        f = math.exp(self.log_halfwidth_)  # type: ignore[attr-defined]
+        return p, p / f, p * f
+
+
+def loo_log_halfwidth(n: int, loo_log_error: Callable[[int], float], coverage: float) -> float:
+    """The conformal quantile of the ``n`` leave-one-out |log ratio| errors (0 below 3 points):
+    the interval of a calibrator fitted on a handful of shots."""
+    r = np.array([loo_log_error(i) for i in range(n)]) if n >= 3 else np.array([0.0])
+    return _conformal_quantile(r, coverage)
+
+
+class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
     """Model features -> a positive target (latency ms or energy mJ), with intervals.
 
     Parameters
@@ -222,11 +238,6 @@ class LatencyRegressor(RegressorMixin, BaseEstimator):
         X = validate_data(self, X, reset=False)
         return self._raw(self._model, X)
 
-    def predict_interval(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        p = self.predict(X)
-        f = math.exp(self.log_halfwidth_)
-        return p, p / f, p * f
-
     # Persistence: a gradient-boosting model holds n_trees TreePredictor objects of 3 arrays each.
     # skops writes every array as its own zip member and checks each name against the whole member
     # list, so a 40-class set (12k trees, 37k arrays) took 150 s to save; the trees go out as 3
@@ -299,7 +310,7 @@ def _unpack_trees(packed: Mapping[str, Any]) -> list[list[Any]]:
     return [trees[i : i + k] for i in range(0, len(trees), k)] if k else []
 
 
-class KShotCalibrator(RegressorMixin, BaseEstimator):
+class KShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
     """Reference-device predictions (n, D) -> the new device's latency, fitted on k shots.
 
     Non-negative ridge in raw ms: y = b + sum_d w_d * x_d with w >= 0. ``alpha`` was chosen on
@@ -325,27 +336,19 @@ class KShotCalibrator(RegressorMixin, BaseEstimator):
             raise ValueError("targets must be > 0")
         self._model = self._fit_one(X, y)
         n = len(y)
-        resid = []
-        if n >= 3:
-            for i in range(n):
-                mask = np.arange(n) != i
-                m = self._fit_one(X[mask], y[mask])
-                p = max(float(m.predict(X[i : i + 1])[0]), MIN_MS)
-                resid.append(abs(math.log(p / y[i])))
-        r = np.array(resid) if resid else np.array([0.0])
-        q = min(1.0, math.ceil((len(r) + 1) * self.coverage) / len(r))
-        self.log_halfwidth_ = float(np.quantile(r, q))
+
+        def loo(i: int) -> float:
+            mask = np.arange(n) != i
+            p = max(float(self._fit_one(X[mask], y[mask]).predict(X[i : i + 1])[0]), MIN_MS)
+            return abs(math.log(p / y[i]))
+
+        self.log_halfwidth_ = loo_log_halfwidth(n, loo, self.coverage)
         return self
 
     def predict(self, X):
         check_is_fitted(self, "log_halfwidth_")
         X = validate_data(self, X, reset=False)
         return np.maximum(self._model.predict(X), MIN_MS)
-
-    def predict_interval(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        p = self.predict(X)
-        f = math.exp(self.log_halfwidth_)
-        return p, p / f, p * f
 
 
 # ----------------------------------------------------------------------------- validation helpers
