@@ -240,3 +240,27 @@ def test_a_split_job_holds_its_edge_board_too(any_db_url: str) -> None:
     assert store.complete_job(b.id, owner=b.lease_owner) and store.complete_job(c.id, owner=c.lease_owner)
     d = store.claim_job("w4")
     assert d is not None and d.key == "s2"
+
+
+def test_upgrade_to_0003_fills_the_edge_of_queued_split_jobs(any_db_url: str) -> None:
+    """Split jobs queued before jobs.edge existed hold their edge board after the upgrade."""
+    import json
+
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(any_db_url)
+    migrate.upgrade(engine, "0002_job_board")
+    with engine.begin() as c:
+        for key, payload in (("s1", {"board": "dev1", "edge": "edge", "kind": "split"}), ("m1", {"board": "edge"})):
+            c.execute(
+                sa.text(
+                    "INSERT INTO jobs (key, board, payload, status, attempts, updated_at) "
+                    "VALUES (:k, :b, :p, 'queued', 0, CURRENT_TIMESTAMP)"
+                ),
+                {"k": key, "b": payload["board"], "p": json.dumps(payload)},
+            )
+    engine.dispose()
+    store = Store.open(any_db_url)  # upgrades to head
+    a = store.claim_job("w1")
+    assert a is not None and (a.key, a.edge) == ("s1", "edge")
+    assert store.claim_job("w2") is None  # m1 runs on the edge board: it waits for the split

@@ -855,9 +855,10 @@ class Store:
         its tail runs): a job is claimed only while no claimed job holds either of them, so a
         tail is never timed beside another job on the same edge board.
         PostgreSQL: candidate rows are taken with ``FOR UPDATE SKIP LOCKED``, and a
-        transaction-scoped advisory lock per board (taken in name order) serialises claims that
-        involve the same board, so across any number of controllers a board runs one job at a
-        time. SQLite has a single writer, which gives the same guarantee.
+        transaction-scoped advisory lock per board serialises claims that involve the same board
+        (a try-lock: a row whose board another controller is claiming for is skipped, never waited
+        on, so two claims cannot deadlock), so across any number of controllers a board runs one
+        job at a time. SQLite has a single writer, which gives the same guarantee.
         """
         now = utcnow()
         pg = self.engine.dialect.name == "postgresql"
@@ -880,9 +881,10 @@ class Store:
                 q = q.where(JobRow.board.in_(list(boards)))
             for row in s.scalars(q).all():
                 held = sorted({b for b in (row.board, row.edge) if b is not None})
-                if pg:
-                    for b in held:
-                        s.execute(select(func.pg_advisory_xact_lock(func.hashtext(b))))
+                if pg and not all(
+                    s.execute(select(func.pg_try_advisory_xact_lock(func.hashtext(b)))).scalar() for b in held
+                ):
+                    continue  # another controller is claiming for one of these boards: never wait (no deadlock)
                 # compare-and-set: only a still-queued job whose boards are still free is taken
                 # (on SQLite, where FOR UPDATE does not exist, this UPDATE is the atomic step)
                 other = aliased(JobRow)
