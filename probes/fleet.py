@@ -248,6 +248,14 @@ class AgentServer:
             pass
 
 
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 class BoardConnection:
     """One SSH connection to a board. Lazy: nothing happens until the first command."""
 
@@ -656,26 +664,38 @@ class BoardConnection:
         echo = "import sys, time\nfor _ in sys.stdin:\n    print(repr(time.time()), flush=True)"
         command = " ".join(shlex.quote(a) for a in [*self.python_argv(), "-c", echo])
         best: tuple[float, float] | None = None  # (round trip, offset)
+        taken = 0
+        deadline = time.monotonic() + timeout
+        chan = None
         try:
             chan = self.client.get_transport().open_session(timeout=self.connect_timeout)  # type: ignore[union-attr]
             chan.settimeout(timeout)
             chan.exec_command(command)
             f = chan.makefile("r")
-            for _ in range(samples):
+            # a first round trip waits for the interpreter and skips whatever a shell start-up file
+            # printed before it; it is not a sample
+            chan.sendall(b"\n")
+            for _ in range(50):
+                line = f.readline()
+                if not line or _is_float(line):
+                    break
+            while line and taken < samples and time.monotonic() < deadline:
                 t0 = time.time()
                 chan.sendall(b"\n")
                 line = f.readline()
                 t1 = time.time()
-                if not line:
-                    break
+                if not _is_float(line):
+                    break  # EOF (no python there, or it died) or out of step: what was taken stands
+                taken += 1
                 sample = (t1 - t0, float(line) - (t0 + t1) / 2)
                 best = sample if best is None or sample[0] < best[0] else best
-            chan.shutdown_write()
-            chan.close()
-        except (OSError, EOFError, ValueError, paramiko.SSHException):
-            best = None
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # the samples taken before the failure stand; none: the date fallback below
+        finally:
+            if chan is not None:
+                chan.close()
         if best is not None:
-            return {"offset_s": best[1], "uncertainty_s": best[0] / 2, "method": f"echo:min-rtt-of-{samples}"}
+            return {"offset_s": best[1], "uncertainty_s": best[0] / 2, "method": f"echo:min-rtt-of-{taken}"}
         t0 = time.time()
         d = self.run(["date", "+%s.%N"], timeout=timeout)
         t1 = time.time()

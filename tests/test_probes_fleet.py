@@ -203,3 +203,16 @@ def test_persistent_agent_serves_jobs_and_survives_its_death(env, tiny_models):
         c.persistent = False
         r4 = c.run_agent(Job(job_id="p4", model=remote, protocol=FAST))
         assert r4.ok and set(r4.stats) == set(r1.stats)
+
+
+def test_clock_offset_echo_and_its_date_fallback(env):
+    """The loopback board shares our clock: the echo reading is ~0 within its round trip. A board
+    whose interpreter does not exist falls back to one `date` command, and says so."""
+    b = env["fleet"].board(env["boards"]["a"].name)
+    with BoardConnection.from_spec(b) as c:
+        clock = c.clock_offset()
+        assert clock["method"] == "echo:min-rtt-of-8", clock
+        assert abs(clock["offset_s"]) <= clock["uncertainty_s"] + 0.005 and clock["uncertainty_s"] < 0.05, clock
+        c.python = "/nonexistent/python3"
+        clock = c.clock_offset(timeout=10)
+        assert clock["method"] == "date" and abs(clock["offset_s"]) < 1.0, clock
