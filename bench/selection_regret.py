@@ -530,6 +530,10 @@ def main() -> int:
     ap.add_argument("--rtt-ms", type=float, default=None, help="default: mid-1's link")
     ap.add_argument("--keep", action="store_true", help="print the temp dir and keep the store")
     args = ap.parse_args()
+    kinds = [k.strip() for k in args.kind.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in ("gbm", "linear", "additive")]
+    if not kinds or bad:
+        ap.error(f"--kind: {', '.join(bad) or 'none given'}; choose from gbm, linear, additive")
     t_start = time.monotonic()
 
     from predictors.training import load_champion, train
@@ -563,7 +567,6 @@ def main() -> int:
         for b in TRAINING_BOARDS:
             r = measure_models(store, fleet, b, ids)
             log(f"measured {b}: {r.summary()}")
-        kinds = [k.strip() for k in args.kind.split(",") if k.strip()]
         picks: dict[str, dict] = {}
         version_id: dict[str, int] = {}
         probe: dict[str, float] = {}

@@ -246,7 +246,7 @@ def hwnas_energy_eval(
     ``space``), scored on every other measured arch of the task."""
     rows, pred, _ = hwnas_energy_predict(table, device, shots, task, **kw)
     y = table.energy_mj[rows, table.devices.index(device)]
-    ok = np.isfinite(y)
+    ok = np.isfinite(y) & (y > 0)
     if not ok.any():
         raise EdgeatlasError(f"{device} has no energy measurements on {task}", code=ErrorCode.INSUFFICIENT_DATA)
     return metrics(pred[ok], y[ok])

@@ -45,6 +45,7 @@ def _positive_tags(tags):
 SMALL_FIT_ROWS = 50_000  # below this a gradient-boosting fit runs on one thread
 SPLIT_CONFORMAL_ROWS = 10_000  # from this many rows the interval is split-conformal (one fit, not cv + 1)
 CALIBRATION_FRACTION = 0.2  # rows held out to calibrate the split-conformal interval
+MIN_CALIBRATION_VARIANTS = 50  # from this many distinct variants the calibration rows are whole variants
 EARLY_STOPPING_MIN_VARIANTS = 500  # a large gradient-boosting fit stops early from this many distinct rows
 
 
@@ -89,7 +90,8 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
         target) or "additive" (latency = overhead + non-negative cost per unit of each additive graph
         feature, fitted for relative error; see :func:`_fit_additive`)
     coverage : interval coverage: conformal quantile of ``cv``-fold out-of-fold log-ratio residuals,
-        or from :data:`SPLIT_CONFORMAL_ROWS` rows on, of a random 20 % calibration split (one fit)
+        or from :data:`SPLIT_CONFORMAL_ROWS` rows on, of a random 20 % calibration split of whole
+        variants (one fit; the interval is for variants the model never saw)
     """
 
     def __init__(
@@ -122,14 +124,16 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
             return HistGradientBoostingRegressor(
                 max_iter=self.n_trees, learning_rate=0.08, random_state=self.random_state, early_stopping=False
             )
-        raise ValueError(f"kind must be 'linear' or 'gbm', got {self.kind!r}")
+        raise ValueError(f"kind must be 'linear', 'gbm' or 'additive', got {self.kind!r}")
 
-    def _fit_one(self, X, y):
+    def _fit_one(self, X, y, large: bool = False):
+        """One fit; ``large``: the training part of a fit on >= SPLIT_CONFORMAL_ROWS rows."""
+        large = large or len(y) >= SPLIT_CONFORMAL_ROWS
         if self.kind == "additive":
             return _fit_additive(X, y)
-        if self.kind == "gbm" and len(y) >= SPLIT_CONFORMAL_ROWS:
+        if self.kind == "gbm" and large:
             return self._fit_large_gbm(X, y)
-        m = self._make(len(y))
+        m = self._make(SPLIT_CONFORMAL_ROWS if large else len(y))
         if self.kind == "gbm":
             # sklearn's default min_samples_leaf=20 cannot split a class measured on ~30 variants
             # (the prediction would be one constant): scale the leaf size with the data
@@ -140,7 +144,7 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
             with _threadpools().limit(limits=1, user_api="openmp"):
                 m.fit(X, np.log(y))
             return m
-        if self.kind == "linear" and len(y) >= SPLIT_CONFORMAL_ROWS:
+        if self.kind == "linear" and large:
             # the same for OpenBLAS on a ridge of 8k-1M x 59: 2 threads on a busy 2-core host made
             # a 40k-row fit 3.5x slower (2.4 s against 0.65 s); PredictorSet.fit runs classes side
             # by side instead
@@ -203,16 +207,33 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
         if n >= SPLIT_CONFORMAL_ROWS:
             # Large n: split-conformal, one fit instead of cv + 1. A random CALIBRATION_FRACTION of
             # the rows is held out; the model is fitted on the rest and *that* model is the one kept,
-            # so the held-out log-ratio residuals are exchangeable with a new row's and the quantile
+            # so the held-out log-ratio residuals are exchangeable with a new variant's and the quantile
             # below gives the finite-sample coverage guarantee (>= coverage, marginally). Fitting a
             # final model on all rows and calibrating it with a fold model's residuals (what the K-fold
             # path does) has no such guarantee and costs a second fit; at >= 10k rows the 20% fewer
             # training rows change the fit very little, while the calibration set (>= 2000 rows)
             # pins the 90% quantile's coverage to about +-0.7 %.
-            perm = np.random.default_rng(self.random_state).permutation(n)
+            # The calibration rows are whole variants (all rows of a distinct feature row), drawn at
+            # random until they hold CALIBRATION_FRACTION of the rows: then the residuals are those
+            # of variants the model never saw, which is what the selector asks about (a random row
+            # split puts a variant's repeats on both sides, and the interval would only measure the
+            # spread of repeats). With fewer than MIN_CALIBRATION_VARIANTS variants, single rows.
+            rng = np.random.default_rng(self.random_state)
             n_cal = int(round(CALIBRATION_FRACTION * n))
-            cal, tr = np.sort(perm[:n_cal]), np.sort(perm[n_cal:])
-            self._model = self._fit_one(X[tr], y[tr])
+            _, grp = np.unique(X, axis=0, return_inverse=True)
+            grp = grp.reshape(-1)
+            n_grp = int(grp.max()) + 1
+            is_cal = np.zeros(n, dtype=bool)
+            if n_grp >= MIN_CALIBRATION_VARIANTS:
+                order = rng.permutation(n_grp)
+                k = int(np.searchsorted(np.cumsum(np.bincount(grp, minlength=n_grp)[order]), n_cal)) + 1
+                is_cal = np.isin(grp, order[:k])
+            if n_grp >= MIN_CALIBRATION_VARIANTS and is_cal.sum() <= 2 * n_cal:  # not one giant variant
+                cal, tr = np.flatnonzero(is_cal), np.flatnonzero(~is_cal)
+            else:
+                perm = rng.permutation(n)
+                cal, tr = np.sort(perm[:n_cal]), np.sort(perm[n_cal:])
+            self._model = self._fit_one(X[tr], y[tr], large=True)
             r = np.abs(np.log(self._raw(self._model, X[cal]) / y[cal]))
             self.log_halfwidth_ = _conformal_quantile(r, self.coverage)
             return self
@@ -272,8 +293,10 @@ def _fit_additive(X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     kernel sums are), fitted by non-negative least squares on *relative* errors (each row
     weighted by 1/y, so a 0.1 ms model counts as much as a 100 ms one: what +-10 % accuracy and
     MAPE score). Non-negative costs extrapolate sanely to a wider or larger variant than any
-    measured, where trees predict the largest latency they saw. On data of another width (the
-    estimator checks, a facts model) every column is taken as additive.
+    measured, where trees predict the largest latency they saw. Precision and input shape are not
+    terms of their own (they act through the MACs and bytes they change), so one class measured at
+    several precisions whose per-MAC costs differ (int8 against fp32 kernels) carries that as
+    error. On data of another width (the estimator checks) every column is taken as additive.
     """
     cols = ADDITIVE_COLUMNS if X.shape[1] == len(FEATURE_NAMES) else np.arange(X.shape[1], dtype=np.int64)
     from scipy.optimize import nnls

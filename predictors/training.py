@@ -408,8 +408,8 @@ def train(
 
     ``promote="always"`` (``predictors train``) makes it the champion; ``"if_better"``
     (``predictors retrain``) promotes only when it beats the champion, and does nothing when the
-    data hash is unchanged (equal to the champion's, or to a challenger already rejected on it):
-    then nothing is written, no version row, no file, no report.
+    data hash is unchanged (equal to the champion's, or to a challenger already rejected on it)
+    for the same target and kind: then nothing is written, no version row, no file, no report.
 
     ``source`` restricts the measurements (e.g. ``probe`` for the fleet's own, ``dataset:*`` for
     imported ones). The report (JSON: champion and challenger held-out metrics, promoted or not; PNG:
@@ -428,7 +428,12 @@ def train(
         raise EdgeatlasError("no energy measurements to train on", code=ErrorCode.INSUFFICIENT_DATA)
     champ = store.champion(name)
     if promote == "if_better":
-        same = [p for p in store.list_predictors(name) if p.data_hash == loaded.data_hash and p.target == target]
+        # the same data, target and kind (a version from before kinds were recorded matches any)
+        same = [
+            p
+            for p in store.list_predictors(name)
+            if p.data_hash == loaded.data_hash and p.target == target and p.metrics.get("kind", kind) == kind
+        ]
         if same:
             return {
                 "status": "no new data",
@@ -491,7 +496,7 @@ def train(
         path=str(path),
         file_sha256=sha,
         data_hash=data.data_hash,
-        metrics={k: v for k, v in chall_score.items()},
+        metrics={**chall_score, "kind": kind},
         libs=libs(),
         status=status,
     )

@@ -178,3 +178,18 @@ def test_too_few_measurements_says_how_many(pred_store):
     _, pset = load_champion(store)
     with pytest.raises(EdgeatlasError, match="unknown device class 'new'"):
         pset.predict(F, device_class="new")
+
+
+def test_retrain_with_another_kind_is_not_no_new_data(pred_store, tmp_path):
+    """The no-op check is per kind: the same data under another --kind trains a challenger."""
+    store = pred_store
+    env = {"EDGEATLAS_DB": store.url, "EDGEATLAS_HOME": str(tmp_path)}
+    runner = CliRunner()
+    assert runner.invoke(group, ["retrain", "--kind", "linear", "--json"], env=env).exit_code == 0
+    out = runner.invoke(group, ["retrain", "--kind", "additive", "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["status"] in ("promoted", "kept champion")
+    out = runner.invoke(group, ["retrain", "--kind", "additive", "--json"], env=env)
+    assert json.loads(out.output)["status"] == "no new data"
+    listed = json.loads(runner.invoke(group, ["list", "--json"], env=env).output)
+    assert sorted(r["kind"] for r in listed) == ["additive", "linear"]

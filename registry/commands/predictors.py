@@ -306,6 +306,7 @@ def list_cmd(db_url: str | None, as_json: bool) -> None:
             "name": p.name,
             "version": p.version,
             "target": p.target,
+            "kind": (p.metrics or {}).get("kind"),
             "class": p.device_class,
             "status": p.status,
             "acc10": (p.metrics or {}).get("acc10"),
