@@ -89,11 +89,17 @@ def sample_cnn(rng: np.random.Generator, path: Path) -> Path:
     return path
 
 
-def measure(store, fleet, board: str, tasks: list, force: bool) -> dict[str, dict[str, float]]:
+def measure(store, fleet, board: str, tasks: list, force: bool, fast: bool = False) -> dict[str, dict[str, float]]:
     from probes.fleet import FleetRunner, SweepConfig
     from probes.protocol import MeasureProtocol
 
-    proto = MeasureProtocol(warmup_runs=2, warmup_s=0.1, repeat=3, number=5, min_repeat_ms=50.0)
+    # the probes' default protocol (DESIGN.md: warm-up >= 0.5 s, 5 sessions of >= 200 ms), or a
+    # quick one (3 sessions of >= 50 ms) for a first look
+    proto = (
+        MeasureProtocol(warmup_runs=2, warmup_s=0.1, repeat=3, number=5, min_repeat_ms=50.0)
+        if fast
+        else MeasureProtocol()
+    )
     runner = FleetRunner(store, fleet, SweepConfig(protocol=proto, force=force, retries=1), progress=False)
     try:
         rep = runner.run([board], tasks)
@@ -118,6 +124,7 @@ def main() -> None:
     ap.add_argument("--quota", type=float, default=0.5)
     ap.add_argument("--cpus", default="1")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fast", action="store_true", help="3 sessions of >= 50 ms instead of the default protocol")
     ap.add_argument(
         "--statistic", default="p50", choices=("p50", "mean", "median of session means"), help="the latency to predict"
     )
@@ -140,11 +147,13 @@ def main() -> None:
     board = {"name": "cls-1", "emulate": f'{{ cpu_quota = {a.quota}, cpus = "{a.cpus}" }}'}
     with emulated_fleet([board]) as (fleet, tmp):
         store = Store.open(f"sqlite:///{tmp / 'bench.db'}")
-        lat = measure(store, fleet, "cls-1", tasks, force=False)
+        lat = measure(store, fleet, "cls-1", tasks, force=False, fast=a.fast)
         y = np.array([lat[i][a.statistic] for i in ids])
         test = np.zeros(a.n, bool)
         test[np.random.default_rng(a.seed + 1).permutation(a.n)[: a.n // 5]] = True
-        again = measure(store, fleet, "cls-1", [t for t, h in zip(tasks, test, strict=True) if h], force=True)
+        again = measure(
+            store, fleet, "cls-1", [t for t, h in zip(tasks, test, strict=True) if h], force=True, fast=a.fast
+        )
         store.dispose()
     y2 = np.array([again[i][a.statistic] for i, h in zip(ids, test, strict=True) if h])
     rep = np.abs(y2 / y[test] - 1.0)
@@ -155,7 +164,8 @@ def main() -> None:
             f"repeatability of the {stat:<24}: within +-10 % {np.mean(r <= 0.10):.3f}, median |diff| {100 * np.median(r):.1f} %"
         )
     print(
-        f"{a.n} sampled CNNs on one emulated board (cpu_quota {a.quota}, cpus {a.cpus}); latency p50 "
+        f"{a.n} sampled CNNs on one emulated board (cpu_quota {a.quota}, cpus {a.cpus}; "
+        f"{'fast' if a.fast else 'default'} protocol); latency p50 "
         f"{y.min():.2f}..{y.max():.2f} ms; train {int((~test).sum())}, held out {int(test.sum())}"
     )
     print(
