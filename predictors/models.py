@@ -59,6 +59,23 @@ def _threadpools():
     return ThreadpoolController()
 
 
+def row_groups(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Identical rows of ``X`` as groups: (first row of each group, each row's group, group sizes).
+
+    Groups are found by sorting one seeded random projection of the rows (a 1-D float sort;
+    ``np.unique(X, axis=0)`` sorts rows as opaque bytes and held the GIL for ~0.5 s per 50k x 59
+    class, which serialised the parallel fits of a 1M-row retrain), then checked exactly: if two
+    different rows ever shared a projection, the exact row sort decides instead.
+    """
+    proj = np.random.default_rng(12345).standard_normal(X.shape[1])
+    _, first, inv, counts = np.unique(X @ proj, return_index=True, return_inverse=True, return_counts=True)
+    inv = inv.reshape(-1)
+    if not np.array_equal(X, X[first[inv]]):
+        _, first, inv, counts = np.unique(X, axis=0, return_index=True, return_inverse=True, return_counts=True)
+        inv = inv.reshape(-1)
+    return first, inv, counts
+
+
 def _conformal_quantile(r: np.ndarray, coverage: float) -> float:
     """The conformal quantile of absolute residuals: the ceil((n + 1) * coverage)-th smallest."""
     q = min(1.0, math.ceil((len(r) + 1) * coverage) / len(r))
@@ -172,9 +189,9 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
         40k rows took 112 s; folded and stopped early they take about a quarter of it.
         """
         logy = np.log(y)
-        # (sorted distinct rows: the fit does not depend on the order the rows came in)
-        X, inv, counts = np.unique(X, axis=0, return_inverse=True, return_counts=True)
-        logy = np.bincount(inv.reshape(-1), weights=logy) / counts
+        # (distinct rows in a canonical order: the fit does not depend on the order rows came in)
+        first, inv, counts = row_groups(X)
+        X, logy = X[first], np.bincount(inv, weights=logy) / counts
         m = self._make(len(y))
         m.set_params(min_samples_leaf=int(max(2, min(20, len(logy) // 10))))
         if len(logy) >= EARLY_STOPPING_MIN_VARIANTS:  # a validation split of >= 50 variants
@@ -220,8 +237,7 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
             # spread of repeats). With fewer than MIN_CALIBRATION_VARIANTS variants, single rows.
             rng = np.random.default_rng(self.random_state)
             n_cal = int(round(CALIBRATION_FRACTION * n))
-            _, grp = np.unique(X, axis=0, return_inverse=True)
-            grp = grp.reshape(-1)
+            _, grp, _ = row_groups(X)
             n_grp = int(grp.max()) + 1
             is_cal = np.zeros(n, dtype=bool)
             if n_grp >= MIN_CALIBRATION_VARIANTS:

@@ -267,3 +267,17 @@ def test_calibration_rows_are_whole_variants():
     n_cal = int(np.isin(idx, cal_variants).sum())
     assert abs(n_cal - 0.2 * len(idx)) <= 6  # whole variants, about a fifth of the rows
     assert len(seen[0]) + n_cal == len(idx)
+
+
+def test_row_groups_match_the_exact_row_sort_even_on_a_projection_collision():
+    rng = np.random.default_rng(8)
+    F = rng.integers(0, 5, size=(300, 6)).astype(float)  # many exact duplicates
+    first, inv, counts = M.row_groups(F)
+    np.testing.assert_array_equal(F[first][inv], F)
+    assert len(first) == len(np.unique(F, axis=0)) and counts.sum() == len(F)
+    # two different rows with the same projection: (b, -a) . (a, b) == 0 == (0, 0) . (a, b)
+    a, b = np.random.default_rng(12345).standard_normal(2)
+    X = np.array([[b, -a], [0.0, 0.0], [b, -a]])
+    first, inv, counts = M.row_groups(X)
+    np.testing.assert_array_equal(X[first][inv], X)
+    assert sorted(counts.tolist()) == [1, 2]
