@@ -485,13 +485,14 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
 
-def _regret_table(picks, truth, bw, rtt, radio, load_prefs, evaluate, Network) -> float:
+def _regret_table(picks: dict, prefs_by_name: dict, truth: Any, bw: float, rtt: float, radio: float) -> float:
     """Print each prefs' pick against the best measured candidate; return the worst regret."""
+    from registry.selector.candidates import Network, evaluate
+
     print(f"{'prefs':18s} {'pick':34s} {'pick QoE':>9s} {'best (measured)':34s} {'best QoE':>9s} {'regret':>8s}")
     worst = 0.0
     tradeoffs: list[str] = []
-    for name in PREFS:
-        prefs = load_prefs(REPO / "examples" / "prefs" / f"{name}.toml")
+    for name, prefs in prefs_by_name.items():
         ans = picks[name]
         ev = evaluate(truth, Network(bw, rtt), prefs, radio)
         keys = truth.keys()
@@ -538,7 +539,6 @@ def main() -> int:
 
     from predictors.training import load_champion, train
     from registry.config import sync_fleet_to_store
-    from registry.selector.candidates import Network, evaluate
     from registry.selector.prefs import load_prefs
     from registry.selector.recommend import recommend
     from registry.store import Store
@@ -567,6 +567,7 @@ def main() -> int:
         for b in TRAINING_BOARDS:
             r = measure_models(store, fleet, b, ids)
             log(f"measured {b}: {r.summary()}")
+        prefs_by_name = {name: load_prefs(REPO / "examples" / "prefs" / f"{name}.toml") for name in PREFS}
         picks: dict[str, dict] = {}
         version_id: dict[str, int] = {}
         probe: dict[str, float] = {}
@@ -587,8 +588,7 @@ def main() -> int:
                 }
                 log(f"k-shot: measured {len(probe)} probe variants on {UNSEEN} ({r.summary()['wall_s']} s)")
             picks[kind] = {}
-            for name in PREFS:
-                prefs = load_prefs(REPO / "examples" / "prefs" / f"{name}.toml")
+            for name, prefs in prefs_by_name.items():
                 ans = recommend(store, device=UNSEEN, probe_latencies=probe, edge=EDGE, bandwidth_mbit=bw,
                                 rtt_ms=rtt, prefs=prefs, top_k=3)  # fmt: skip
                 picks[kind][name] = ans
@@ -617,18 +617,18 @@ def main() -> int:
         print(f"split transfer: model {info['sftp_bytes_mean'] * 8 / (bw * 1e3) + rtt:.1f} ms vs SFTP copy "
               f"{info['sftp_transfer_ms_mean']:.1f} ms (mean payload {info['sftp_bytes_mean']:.0f} B; info only)")  # fmt: skip
         worst_by_kind: dict[str, float] = {}
+        spec = resolve_device(store, UNSEEN, probe_latencies=probe)
+        spec = type(spec)(spec.name, None, spec.facts, probe)  # predictions only: no measurement lookup
+        edge_spec = resolve_device(store, EDGE, role="edge")
         for kind in kinds:
             store.set_predictor_status(version_id[kind], "champion")  # the very model that made the picks
-            spec = resolve_device(store, UNSEEN, probe_latencies=probe)
-            spec = type(spec)(spec.name, None, spec.facts, probe)  # predictions only: no measurement lookup
-            edge_spec = resolve_device(store, EDGE, role="edge")
             pred = load_candidates(store, spec, edge_spec, use_measurements=False)
             pm = {pred.variant_id[i]: pred.head_ms[i] for i in range(len(pred)) if pred.split[i] == "all-on-device"}
             ape = np.array([abs(pm[v] - dev_meas[v]) / dev_meas[v] for v in dev_meas])
             print()
             print(f"== kind {kind}: k-shot latency on {UNSEEN} (whole models, {len(ape)}): MAPE {100 * ape.mean():.1f} %, "
                   f"within +-10 % {100 * (ape <= 0.10).mean():.0f} %")  # fmt: skip
-            worst_by_kind[kind] = _regret_table(picks[kind], truth, bw, rtt, radio, load_prefs, evaluate, Network)
+            worst_by_kind[kind] = _regret_table(picks[kind], prefs_by_name, truth, bw, rtt, radio)
         print()
         print("worst regret (target <= 2 %): " + ", ".join(f"{k} {100 * w:.2f} %" for k, w in worst_by_kind.items())
               + f"; wall {time.monotonic() - t_start:.0f} s")  # fmt: skip

@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from predictors.models import LogIntervalMixin, loo_log_halfwidth
+from predictors.models import LogIntervalMixin, _positive_tags, loo_log_halfwidth
 
 MIN_VALUE = 1e-6  # references and targets are clipped here before the log (ms / mJ)
 
@@ -42,9 +42,7 @@ class LogKShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
         self.coverage = coverage
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.positive_only = True
-        return tags
+        return _positive_tags(super().__sklearn_tags__())
 
     def _fit_one(self, L, logy):
         """Exact non-negative ridge (bounded least squares on the centred shots plus sqrt(alpha) I

@@ -123,7 +123,7 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
     def __sklearn_tags__(self):
         return _positive_tags(super().__sklearn_tags__())
 
-    def _make(self, n_rows: int = 0):
+    def _make(self, large: bool = False):
         from sklearn.ensemble import HistGradientBoostingRegressor
         from sklearn.linear_model import RidgeCV
         from sklearn.pipeline import make_pipeline
@@ -133,7 +133,7 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
             # gcv_mode "auto" means "cov" here (n > p): its hat diagonal is a Python loop over
             # p-row batches for each of the 15 alphas, ~20 % slower than "svd" at 40k x 59 (same
             # leave-one-out criterion, same alpha). Small fits keep the default, bit for bit.
-            gcv = {"gcv_mode": "svd"} if n_rows >= SPLIT_CONFORMAL_ROWS else {}
+            gcv = {"gcv_mode": "svd"} if large else {}
             return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-4, 3, 15), **gcv))
         if self.kind == "additive":
             return None  # fitted by _fit_additive
@@ -150,25 +150,17 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
             return _fit_additive(X, y)
         if self.kind == "gbm" and large:
             return self._fit_large_gbm(X, y)
-        m = self._make(SPLIT_CONFORMAL_ROWS if large else len(y))
+        m = self._make(large)
         if self.kind == "gbm":
-            # sklearn's default min_samples_leaf=20 cannot split a class measured on ~30 variants
-            # (the prediction would be one constant): scale the leaf size with the data
-            m.set_params(min_samples_leaf=int(max(2, min(20, len(y) // 10))))
-        if self.kind == "gbm" and len(y) < SMALL_FIT_ROWS:
-            # OpenMP's per-iteration fork/join costs more than it saves on small data, and on a
-            # busy 2-core host its spinning threads slow a fit down 5-10x: fit small ones on one.
-            with _threadpools().limit(limits=1, user_api="openmp"):
-                m.fit(X, np.log(y))
-            return m
-        if self.kind == "linear" and large:
-            # the same for OpenBLAS on a ridge of 8k-1M x 59: 2 threads on a busy 2-core host made
-            # a 40k-row fit 3.5x slower (2.4 s against 0.65 s); PredictorSet.fit runs classes side
-            # by side instead
+            return _fit_gbm(m, X, np.log(y))
+        if large:
+            # a ridge of 8k-1M x 59 on one OpenBLAS thread: 2 threads on a busy 2-core host made a
+            # 40k-row fit 3.5x slower (2.4 s against 0.65 s); PredictorSet.fit runs classes side by
+            # side instead
             with _threadpools().limit(limits=1, user_api="blas"):
                 m.fit(X, y)
             return m
-        m.fit(X, np.log(y) if self.kind == "gbm" else y)
+        m.fit(X, y)
         return m
 
     def _fit_large_gbm(self, X, y):
@@ -180,11 +172,12 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
            model and device. Each variant then counts once, however often it was measured, and
            ``min_samples_leaf`` counts distinct variants. (Weighting the folded row by its count
            would reproduce the unfolded fit exactly for squared loss, but sklearn's weighted
-           histograms made a fit 3x slower.) The interval is still calibrated on single rows, so it
-           keeps the spread of the repeats.
-        2. From EARLY_STOPPING_MIN_VARIANTS distinct rows, early stopping on a 10 % validation split (10 rounds without a 1e-7 gain): sklearn's own
-           default (``early_stopping="auto"``) from 10k rows. A fit costs about the same per round
-           at 4k rows as at 40k (split finding over 59 features x 255 bins dominates).
+           histograms made a fit 3x slower.) The interval is calibrated by :meth:`fit` on the
+           single measurements of held-out variants.
+        2. From EARLY_STOPPING_MIN_VARIANTS distinct rows, early stopping on a 10 % validation split
+           (10 rounds without a 1e-7 gain): sklearn's own default (``early_stopping="auto"``) from
+           10k rows. A fit costs about the same per round at 4k rows as at 40k (split finding over
+           59 features x 255 bins dominates).
         Together: on 1M rows of 20 classes (bench/predictor_retrain.py) the 41 fits of 300 rounds on
         40k rows took 112 s; folded and stopped early they take about a quarter of it.
         """
@@ -192,16 +185,10 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
         # (distinct rows in a canonical order: the fit does not depend on the order rows came in)
         first, inv, counts = row_groups(X)
         X, logy = X[first], np.bincount(inv, weights=logy) / counts
-        m = self._make(len(y))
-        m.set_params(min_samples_leaf=int(max(2, min(20, len(logy) // 10))))
+        m = self._make(large=True)
         if len(logy) >= EARLY_STOPPING_MIN_VARIANTS:  # a validation split of >= 50 variants
             m.set_params(early_stopping=True, validation_fraction=0.1, n_iter_no_change=10, tol=1e-7)
-        if len(logy) < SMALL_FIT_ROWS:
-            with _threadpools().limit(limits=1, user_api="openmp"):
-                m.fit(X, logy)
-        else:
-            m.fit(X, logy)
-        return m
+        return _fit_gbm(m, X, logy)
 
     def _raw(self, m, X):
         if self.kind == "additive":
@@ -235,20 +222,7 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
             # of variants the model never saw, which is what the selector asks about (a random row
             # split puts a variant's repeats on both sides, and the interval would only measure the
             # spread of repeats). With fewer than MIN_CALIBRATION_VARIANTS variants, single rows.
-            rng = np.random.default_rng(self.random_state)
-            n_cal = int(round(CALIBRATION_FRACTION * n))
-            _, grp, _ = row_groups(X)
-            n_grp = int(grp.max()) + 1
-            is_cal = np.zeros(n, dtype=bool)
-            if n_grp >= MIN_CALIBRATION_VARIANTS:
-                order = rng.permutation(n_grp)
-                k = int(np.searchsorted(np.cumsum(np.bincount(grp, minlength=n_grp)[order]), n_cal)) + 1
-                is_cal = np.isin(grp, order[:k])
-            if n_grp >= MIN_CALIBRATION_VARIANTS and is_cal.sum() <= 2 * n_cal:  # not one giant variant
-                cal, tr = np.flatnonzero(is_cal), np.flatnonzero(~is_cal)
-            else:
-                perm = rng.permutation(n)
-                cal, tr = np.sort(perm[:n_cal]), np.sort(perm[n_cal:])
+            cal, tr = _calibration_split(X, np.random.default_rng(self.random_state))
             self._model = self._fit_one(X[tr], y[tr], large=True)
             r = np.abs(np.log(self._raw(self._model, X[cal]) / y[cal]))
             self.log_halfwidth_ = _conformal_quantile(r, self.coverage)
@@ -296,6 +270,39 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
         super().__setstate__(state)
         if trees is not None:
             self._model._predictors = _unpack_trees(trees)
+
+
+def _fit_gbm(m, X: np.ndarray, logy: np.ndarray):
+    """Fit a HistGradientBoostingRegressor on log targets, its leaf size scaled with the data.
+
+    sklearn's default min_samples_leaf=20 cannot split a class measured on ~30 variants (the
+    prediction would be one constant). Below SMALL_FIT_ROWS the fit runs on one OpenMP thread: the
+    per-iteration fork/join costs more than it saves on small data, and on a busy 2-core host the
+    spinning threads slow a fit down 5-10x.
+    """
+    m.set_params(min_samples_leaf=int(max(2, min(20, len(logy) // 10))))
+    if len(logy) < SMALL_FIT_ROWS:
+        with _threadpools().limit(limits=1, user_api="openmp"):
+            return m.fit(X, logy)
+    return m.fit(X, logy)
+
+
+def _calibration_split(X: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(calibration rows, training rows) of a split-conformal fit: random whole variants (distinct
+    feature rows) until they hold CALIBRATION_FRACTION of the rows; single random rows instead
+    with fewer than MIN_CALIBRATION_VARIANTS variants or when one variant would take over twice
+    the share."""
+    n = len(X)
+    n_cal = int(round(CALIBRATION_FRACTION * n))
+    _, grp, sizes = row_groups(X)
+    if len(sizes) >= MIN_CALIBRATION_VARIANTS:
+        order = rng.permutation(len(sizes))
+        k = int(np.searchsorted(np.cumsum(sizes[order]), n_cal)) + 1
+        is_cal = np.isin(grp, order[:k])
+        if is_cal.sum() <= 2 * n_cal:
+            return np.flatnonzero(is_cal), np.flatnonzero(~is_cal)
+    perm = rng.permutation(n)
+    return np.sort(perm[:n_cal]), np.sort(perm[n_cal:])
 
 
 ADDITIVE_COLUMNS = np.array([i for i, n in enumerate(FEATURE_NAMES) if n in ADDITIVE_NAMES], dtype=np.int64)
