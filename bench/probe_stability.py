@@ -9,7 +9,8 @@ protocol, 5 sessions of >= 200 ms). It prints two readings of "5 probe sessions"
 
 Side by side, interleaved with the board runs, the same agent and job run on the bare host
 (no sshd, no quota, pinned to the same cpu): the host's own noise floor on this shared
-machine. Target < 2 %. Brings the board down at the end.
+machine. Before the runs, ``--regime-s`` seconds of a fixed pure-Python loop on the same cpu show
+the CPU's own speed regimes (per-second p50s). Target < 2 %. Brings the board down at the end.
 
     .venv/bin/python bench/probe_stability.py [--quota 0.5] [--cpus 1] [--runs 5] [--size 112]
 """
@@ -54,6 +55,32 @@ def _host_run(job: Job, cpus: str) -> dict:
     return res["stats"]
 
 
+_REGIMES = """
+import os, statistics, sys, time
+os.sched_setaffinity(0, [int(c) for c in sys.argv[1].split(",")])
+now, out = time.perf_counter, []
+for _ in range(int(sys.argv[2])):
+    w0, r = now(), []
+    while now() - w0 < 1.0:
+        a = now(); y = 0
+        for k in range(40000):
+            y += k * k
+        r.append((now() - a) * 1e3)
+    out.append(statistics.median(r))
+print(" ".join(f"{x:.4f}" for x in out))
+"""
+
+
+def _cpu_regimes(cpus: str, seconds: int) -> list[float]:
+    """Per-second p50 (ms) of one fixed pure-Python loop pinned to ``cpus``: the CPU's own speed
+    over time, with no model, runtime, sshd or quota involved."""
+    cpu_list = ",".join(str(c) for c in cpus.replace("-", ",").split(",") if c.strip())
+    out = subprocess.run(
+        [sys.executable, "-c", _REGIMES, cpu_list, str(seconds)], capture_output=True, text=True, check=True
+    )
+    return [float(x) for x in out.stdout.split()]
+
+
 def main() -> None:
     load0 = host_load()
     ap = argparse.ArgumentParser()
@@ -63,8 +90,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=112, help="input px of the bench CNN (112: ~9 ms on the host)")
     ap.add_argument("--channels", type=int, default=32)
     ap.add_argument("--min-repeat-ms", type=float, default=None, help="session length (default: the protocol's 200 ms)")
+    ap.add_argument("--regime-s", type=int, default=10, help="seconds of the CPU speed reading (0: skip)")
     a = ap.parse_args()
     from registry.store import Store
+
+    regimes = _cpu_regimes(a.cpus, a.regime_s) if a.regime_s else []
 
     model = make_cnn(Path(tempfile.mkdtemp()) / "cnn.onnx", channels=a.channels, size=a.size)
     board = {"name": "stab-1", "emulate": f'{{ cpu_quota = {a.quota}, cpus = "{a.cpus}" }}'}
@@ -106,6 +136,11 @@ def main() -> None:
     print(
         f"stability across jobs  (CV of job p50s, fresh agent each):           board {ba:.2f} %   bare host {ha:.2f} %   target < 2 %"
     )
+    if regimes:
+        print(
+            f"CPU {a.cpus} speed before the runs: a fixed pure-Python loop, per-second p50 {min(regimes):.2f}-"
+            f"{max(regimes):.2f} ms over {len(regimes)} s (CV {_cv(regimes):.1f} %): the CPU itself changes speed between seconds"
+        )
     print(f"host load average (1 min) before/after: {load0} / {host_load()} on {os.cpu_count()} cpus")
 
 
