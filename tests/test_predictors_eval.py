@@ -130,3 +130,26 @@ def test_kshot_eval_never_reads_other_evaluation_devices():
         _, p2, _ = E.kshot_eval(Tb, "pixel2", proto_b, space=space)
         np.testing.assert_allclose(p1, p2)
     assert m["n"] == n - 900 and np.all(np.isfinite(pred))
+
+
+def test_hwnas_reference_columns_are_the_arch_measured_elsewhere_with_regressor_fill():
+    T = _hwnas_table(seed=4)
+    rows, R, names = E.hwnas_reference_matrix(T, "cifar100", kind="linear", measured=True)
+    assert all(":cifar100" not in n or n.startswith("latency:pixel") for n in names)
+    j = names.index("energy:pi5-onnx:darcy")
+    darcy = {int(T.index[i]): i for i in np.flatnonzero(T.group == "darcy")}
+    k = T.devices.index("pi5-onnx")
+    want = np.array([T.energy_mj[darcy[int(T.index[r])], k] for r in rows])
+    np.testing.assert_array_equal(R[:, j], want)
+    # an arch not measured on pi5-onnx darcy: its column value comes from the regressor instead
+    en = T.energy_mj.copy()
+    gone = darcy[int(T.index[rows[20]])]
+    en[gone, k] = np.nan
+    Tb = D.Table(T.name, T.keys, T.index, T.features, T.devices, T.latency_ms, energy_mj=en, group=T.group)
+    rows_b, R_b, _ = E.hwnas_reference_matrix(Tb, "cifar100", kind="linear")
+    np.testing.assert_array_equal(rows_b, rows)
+    assert np.isfinite(R_b[20, j]) and R_b[20, j] > 0 and R_b[20, j] != want[20]
+    np.testing.assert_array_equal(np.delete(R_b[:, j], 20), np.delete(want, 20))
+    # predicted-only columns differ from the measured ones
+    _, R_p, _ = E.hwnas_reference_matrix(T, "cifar100", kind="linear", measured=False)
+    assert not np.array_equal(R_p[:, j], R[:, j])
