@@ -12,10 +12,10 @@ Where each is used (chosen on development data only, ``bench/predictor_quality.p
   -out, alpha 0.01 / 0.1 / 1: HELP NB201 mean Spearman 0.950-0.951 raw against 0.903-0.948 log;
   LatBench mean acc10 0.717 raw at alpha 0.1 against 0.642-0.680 log).
 - HW-NAS-Bench-360 pi5 energy: :class:`LogKShotCalibrator`, alpha = ``evaluate.HWNAS_ALPHA`` (pi5
-  ninapro or darcy energy held out as the development stand-ins for cifar100; references = the
+  ninapro or darcy energy held out in turn as development stand-ins for cifar100; references = the
   arch's measured values on the other tasks: mean acc10 over both stand-ins 0.938 log at alpha
-  0.001 against 0.924 at 0.01, 0.882 at 0.1 and 0.859 raw at 0.1; with regressor-predicted
-  references, ninapro only, 0.591-0.594 raw against 0.598-0.662 log).
+  0.001 against 0.923 at 0.01, 0.882 at 0.1 and 0.858-0.866 raw; with regressor-predicted
+  references 0.581-0.645 log, 0.588-0.605 raw).
 """
 
 from __future__ import annotations
