@@ -220,7 +220,30 @@ def fit_set(
     if store is not None:
         facts = {dc.name: dict(dc.facts or {}) for dc in store.list_device_classes()}
     probes, pf = choose_probes(data)
-    return PredictorSet.fit(per, kind=kind, probe_ids=probes, probe_features=pf, class_facts=facts)
+    pset = PredictorSet.fit(per, kind=kind, probe_ids=probes, probe_features=pf, class_facts=facts)
+    pset.measured = measured_latencies(data, train_mask)
+    return pset
+
+
+def measured_latencies(
+    data: TrainingData, train_mask: dict[str, np.ndarray] | None = None
+) -> dict[str, dict[str, float]]:
+    """Per class, {variant id: geometric mean of its measured latencies} over the training rows:
+    the reference columns of k-shot for the variants a class measured (PredictorSet.measured)."""
+    out: dict[str, dict[str, float]] = {}
+    for c, (_, lat, _) in data.per_class.items():
+        ids = data.variant_ids[c]
+        m = train_mask[c] if train_mask else np.ones(len(lat), bool)
+        ok = m & np.isfinite(lat) & (lat > 0)
+        logs = np.log(np.where(ok, lat, 1.0))
+        acc: dict[str, list[float]] = {}
+        for vid, good, v in zip(ids, ok.tolist(), logs.tolist(), strict=True):
+            if good:
+                a = acc.setdefault(vid, [0.0, 0.0])
+                a[0] += v
+                a[1] += 1.0
+        out[c] = {vid: float(math.exp(a[0] / a[1])) for vid, a in acc.items()}
+    return out
 
 
 def held_out_predictions(
@@ -359,10 +382,14 @@ def predict_matrix(
     device_class: str | None = None,
     facts: dict | None = None,
     probe_latencies: dict[str, float] | None = None,
+    variant_ids: list[str | None] | None = None,
 ):
     """The selector's entry point: features (rows = variants or split heads/tails) -> Prediction
-    (latency_ms / energy_mj arrays with lo/hi intervals). Vectorised."""
-    return pset.predict(features, device_class=device_class, facts=facts, probe_latencies=probe_latencies)
+    (latency_ms / energy_mj arrays with lo/hi intervals). Vectorised. ``variant_ids``: see
+    PredictorSet.predict (k-shot's measured reference columns)."""
+    return pset.predict(
+        features, device_class=device_class, facts=facts, probe_latencies=probe_latencies, variant_ids=variant_ids
+    )
 
 
 PLOT_MAX_POINTS = 20_000  # a held-out scatter of more points is drawn from a seeded random subset

@@ -110,3 +110,37 @@ def test_zero_shot_from_facts():
     p = pset.predict(X[:10], facts=facts["slow"])
     assert p.method == "zeroshot:facts" and np.all(p.latency_lo <= p.latency_ms)
     assert np.mean(p.latency_ms) > np.mean(pset.predict(X[:10], facts=facts["fast"]).latency_ms)
+
+
+def test_kshot_takes_the_reference_classes_measurements_of_a_variant():
+    """A per-variant factor the graph features cannot see: the regressors miss it, the reference
+    classes' own measurements carry it, so k-shot on measured variants is exact and falls back to
+    the regressors for a variant no class measured."""
+    X, base = _data(300)
+    u = np.random.default_rng(7).uniform(0.7, 1.3, len(base))
+    y = base * u
+    ids = [f"v{i}" for i in range(len(y))]
+    pset = PredictorSet.fit(
+        {"a": (X, y, None), "b": (X, 2 * y, None)}, kind="linear", probe_ids=ids[:5], probe_features=X[:5]
+    )
+    pset.measured = {"a": dict(zip(ids, y.tolist())), "b": dict(zip(ids, (2 * y).tolist()))}
+    probes = {ids[i]: 3 * y[i] for i in range(5)}
+    q = slice(100, 160)
+    meas = pset.predict(X[q], probe_latencies=probes, variant_ids=ids[q])
+    np.testing.assert_allclose(meas.latency_ms, 3 * y[q], rtol=1e-3)
+    off = pset.predict(X[q], probe_latencies=probes, variant_ids=ids[q], measured_refs=False)
+    assert np.mean(np.abs(off.latency_ms / (3 * y[q]) - 1)) > 0.05  # the regressors cannot see u
+    unmeasured = pset.predict(X[q], probe_latencies=probes, variant_ids=[None] * 60)
+    none = pset.predict(X[q], probe_latencies=probes)
+    np.testing.assert_allclose(unmeasured.latency_ms, none.latency_ms)
+    with pytest.raises(EdgeatlasError, match="variant ids for"):
+        pset.predict(X[q], probe_latencies=probes, variant_ids=ids[:3])
+
+
+def test_measured_latencies_are_geometric_means_of_training_rows():
+    from predictors.training import TrainingData, measured_latencies
+
+    lat = np.array([2.0, 8.0, 5.0, 100.0, np.nan])
+    data = TrainingData({"c": (np.zeros((5, 3)), lat, None)}, {"c": ["v1", "v1", "v2", "v3", "v4"]}, "h", 5)
+    m = measured_latencies(data, {"c": np.array([True, True, True, False, True])})
+    assert m == {"c": {"v1": pytest.approx(4.0), "v2": pytest.approx(5.0)}}  # v3 held out, v4 NaN

@@ -395,6 +395,7 @@ def predict_cmd(
         kwargs["facts"] = _read_mapping(facts_file, "device facts")
     else:
         kwargs["probe_latencies"] = {str(k): float(x) for k, x in _read_mapping(probe_file, "probe latencies").items()}
+        kwargs["variant_ids"] = [v.id]  # k-shot: the reference classes' own measurements of it, if any
     p = pset.predict(feats, **kwargs)
     out = {
         "variant": v.id,

@@ -217,14 +217,16 @@ class PredictorSource:
         self.record, self.pset = load_champion(store, name)
         self.version = f"{self.record.name} v{self.record.version}"
 
-    def predict(self, F: np.ndarray, spec: DeviceSpec) -> _Side:
+    def predict(self, F: np.ndarray, spec: DeviceSpec, variant_ids: list[str | None] | None = None) -> _Side:
+        """``variant_ids`` (aligned with ``F``; None for split heads/tails): k-shot uses the reference
+        classes' own measurements of those variants (PredictorSet.predict)."""
         from predictors.training import predict_matrix
 
         known = spec.class_name is not None and spec.class_name in self.pset.classes
         if known:
             p = predict_matrix(self.pset, F, device_class=spec.class_name)
         elif spec.probe_latencies:
-            p = predict_matrix(self.pset, F, probe_latencies=spec.probe_latencies)
+            p = predict_matrix(self.pset, F, probe_latencies=spec.probe_latencies, variant_ids=variant_ids)
         elif spec.facts:
             p = predict_matrix(self.pset, F, facts=spec.facts)
         else:
@@ -275,11 +277,14 @@ def load_candidates(
     rows: list[dict[str, Any]] = []  # one per candidate, with the feature-row index on each side
     dev_feats: list[np.ndarray] = []
     edge_feats: list[np.ndarray] = []
+    dev_ids: list[str | None] = []  # aligned with the feature rows: a whole variant's id, else None
+    edge_ids: list[str | None] = []
 
-    def need(feats: list[np.ndarray], vec: np.ndarray | None) -> int:
+    def need(feats: list[np.ndarray], ids: list[str | None], vec: np.ndarray | None, vid: str | None = None) -> int:
         if vec is None:
             return -1
         feats.append(vec)
+        ids.append(vid)
         return len(feats) - 1
 
     from predictors.features import features_from_dict
@@ -298,7 +303,7 @@ def load_candidates(
                 "payload": 0.0,
                 "acc": acc,
                 "dev_meas": dev_whole.get(v.id),
-                "dev_row": -1 if v.id in dev_whole else need(dev_feats, fv),
+                "dev_row": -1 if v.id in dev_whole else need(dev_feats, dev_ids, fv, v.id),
                 "edge_meas": None,
                 "edge_row": -1,
                 "enc": 0.0,
@@ -316,7 +321,7 @@ def load_candidates(
                 "dev_meas": None,
                 "dev_row": -1,
                 "edge_meas": edge_whole.get(v.id),
-                "edge_row": -1 if v.id in edge_whole else need(edge_feats, fv),
+                "edge_row": -1 if v.id in edge_whole else need(edge_feats, edge_ids, fv, v.id),
                 "enc": 0.0,
                 "dec": 0.0,
             }
@@ -359,9 +364,9 @@ def load_candidates(
                         tail_vec = onnx_feature_vector(s.tail_path, s.tail_sha256)
                     row.update(
                         dev_meas=None,
-                        dev_row=need(dev_feats, head_vec),
+                        dev_row=need(dev_feats, dev_ids, head_vec),
                         edge_meas=None,
-                        edge_row=need(edge_feats, tail_vec),
+                        edge_row=need(edge_feats, edge_ids, tail_vec),
                     )
                 rows.append(row)
 
@@ -379,8 +384,8 @@ def load_candidates(
     if pred is not None:
         device = _with_stored_probes(device, pred, dev_whole)
         edge = _with_stored_probes(edge, pred, edge_whole)
-    dev = pred.predict(np.vstack(dev_feats), device) if dev_feats and pred else None
-    edg = pred.predict(np.vstack(edge_feats), edge) if edge_feats and pred else None
+    dev = pred.predict(np.vstack(dev_feats), device, dev_ids) if dev_feats and pred else None
+    edg = pred.predict(np.vstack(edge_feats), edge, edge_ids) if edge_feats and pred else None
 
     n = len(rows)
     col = {k: np.zeros(n) for k in ("head", "head_lo", "head_hi", "tail", "tail_lo", "tail_hi", "en", "en_lo", "en_hi")}
