@@ -449,9 +449,12 @@ class PredictorSet:
     ``classes[name] = {"latency": LatencyRegressor, "energy": LatencyRegressor | None}``;
     ``probe_features`` = features of the fixed probe set (for k-shot from probe latencies);
     ``facts_model`` = zero-shot regressor on [facts | features] (None without device facts);
-    ``measured[name] = {variant id: latency ms}``, the class's own measurements of the variants it
-    was trained on (geometric mean of the repeats). k-shot takes those as the reference columns of
-    the variants they cover, and the class regressor's prediction elsewhere (see :meth:`predict`).
+    ``measured_ids`` / ``measured_classes`` / ``measured_ms``: each class's own latency of the variants
+    it was trained on (geometric mean of the repeats), as a sorted id array and a (variant, class)
+    matrix with NaN where a class did not measure a variant (numpy arrays keep the skops file small:
+    a dict of 80k floats made it 39 MB and 3 s to load). Set with :meth:`set_measured`. k-shot takes
+    those as the reference columns of the variants they cover, and the class regressor's prediction
+    elsewhere (see :meth:`predict`).
     """
 
     def __init__(
@@ -463,7 +466,6 @@ class PredictorSet:
         class_facts: dict[str, dict] | None = None,
         kshot_alpha: float = 0.1,
         meta: dict | None = None,
-        measured: dict[str, dict[str, float]] | None = None,
     ):
         self.classes = classes
         self.probe_ids = list(probe_ids)
@@ -472,7 +474,21 @@ class PredictorSet:
         self.class_facts = class_facts or {}
         self.kshot_alpha = kshot_alpha
         self.meta = meta or {}
-        self.measured = measured or {}
+        self.measured_ids = np.array([], dtype=str)
+        self.measured_classes: list[str] = []
+        self.measured_ms = np.zeros((0, 0))
+
+    def set_measured(self, measured: Mapping[str, Mapping[str, float]]) -> None:
+        """``measured[class] = {variant id: latency ms}``: the classes' own measurements (k-shot)."""
+        ids = sorted({v for m in measured.values() for v in m})
+        self.measured_classes = list(measured)
+        self.measured_ids = np.array(ids, dtype=str)
+        pos = {v: i for i, v in enumerate(ids)}
+        M = np.full((len(ids), len(self.measured_classes)), np.nan)
+        for j, c in enumerate(self.measured_classes):
+            for v, ms in measured[c].items():
+                M[pos[v], j] = ms
+        self.measured_ms = M
 
     # -- fitting
     @classmethod
@@ -563,17 +579,22 @@ class PredictorSet:
         class measured, that measurement."""
         names = [c for c in self.classes if c not in exclude]
         R = np.column_stack([self.classes[c]["latency"].predict(F) for c in names])
-        measured = getattr(self, "measured", None) or {}  # files saved before measured existed
-        if variant_ids is not None and measured:
-            if len(variant_ids) != len(R):
-                raise EdgeatlasError(
-                    f"{len(variant_ids)} variant ids for {len(R)} feature rows", code=ErrorCode.INVALID_ARGUMENT
-                )
-            for j, c in enumerate(names):
-                meas = measured.get(c) or {}
-                for i, vid in enumerate(variant_ids):
-                    if vid is not None and vid in meas:
-                        R[i, j] = meas[vid]
+        known = getattr(self, "measured_ids", None)  # None: a file saved before measurements were kept
+        if variant_ids is None or known is None or len(known) == 0:
+            return R, names
+        if len(variant_ids) != len(R):
+            raise EdgeatlasError(
+                f"{len(variant_ids)} variant ids for {len(R)} feature rows", code=ErrorCode.INVALID_ARGUMENT
+            )
+        vids = np.array(["" if v is None else str(v) for v in variant_ids], dtype=str)
+        at = np.minimum(np.searchsorted(known, vids), len(known) - 1)
+        hit = known[at] == vids
+        for j, c in enumerate(names):
+            if c in self.measured_classes:
+                col = np.full(len(R), np.nan)
+                col[hit] = self.measured_ms[at[hit], self.measured_classes.index(c)]
+                use = np.isfinite(col)
+                R[use, j] = col[use]
         return R, names
 
     def kshot(

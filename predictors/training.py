@@ -221,7 +221,7 @@ def fit_set(
         facts = {dc.name: dict(dc.facts or {}) for dc in store.list_device_classes()}
     probes, pf = choose_probes(data)
     pset = PredictorSet.fit(per, kind=kind, probe_ids=probes, probe_features=pf, class_facts=facts)
-    pset.measured = measured_latencies(data, train_mask)
+    pset.set_measured(measured_latencies(data, train_mask))
     return pset
 
 
@@ -229,7 +229,7 @@ def measured_latencies(
     data: TrainingData, train_mask: dict[str, np.ndarray] | None = None
 ) -> dict[str, dict[str, float]]:
     """Per class, {variant id: geometric mean of its measured latencies} over the training rows:
-    the reference columns of k-shot for the variants a class measured (PredictorSet.measured)."""
+    the reference columns of k-shot for the variants a class measured (PredictorSet.set_measured)."""
     out: dict[str, dict[str, float]] = {}
     for c, (_, lat, _) in data.per_class.items():
         ids = data.variant_ids[c]

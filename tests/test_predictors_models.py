@@ -123,7 +123,9 @@ def test_kshot_takes_the_reference_classes_measurements_of_a_variant():
     pset = PredictorSet.fit(
         {"a": (X, y, None), "b": (X, 2 * y, None)}, kind="linear", probe_ids=ids[:5], probe_features=X[:5]
     )
-    pset.measured = {"a": dict(zip(ids, y.tolist())), "b": dict(zip(ids, (2 * y).tolist()))}
+    pset.set_measured(
+        {"a": dict(zip(ids, y.tolist(), strict=True)), "b": dict(zip(ids, (2 * y).tolist(), strict=True))}
+    )
     probes = {ids[i]: 3 * y[i] for i in range(5)}
     q = slice(100, 160)
     meas = pset.predict(X[q], probe_latencies=probes, variant_ids=ids[q])

@@ -84,6 +84,15 @@ def test_unseen_board_uses_its_stored_probe_measurements(store) -> None:
     rho = spearmanr([pred[v] for v in rest], [store.truth[v] for v in rest]).statistic
     ape = np.array([abs(pred[v] - store.truth[v]) / store.truth[v] for v in rest])
     assert rho > 0.7 and np.median(ape) < 0.25, (rho, np.median(ape))
+    # the reference columns are the training classes' own measurements of each variant
+    from predictors.features import features_from_dict
+
+    F = np.vstack([features_from_dict(store.get_variant(v).features, v).vector() for v in rest])
+    probes = {vid: store.truth[vid] for vid in pset.probe_ids}
+    direct = pset.predict(F, probe_latencies=probes, variant_ids=rest).latency_ms
+    np.testing.assert_allclose([pred[v] for v in rest], direct, rtol=1e-9)
+    regressed = pset.predict(F, probe_latencies=probes, measured_refs=False).latency_ms
+    assert not np.allclose(direct, regressed)
 
     # the library entry point (CLI `recommend --device s7-board`, HTTP POST /v1/recommend) does the same
     from registry.selector.recommend import recommend
