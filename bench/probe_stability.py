@@ -38,10 +38,20 @@ def _cv(xs: list[float]) -> float:
     return statistics.stdev(xs) / statistics.mean(xs) * 100
 
 
+def _cpu_list(cpus: str) -> list[int]:
+    """A cpuset string ("1", "0,2", "0-3") as cpu numbers."""
+    out: list[int] = []
+    for part in (x.strip() for x in cpus.split(",")):
+        if part:
+            lo, _, hi = part.partition("-")
+            out += list(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
 def _host_run(job: Job, cpus: str) -> dict:
     """The same agent and job on the bare host (no sshd, no quota), pinned to ``cpus``."""
     agent = Path(__file__).resolve().parent.parent / "probes" / "agent.py"
-    cpu_list = [int(c) for c in cpus.replace("-", ",").split(",") if c.strip()]
+    cpu_list = _cpu_list(cpus)
     proc = subprocess.run(
         [sys.executable, str(agent)],
         input=job.to_json(),
@@ -74,7 +84,7 @@ print(" ".join(f"{x:.4f}" for x in out))
 def _cpu_regimes(cpus: str, seconds: int) -> list[float]:
     """Per-second p50 (ms) of one fixed pure-Python loop pinned to ``cpus``: the CPU's own speed
     over time, with no model, runtime, sshd or quota involved."""
-    cpu_list = ",".join(str(c) for c in cpus.replace("-", ",").split(",") if c.strip())
+    cpu_list = ",".join(str(c) for c in _cpu_list(cpus))
     out = subprocess.run(
         [sys.executable, "-c", _REGIMES, cpu_list, str(seconds)], capture_output=True, text=True, check=True
     )
@@ -90,8 +100,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=112, help="input px of the bench CNN (112: ~9 ms on the host)")
     ap.add_argument("--channels", type=int, default=32)
     ap.add_argument("--min-repeat-ms", type=float, default=None, help="session length (default: the protocol's 200 ms)")
-    ap.add_argument("--regime-s", type=int, default=10, help="seconds of the CPU speed reading (0: skip)")
+    ap.add_argument("--regime-s", type=int, default=10, help="seconds of the CPU speed reading (0: skip, else >= 2)")
     a = ap.parse_args()
+    if a.regime_s == 1:
+        ap.error("--regime-s: 0 (skip) or at least 2 seconds (a CV needs two readings)")
     from registry.store import Store
 
     regimes = _cpu_regimes(a.cpus, a.regime_s) if a.regime_s else []

@@ -449,12 +449,11 @@ class PredictorSet:
     ``classes[name] = {"latency": LatencyRegressor, "energy": LatencyRegressor | None}``;
     ``probe_features`` = features of the fixed probe set (for k-shot from probe latencies);
     ``facts_model`` = zero-shot regressor on [facts | features] (None without device facts);
-    ``measured_ids`` / ``measured_classes`` / ``measured_ms``: each class's own latency of the variants
-    it was trained on (geometric mean of the repeats), as a sorted id array and a (variant, class)
-    matrix with NaN where a class did not measure a variant (numpy arrays keep the skops file small:
-    a dict of 80k floats made it 39 MB and 3 s to load). Set with :meth:`set_measured`. k-shot takes
-    those as the reference columns of the variants they cover, and the class regressor's prediction
-    elsewhere (see :meth:`predict`).
+    ``measured_ids`` / ``measured_classes`` / ``measured_rows`` / ``measured_ms``: each class's own
+    latency of the variants it was trained on (geometric mean of the repeats), stored sparse: one
+    sorted id array, and per class the positions of its variants in it (int32) with their latencies
+    (float32). numpy arrays keep the skops file small (a dict of 80k floats made it 39 MB and 3 s to
+    load). Set with :meth:`set_measured`; used by k-shot (see :meth:`predict`).
     """
 
     def __init__(
@@ -476,19 +475,42 @@ class PredictorSet:
         self.meta = meta or {}
         self.measured_ids = np.array([], dtype=str)
         self.measured_classes: list[str] = []
-        self.measured_ms = np.zeros((0, 0))
+        self.measured_rows: list[np.ndarray] = []
+        self.measured_ms: list[np.ndarray] = []
 
     def set_measured(self, measured: Mapping[str, Mapping[str, float]]) -> None:
         """``measured[class] = {variant id: latency ms}``: the classes' own measurements (k-shot)."""
         ids = sorted({v for m in measured.values() for v in m})
-        self.measured_classes = list(measured)
-        self.measured_ids = np.array(ids, dtype=str)
         pos = {v: i for i, v in enumerate(ids)}
-        M = np.full((len(ids), len(self.measured_classes)), np.nan)
-        for j, c in enumerate(self.measured_classes):
-            for v, ms in measured[c].items():
-                M[pos[v], j] = ms
-        self.measured_ms = M
+        self.measured_ids = np.array(ids, dtype=str)
+        self.measured_classes = list(measured)
+        self.measured_rows = [np.array([pos[v] for v in measured[c]], dtype=np.int32) for c in self.measured_classes]
+        self.measured_ms = [np.array(list(measured[c].values()), dtype=np.float32) for c in self.measured_classes]
+
+    def measured_matrix(self, variant_ids: Sequence[str | None], names: Sequence[str]) -> np.ndarray:
+        """(len(variant_ids), len(names)): each class's measurement of each variant, NaN where it has
+        none (an id of None, an unknown id, a class that never measured it, or a file saved before
+        measurements were kept)."""
+        out = np.full((len(variant_ids), len(names)), np.nan)
+        known = getattr(self, "measured_ids", None)
+        if known is None or len(known) == 0 or not isinstance(getattr(self, "measured_rows", None), list):
+            return out
+        given = np.array([v is not None for v in variant_ids], dtype=bool)
+        vids = np.array([str(v) for v in variant_ids if v is not None], dtype=str)
+        at = np.minimum(np.searchsorted(known, vids), len(known) - 1)
+        hit = known[at] == vids
+        rows = np.flatnonzero(given)[hit]  # output rows with a known id
+        where = np.full(len(known), -1, dtype=np.int64)
+        for j, c in enumerate(names):
+            if c not in self.measured_classes:
+                continue
+            k = self.measured_classes.index(c)
+            where[:] = -1
+            where[self.measured_rows[k]] = np.arange(len(self.measured_rows[k]))
+            w = where[at[hit]]
+            ok = w >= 0
+            out[rows[ok], j] = self.measured_ms[k][w[ok]]
+        return out
 
     # -- fitting
     @classmethod
@@ -571,40 +593,20 @@ class PredictorSet:
             )
         return F
 
-    def reference_matrix(
-        self, F: np.ndarray, exclude: Sequence[str] = (), variant_ids: Sequence[str | None] | None = None
-    ) -> tuple[np.ndarray, list[str]]:
-        """One column per reference class: its regressor's latency for each row of ``F``, or, for a
-        row whose variant id (``variant_ids``, aligned with ``F``; None for a row without one) the
-        class measured, that measurement."""
+    def reference_matrix(self, F: np.ndarray, exclude: Sequence[str] = ()) -> tuple[np.ndarray, list[str]]:
         names = [c for c in self.classes if c not in exclude]
-        R = np.column_stack([self.classes[c]["latency"].predict(F) for c in names])
-        known = getattr(self, "measured_ids", None)  # None: a file saved before measurements were kept
-        if variant_ids is None or known is None or len(known) == 0:
-            return R, names
-        if len(variant_ids) != len(R):
-            raise EdgeatlasError(
-                f"{len(variant_ids)} variant ids for {len(R)} feature rows", code=ErrorCode.INVALID_ARGUMENT
-            )
-        vids = np.array(["" if v is None else str(v) for v in variant_ids], dtype=str)
-        at = np.minimum(np.searchsorted(known, vids), len(known) - 1)
-        hit = known[at] == vids
-        for j, c in enumerate(names):
-            if c in self.measured_classes:
-                col = np.full(len(R), np.nan)
-                col[hit] = self.measured_ms[at[hit], self.measured_classes.index(c)]
-                use = np.isfinite(col)
-                R[use, j] = col[use]
-        return R, names
+        return np.column_stack([self.classes[c]["latency"].predict(F) for c in names]), names
 
     def kshot(
-        self,
-        shot_features: np.ndarray,
-        shot_latency_ms: np.ndarray,
-        exclude: Sequence[str] = (),
-        shot_ids: Sequence[str | None] | None = None,
+        self, shot_features: np.ndarray, shot_latency_ms: np.ndarray, exclude: Sequence[str] = ()
     ) -> KShotCalibrator:
         S = self._check_features(shot_features)
+        y = self._shot_latencies(shot_latency_ms)
+        R, _ = self.reference_matrix(S, exclude)
+        return KShotCalibrator(alpha=self.kshot_alpha).fit(R, y)
+
+    @staticmethod
+    def _shot_latencies(shot_latency_ms: np.ndarray) -> np.ndarray:
         y = np.asarray(shot_latency_ms, dtype=np.float64)
         if len(y) < 3:
             raise EdgeatlasError(
@@ -612,8 +614,43 @@ class PredictorSet:
             )
         if not np.isfinite(y).all() or (y <= 0).any():
             raise EdgeatlasError("probe latencies must be finite and > 0 ms", code=ErrorCode.BAD_DATA)
-        R, _ = self.reference_matrix(S, exclude, shot_ids)
-        return KShotCalibrator(alpha=self.kshot_alpha).fit(R, y)
+        return y
+
+    def _kshot_predict(
+        self,
+        F: np.ndarray,
+        shot_ids: list[str],
+        y: np.ndarray,
+        variant_ids: Sequence[str | None] | None,
+        measured_refs: bool,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """k-shot (point, lo, hi, whether measured columns were used).
+
+        Two calibrations, each applied only to rows of its own kind of reference column: on the
+        regressors' latencies (every row), and, with ``measured_refs``, on the reference classes'
+        own measurements, for the rows that every reference class measured. That needs >= 3 shots
+        that every class measured (the probe models usually are). A mix fitted on measurements is
+        never applied to regressor columns, whose errors it did not see, nor the other way round.
+        """
+        cal = self.kshot(self.probe_features[[self.probe_ids.index(i) for i in shot_ids]], y)
+        R, names = self.reference_matrix(F)
+        p, lo, hi = cal.predict_interval(R)
+        if not measured_refs or variant_ids is None:
+            return p, lo, hi, False
+        if len(variant_ids) != len(F):
+            raise EdgeatlasError(
+                f"{len(variant_ids)} variant ids for {len(F)} feature rows", code=ErrorCode.INVALID_ARGUMENT
+            )
+        Ms = self.measured_matrix(shot_ids, names)
+        full_s = np.isfinite(Ms).all(axis=1)
+        Mq = self.measured_matrix(variant_ids, names)
+        full_q = np.isfinite(Mq).all(axis=1)
+        if full_s.sum() < 3 or not full_q.any():
+            return p, lo, hi, False
+        cal_m = KShotCalibrator(alpha=self.kshot_alpha).fit(Ms[full_s], y[full_s])
+        p, lo, hi = p.copy(), lo.copy(), hi.copy()
+        p[full_q], lo[full_q], hi[full_q] = cal_m.predict_interval(Mq[full_q])
+        return p, lo, hi, True
 
     def predict(
         self,
@@ -631,10 +668,13 @@ class PredictorSet:
         (zero-shot). Vectorised: one matrix product per reference class.
 
         k-shot mixes the reference classes' latencies of each row. With ``measured_refs`` (default),
-        a reference class's own measurement of a variant replaces its regressor's prediction, for
-        the probe models (the shots) and for the rows whose ``variant_ids`` it measured: the fleet
-        has measured the zoo, and a measurement carries no regression error. On HW-NAS-Bench-360 pi5
-        energy, measured columns took ±10 % accuracy from 0.64 to 0.94 on development stand-ins.
+        a row whose variant (``variant_ids``, aligned with the rows; None for split heads/tails)
+        every reference class measured is mixed from those measurements, by a mix fitted on the
+        probe models' measurements; other rows from the class regressors (:meth:`_kshot_predict`).
+        The fleet has measured the zoo, and a measurement carries no regression error: on
+        HW-NAS-Bench-360 pi5 energy (evaluate.py's log-space mix) measured columns took ±10 %
+        accuracy from 0.58-0.65 to 0.94 on development stand-ins, and on the selection bench the
+        additive kind's k-shot MAPE from 113 % to 16-40 %.
         """
         F = self._check_features(features)
         if device_class is not None:
@@ -659,14 +699,11 @@ class PredictorSet:
                     code=ErrorCode.INSUFFICIENT_DATA,
                     hint=f"measure: {', '.join(self.probe_ids)}",
                 )
-            keep = [i for i, p in enumerate(self.probe_ids) if p in probe_latencies]
-            cal = self.kshot(
-                self.probe_features[keep],
-                np.array([probe_latencies[self.probe_ids[i]] for i in keep]),
-                shot_ids=[self.probe_ids[i] for i in keep] if measured_refs else None,
-            )
-            R, _ = self.reference_matrix(F, variant_ids=variant_ids if measured_refs else None)
-            return Prediction(*cal.predict_interval(R), None, None, None, method=f"kshot:{len(keep)}")
+            shot_ids = [p for p in self.probe_ids if p in probe_latencies]
+            y = self._shot_latencies(np.array([probe_latencies[p] for p in shot_ids]))
+            p, lo, hi, used = self._kshot_predict(F, shot_ids, y, variant_ids, measured_refs)
+            method = f"kshot:{len(shot_ids)}" + ("+measured-refs" if used else "")
+            return Prediction(p, lo, hi, None, None, None, method=method)
         if facts is not None:
             if self.facts_model is None:
                 raise EdgeatlasError(

@@ -137,6 +137,30 @@ def test_kshot_takes_the_reference_classes_measurements_of_a_variant():
     np.testing.assert_allclose(unmeasured.latency_ms, none.latency_ms)
     with pytest.raises(EdgeatlasError, match="variant ids for"):
         pset.predict(X[q], probe_latencies=probes, variant_ids=ids[:3])
+    assert meas.method == "kshot:5+measured-refs" and none.method == "kshot:5"
+    # a variant that not every reference class measured is mixed from the regressors, never from a
+    # mix of measured and predicted columns
+    pset.set_measured(
+        {"a": dict(zip(ids, y.tolist(), strict=True)), "b": dict(zip(ids[:150], (2 * y[:150]).tolist(), strict=True))}
+    )
+    part = pset.predict(X[q], probe_latencies=probes, variant_ids=ids[q])
+    np.testing.assert_allclose(part.latency_ms[:50], 3 * y[100:150], rtol=1e-3)
+    np.testing.assert_allclose(part.latency_ms[50:], none.latency_ms[50:])
+
+
+def test_measured_table_survives_a_skops_round_trip(tmp_path):
+    import skops.io as sio
+
+    from predictors.training import TRUSTED_TYPES
+
+    X, y = _data(60)
+    pset = PredictorSet.fit({"a": (X, y, None), "b": (X, 2 * y, None)}, kind="linear")
+    pset.set_measured({"a": {"v2": 2.0, "v1": 1.0}, "b": {"v3": 30.0, "v1": 10.0}})
+    sio.dump(pset, tmp_path / "p.skops")
+    back = sio.load(tmp_path / "p.skops", trusted=list(TRUSTED_TYPES))
+    M = back.measured_matrix(["v1", None, "v3", "zz", "v2"], ["b", "a", "c"])
+    want = np.array([[10, 1, np.nan], [np.nan] * 3, [30, np.nan, np.nan], [np.nan] * 3, [np.nan, 2, np.nan]])
+    np.testing.assert_array_equal(M, want)
 
 
 def test_measured_latencies_are_geometric_means_of_training_rows():
