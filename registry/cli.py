@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from registry import __version__
 from registry.commands.common import db_option, devices_option, emit, err_console, json_option, open_store
@@ -35,7 +36,7 @@ class EdgeatlasGroup(click.Group):
             return super().invoke(ctx)
         except EdgeatlasError as exc:
             err_console.print(
-                f"[bold red]error[/] [{exc.code.value}]: {exc.one_line()}", highlight=False, soft_wrap=True
+                f"[bold red]error[/] \\[{exc.code.value}]: {escape(exc.one_line())}", highlight=False, soft_wrap=True
             )
             if os.environ.get("EDGEATLAS_DEBUG"):
                 raise

@@ -165,3 +165,14 @@ def test_fleet_list_json_prints_repo_boards(tmp_path: Path) -> None:
     names = [r["name"] for r in rows]
     assert names == [b.name for b in load_devices(REPO / "devices.toml").boards]
     assert {"name", "class", "role", "address", "emulate"} <= set(rows[0])
+
+
+def test_cli_error_keeps_bracketed_text(tmp_path: Path, key: Path) -> None:
+    """The console line shows "[classes.jetson]" as written: messages are not read as rich markup."""
+    text = GOOD.format(key=key, data_dir="{data_dir}").replace(
+        'class = "rpi4"\nhost = "10.0.0.9"', 'class = "jetson"\nhost = "10.0.0.9"'
+    )
+    path = write(tmp_path, text)
+    res = CliRunner().invoke(main, ["fleet", "list", "--devices", str(path), "--db", f"sqlite:///{tmp_path}/a.db"])
+    assert res.exit_code == 1
+    assert "declare [classes.jetson]" in res.output and "[INVALID_CONFIG]" in res.output, res.output

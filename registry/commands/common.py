@@ -12,7 +12,9 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 console = Console(stderr=False, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
@@ -75,7 +77,7 @@ def print_json(data: Any) -> None:
 def print_table(rows: Sequence[dict[str, Any]], columns: Iterable[str] | None = None, title: str | None = None) -> None:
     rows = [to_jsonable(r) for r in rows]
     cols = list(columns) if columns else (list(rows[0].keys()) if rows else [])
-    table = Table(title=title, show_lines=False)
+    table = Table(title=escape(title) if title else None, show_lines=False)
     for c in cols:
         table.add_column(c)
     for r in rows:
@@ -83,14 +85,15 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Iterable[str] | None = 
     console.print(table)
 
 
-def _cell(v: Any) -> str:
+def _cell(v: Any) -> Text:
+    """A table cell as plain text: names and messages with [brackets] are shown, not read as markup."""
     if v is None:
-        return "-"
+        return Text("-")
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return Text(f"{v:.4g}")
     if isinstance(v, dict | list):
-        return json.dumps(v, separators=(",", ":"))
-    return str(v)
+        return Text(json.dumps(v, separators=(",", ":")))
+    return Text(str(v))
 
 
 def emit(data: Any, as_json: bool, columns: Iterable[str] | None = None, title: str | None = None) -> None:
@@ -109,5 +112,5 @@ def emit(data: Any, as_json: bool, columns: Iterable[str] | None = None, title: 
 
 
 def fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(1)

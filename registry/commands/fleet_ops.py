@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from registry.commands.common import db_option, devices_option, emit, err_console, json_option, open_store
 
@@ -160,8 +161,8 @@ def check(
         for r in rows:
             if r["status"] != "ok":
                 err_console.print(
-                    f"[bold red]{r['name']}[/] [{r['error_code']}]: {r['error']}"
-                    + (f" (fix: {r['hint']})" if r.get("hint") else ""),
+                    f"[bold red]{escape(r['name'])}[/] \\[{r['error_code']}]: "
+                    + escape(f"{r['error']}" + (f" (fix: {r['hint']})" if r.get("hint") else "")),
                     highlight=False,
                     soft_wrap=True,
                 )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from registry.commands.common import console, db_option, emit, json_option, open_store, print_json
 from registry.errors import EdgeatlasError, ErrorCode
@@ -152,9 +153,11 @@ def recommend_cmd(
             False,
             title=f"{ans.device} -> {ans.edge}: {ans.n_feasible}/{ans.n_candidates} feasible; predictor {ans.predictor_version}; weights {ans.weights_source}",
         )
-        console.print(f"Pareto front: {len(ans.pareto)} candidates" + (f"; plot: {plot_path}" if plot_path else ""))
+        console.print(
+            escape(f"Pareto front: {len(ans.pareto)} candidates" + (f"; plot: {plot_path}" if plot_path else ""))
+        )
         for n in ans.notes:
-            console.print(f"note: {n}")
+            console.print(f"note: {escape(n)}", highlight=False)
     if not ans.feasible:
         raise InfeasibleError(ans)
 

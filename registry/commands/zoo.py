@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from registry.commands.common import db_option, emit, err_console, json_option, open_store, print_json
 from registry.errors import EdgeatlasError, ErrorCode
@@ -246,7 +247,7 @@ def grid_cmd(config_path: str, dry_run: bool, db_url: str | None, as_json: bool)
     )
     notes = {r["splits_note"] for r in rows if r["splits_note"] and r["splits_note"] != "already built"}
     for n in sorted(notes):
-        err_console.print(f"[yellow]splits[/]: {n}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]splits[/]: {escape(n)}", highlight=False, soft_wrap=True)
     emit(summary, False, title="grid")
 
 
