@@ -69,14 +69,16 @@ class TrainingData:
     n_rows: int
 
 
-def collect(store, device_class: str | None = None, source: str | None = None) -> TrainingData:
+def collect(
+    store, device_class: str | None = None, source: str | None = None, include_evaluation: bool = False
+) -> TrainingData:
     """Measurements (status ok, whole model) joined with variant features, grouped by device class.
 
     Vectorised for ~1M rows: one lean column query (no ORM records), one feature matrix indexed by
     variant, classes and the key order by numpy sorts. Rows are in key order within a class and
     classes in order of their first key, as they always were (the fit depends on both).
     """
-    return _group(_load(store, device_class, source))
+    return _group(_load(store, device_class, source, include_evaluation))
 
 
 @dataclass(frozen=True)
@@ -93,9 +95,24 @@ class _Loaded:
     ccode: np.ndarray  # each row's index into ``classes``
     classes: list[str]
     data_hash: str
+    evaluation_left_out: tuple[str, ...] = ()
 
 
-def _load(store, device_class: str | None, source: str | None) -> _Loaded:
+def evaluation_classes(store) -> set[str]:
+    """Device classes marked as evaluation devices (imported datasets: ../shared/datasets/README.md).
+    They stand for "a device nobody has measured": never fitted on, only predicted k-shot."""
+    return {c.name for c in store.list_device_classes() if (c.facts or {}).get("evaluation")}
+
+
+def _load(store, device_class: str | None, source: str | None, include_evaluation: bool = False) -> _Loaded:
+    held_back = set() if include_evaluation else evaluation_classes(store)
+    if device_class in held_back:
+        raise EdgeatlasError(
+            f"device class {device_class!r} is an evaluation device: it is never trained on",
+            code=ErrorCode.INVALID_ARGUMENT,
+            hint="predict it k-shot (`edgeatlas predictors predict --probe-latencies FILE`) or score it with "
+            "`edgeatlas predictors eval`; --include-evaluation trains on it anyway",
+        )
     cols = store.measurement_columns(
         ("key", "variant_id", "device_class", "board", "latency_ms", "energy_mj"),
         device_class=device_class,
@@ -103,11 +120,18 @@ def _load(store, device_class: str | None, source: str | None) -> _Loaded:
         status="ok",
         whole_model_only=True,  # split heads/tails have their own features
     )
+    left_out: tuple[str, ...] = ()
+    if held_back and held_back.intersection(cols["device_class"]):
+        keep = [c not in held_back for c in cols["device_class"]]
+        left_out = tuple(sorted(held_back.intersection(cols["device_class"])))
+        cols = {k: [x for x, ok in zip(v, keep, strict=True) if ok] for k, v in cols.items()}
     keys: list[str] = cols["key"]
     n = len(keys)
     if not n:
         raise EdgeatlasError(
-            "empty training set: no successful measurements" + (f" for class {device_class!r}" if device_class else ""),
+            "empty training set: no successful measurements"
+            + (f" for class {device_class!r}" if device_class else "")
+            + (f" outside the evaluation devices ({', '.join(left_out)})" if left_out else ""),
             code=ErrorCode.INSUFFICIENT_DATA,
             hint="run `edgeatlas bench run` or `edgeatlas predictors import NAME --path DIR` first",
         )
@@ -153,7 +177,7 @@ def _load(store, device_class: str | None, source: str | None) -> _Loaded:
     if not all(labels):  # a row without a class is grouped under its board
         labels = [d or b for d, b in zip(labels, cols["board"], strict=True)]
     names, ccode = _codes(labels)
-    return _Loaded(n, lat, en, order, F, vcode, measured, ccode, names, h.hexdigest())
+    return _Loaded(n, lat, en, order, F, vcode, measured, ccode, names, h.hexdigest(), left_out)
 
 
 def _group(d: _Loaded) -> TrainingData:
@@ -431,6 +455,7 @@ def train(
     source: str | None = None,
     report_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
+    include_evaluation: bool = False,
 ) -> dict[str, Any]:
     """Train a challenger on the training slice, score it and the champion on the held-out slice.
 
@@ -442,6 +467,9 @@ def train(
     ``source`` restricts the measurements (e.g. ``probe`` for the fleet's own, ``dataset:*`` for
     imported ones). The report (JSON: champion and challenger held-out metrics, promoted or not; PNG:
     predicted vs measured) goes to ``report_dir`` (default ``reports_dir()``).
+
+    Evaluation devices (:func:`evaluation_classes`) are left out unless ``include_evaluation``; the
+    report names them (``evaluation_left_out``).
     """
     if target not in ("latency", "energy"):
         raise EdgeatlasError(f"--target must be latency or energy, not {target!r}", code=ErrorCode.INVALID_ARGUMENT)
@@ -451,7 +479,8 @@ def train(
     def lap(step: str) -> None:
         phases[step] = round(time.perf_counter() - t0 - sum(phases.values()), 2)
 
-    loaded = _load(store, device_class, source)  # validated, hashed; grouped only if needed
+    loaded = _load(store, device_class, source, include_evaluation)  # validated, hashed; grouped only if needed
+    left_out = loaded.evaluation_left_out
     if target == "energy" and not np.isfinite(loaded.en).any():
         raise EdgeatlasError("no energy measurements to train on", code=ErrorCode.INSUFFICIENT_DATA)
     champ = store.champion(name)
@@ -539,6 +568,7 @@ def train(
         "rows": data.n_rows,
         "classes": sorted(data.per_class),
         "skipped_classes": skipped,
+        "evaluation_left_out": list(left_out),
         "challenger": chall_score,
         "champion": champ_score,
         "champion_version_before": champ.version if champ else None,

@@ -193,3 +193,48 @@ def test_retrain_with_another_kind_is_not_no_new_data(pred_store, tmp_path):
     assert json.loads(out.output)["status"] == "no new data"
     listed = json.loads(runner.invoke(group, ["list", "--json"], env=env).output)
     assert sorted(r["kind"] for r in listed) == ["additive", "linear"]
+
+
+def test_evaluation_devices_are_never_trained_on(pred_store, tmp_path):
+    """An imported evaluation device (facts evaluation=true, as `predictors import` marks them) is left
+    out of training and named in the report; --class on it is refused; --include-evaluation keeps it."""
+    store = pred_store
+    store.upsert_device_class("pixel2", {"evaluation": True, "dataset": "help-nb201", "device": "pixel2"})
+    store.add_measurements_bulk(_new_class_rows(store, "pixel2", 1.3))
+    env = {"EDGEATLAS_DB": store.url, "EDGEATLAS_HOME": str(tmp_path)}
+    out = CliRunner().invoke(group, ["train", "--kind", "linear", "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    rep = json.loads(out.output)
+    assert rep["evaluation_left_out"] == ["pixel2"] and "pixel2" not in rep["classes"] and len(rep["classes"]) == 3
+    out = CliRunner().invoke(group, ["train", "--class", "pixel2", "--kind", "linear"], env=env)
+    msg = str(out.exception)  # the subgroup alone: the error is raised (the top-level group prints it)
+    assert out.exit_code == 1 and "evaluation device" in msg and "--probe-latencies" in msg
+    rep = train(store, kind="linear", include_evaluation=True)
+    assert "pixel2" in rep["classes"] and rep["evaluation_left_out"] == []
+
+
+@pytest.mark.parametrize(
+    ("calendar", "cron"),
+    [
+        ("*-*-* 03:17:00", "17 3 * * *"),
+        ("Mon *-*-* 04:00:00", "0 4 * * 1"),
+        ("Mon..Fri *-*-* 22:30", "30 22 * * 1-5"),
+        ("weekly", "0 0 * * 1"),
+        ("hourly", "0 * * * *"),
+    ],
+)
+def test_schedule_cron_follows_on_calendar(pred_store, calendar, cron):
+    out = CliRunner().invoke(
+        group, ["retrain", "--schedule", "--on-calendar", calendar, "--json"], env={"EDGEATLAS_DB": pred_store.url}
+    )
+    assert out.exit_code == 0, out.output
+    units = json.loads(out.output)
+    assert units["cron"].startswith(cron + " ") and f"OnCalendar={calendar}" in units["timer"]
+
+
+def test_schedule_refuses_a_calendar_cron_cannot_follow(pred_store):
+    out = CliRunner().invoke(
+        group, ["retrain", "--schedule", "--on-calendar", "garbage"], env={"EDGEATLAS_DB": pred_store.url}
+    )
+    msg = str(out.exception)
+    assert out.exit_code == 1 and "--on-calendar 'garbage'" in msg and "systemd-analyze" in msg

@@ -101,6 +101,12 @@ kind_option = click.option(
     help="Regressor kind: gradient boosting on log latency, ridge, or non-negative per-op costs fitted for "
     "relative error (extrapolates to variants larger than any measured).",
 )
+evaluation_option = click.option(
+    "--include-evaluation",
+    is_flag=True,
+    help="Also fit on imported evaluation devices (../shared/datasets/README.md). By default they are left "
+    "out, named in the report, and only predicted k-shot or scored with `predictors eval`.",
+)
 report_option = click.option(
     "--report",
     "report_dir",
@@ -117,6 +123,7 @@ report_option = click.option(
 @click.option("--target", type=click.Choice(["latency", "energy"]), default="latency", show_default=True)
 @click.option("--name", default=None, help="Predictor name (default: 'default', or 'class:<C>' with --class).")
 @kind_option
+@evaluation_option
 @db_option
 @json_option
 def train_cmd(
@@ -126,6 +133,7 @@ def train_cmd(
     target: str,
     name: str | None,
     kind: str,
+    include_evaluation: bool,
     db_url: str | None,
     as_json: bool,
 ) -> None:
@@ -153,6 +161,7 @@ def train_cmd(
             promote="always",
             source=source,
             report_dir=report_dir,
+            include_evaluation=include_evaluation,
         ),
         as_json,
     )
@@ -173,8 +182,10 @@ def train_cmd(
     "--on-calendar",
     default="*-*-* 03:17:00",
     show_default=True,
-    help="With --schedule: systemd OnCalendar expression (the cron line uses the same hour:minute, daily).",
+    help="With --schedule: systemd OnCalendar expression, and the cron line at the same times (daily, hourly, "
+    "weekly, monthly, or '[Mon..Fri] *-*-* HH:MM[:SS]').",
 )
+@evaluation_option
 @db_option
 @json_option
 def retrain_cmd(
@@ -185,6 +196,7 @@ def retrain_cmd(
     report_dir: Path | None,
     schedule: bool,
     on_calendar: str,
+    include_evaluation: bool,
     db_url: str | None,
     as_json: bool,
 ) -> None:
@@ -210,6 +222,8 @@ def retrain_cmd(
             args += ["--source", source]
         if report_dir:
             args += ["--report", str(report_dir.resolve())]
+        if include_evaluation:
+            args += ["--include-evaluation"]
         units = schedule_units(store.url, args, on_calendar)
         if as_json:
             print_json(units)
@@ -217,7 +231,14 @@ def retrain_cmd(
             click.echo(units["text"])
         return
     result = train(
-        store, name=name, target=target, kind=kind, promote="if_better", source=source, report_dir=report_dir
+        store,
+        name=name,
+        target=target,
+        kind=kind,
+        promote="if_better",
+        source=source,
+        report_dir=report_dir,
+        include_evaluation=include_evaluation,
     )
     if as_json:
         print_json(result)
@@ -271,15 +292,12 @@ def schedule_units(db_url: str, args: list[str], on_calendar: str = "*-*-* 03:17
         "[Install]\n"
         "WantedBy=timers.target\n"
     )
-    hh, mm = 3, 17
-    parts = on_calendar.split()
-    if len(parts) == 2 and parts[1].count(":") >= 1:
-        try:
-            hh, mm = (int(x) for x in parts[1].split(":")[:2])
-        except ValueError:
-            pass
     # cron treats % as a newline: escape it
-    cron = f"{mm} {hh} * * * EDGEATLAS_HOME={shlex.quote(home)} {cmd} >> {shlex.quote(log)} 2>&1".replace("%", "\\%")
+    cron = (
+        f"{calendar_to_cron(on_calendar)} EDGEATLAS_HOME={shlex.quote(home)} {cmd} >> {shlex.quote(log)} 2>&1".replace(
+            "%", "\\%"
+        )
+    )
     text = (
         f"{service}\n{timer}\n"
         "# enable: systemctl daemon-reload && systemctl enable --now edgeatlas-retrain.timer\n"
@@ -287,6 +305,60 @@ def schedule_units(db_url: str, args: list[str], on_calendar: str = "*-*-* 03:17
         f"{cron}\n"
     )
     return {"service": service, "timer": timer, "cron": cron, "command": cmd, "text": text}
+
+
+_CAL_SHORTHAND = {
+    "minutely": "* * * * *",
+    "hourly": "0 * * * *",
+    "daily": "0 0 * * *",
+    "weekly": "0 0 * * 1",
+    "monthly": "0 0 1 * *",
+    "yearly": "0 0 1 1 *",
+    "annually": "0 0 1 1 *",
+}
+_DOW = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def calendar_to_cron(on_calendar: str) -> str:
+    """The five cron time fields for a systemd OnCalendar expression, so the timer and the cron line
+    run at the same times. Supported: the shorthands (daily, weekly, ...) and ``[DOW] *-*-* HH:MM[:SS]``
+    with DOW like ``Mon``, ``Mon,Fri`` or ``Mon..Fri`` and HH/MM a number, a list or ``*``. Anything
+    else is refused (an error naming the forms), rather than a cron line that runs at other times."""
+    text = on_calendar.strip()
+    if text.lower() in _CAL_SHORTHAND:
+        return _CAL_SHORTHAND[text.lower()]
+    bad = EdgeatlasError(
+        f"--on-calendar {on_calendar!r}: not a form the cron line can follow",
+        code=ErrorCode.INVALID_ARGUMENT,
+        hint="use daily/hourly/weekly/monthly or '[Mon..Fri] *-*-* HH:MM[:SS]', e.g. '*-*-* 03:17:00' or "
+        "'Mon *-*-* 04:00:00' (check an expression with `systemd-analyze calendar`)",
+    )
+    parts = text.split()
+    dow = "*"
+    if len(parts) == 3:
+        days = []
+        for item in parts[0].lower().split(","):
+            ends = item.split("..")
+            if len(ends) > 2 or any(e[:3] not in _DOW or len(e) < 3 for e in ends):
+                raise bad
+            days.append("-".join(str(_DOW.index(e[:3])) for e in ends))
+        dow = ",".join(days)
+        parts = parts[1:]
+    if len(parts) != 2 or parts[0] != "*-*-*":
+        raise bad
+    hms = parts[1].split(":")
+    if len(hms) not in (2, 3):
+        raise bad
+
+    def field(v: str, top: int) -> str:
+        if v == "*":
+            return "*"
+        vals = v.split(",")
+        if not all(x.isdigit() and int(x) <= top for x in vals):
+            raise bad
+        return ",".join(str(int(x)) for x in vals)
+
+    return f"{field(hms[1], 59)} {field(hms[0], 23)} * * {dow}"
 
 
 @group.command(name="list")
