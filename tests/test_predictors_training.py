@@ -56,6 +56,16 @@ def test_train_list_predict_retrain(store, tmp_path):
     out = runner.invoke(group, ["predict", "--variant", vid, "--probe-latencies", str(pf), "--json"], env=env)
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["method"].startswith("kshot")
+    # an id outside the probe set is named and not used; a value that is not a number names file and id
+    pf.write_text(json.dumps({**probes, "nb201:not-a-probe": 3.0}))
+    out = runner.invoke(group, ["predict", "--variant", vid, "--probe-latencies", str(pf), "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["ignored_probes"] == ["nb201:not-a-probe"] and "not used" in out.stderr
+    for bad in ("fast", float("nan"), -1.0, True):
+        pf.write_text(json.dumps({**probes, pset.probe_ids[0]: bad}))
+        out = runner.invoke(group, ["predict", "--variant", vid, "--probe-latencies", str(pf)], env=env)
+        msg = str(out.exception)
+        assert out.exit_code == 1 and str(pf) in msg and pset.probe_ids[0] in msg and "fix:" in msg, msg
     ff = tmp_path / "facts.json"
     ff.write_text(json.dumps({"cores": 4, "freq_mhz": 2100, "memory_mb": 4096}))
     out = runner.invoke(group, ["predict", "--variant", vid, "--device-facts", str(ff), "--json"], env=env)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import tomllib
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
-from registry.commands.common import db_option, emit, json_option, open_store, print_json
+from registry.commands.common import db_option, emit, err_console, json_option, open_store, print_json
 from registry.errors import EdgeatlasError, ErrorCode
 
 
@@ -392,21 +391,6 @@ def list_cmd(db_url: str | None, as_json: bool) -> None:
     emit(rows if as_json else rows, as_json, title="predictors")
 
 
-def _read_mapping(path: Path, what: str) -> dict:
-    if not path.exists():
-        raise EdgeatlasError(f"{what} file {path} does not exist", code=ErrorCode.NOT_FOUND)
-    text = path.read_text()
-    try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise EdgeatlasError(
-            f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} ({exc})", code=ErrorCode.INVALID_ARGUMENT
-        ) from exc
-    if not isinstance(data, dict):
-        raise EdgeatlasError(f"{path}: expected an object/table", code=ErrorCode.INVALID_ARGUMENT)
-    return data
-
-
 @group.command(name="predict")
 @click.option("--variant", "variant", required=True, help="Variant id (or unique prefix).")
 @click.option("--device", default=None, help="A trained device class or a board name.")
@@ -445,6 +429,7 @@ def predict_cmd(
     """
     from predictors.features import features_from_dict
     from predictors.training import load_champion
+    from registry.selector.sources import read_mapping, read_probe_latencies
 
     if sum(x is not None for x in (device, facts_file, probe_file)) != 1:
         raise EdgeatlasError(
@@ -464,9 +449,9 @@ def predict_cmd(
                 cls = device
         kwargs["device_class"] = cls
     elif facts_file is not None:
-        kwargs["facts"] = _read_mapping(facts_file, "device facts")
+        kwargs["facts"] = read_mapping(facts_file, "device facts")
     else:
-        kwargs["probe_latencies"] = {str(k): float(x) for k, x in _read_mapping(probe_file, "probe latencies").items()}
+        kwargs["probe_latencies"] = read_probe_latencies(probe_file)
         kwargs["variant_ids"] = [v.id]  # k-shot: the reference classes' own measurements of it, if any
     p = pset.predict(feats, **kwargs)
     out = {
@@ -479,6 +464,17 @@ def predict_cmd(
     }
     if p.energy_mj is not None:
         out.update(energy_mj=float(p.energy_mj[0]), energy_lo=float(p.energy_lo[0]), energy_hi=float(p.energy_hi[0]))
+    ignored = sorted(set(kwargs.get("probe_latencies", {})) - set(pset.probe_ids))
+    if ignored:  # e.g. a probe set measured for an older predictor version: the rest is used
+        out["ignored_probes"] = ignored
+        err_console.print(
+            escape(
+                f"note: {len(ignored)} probe ids are not in this predictor's probe set and were not used: "
+                f"{', '.join(ignored[:5])}{' ...' if len(ignored) > 5 else ''} (probe set: {', '.join(pset.probe_ids)})"
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
     if as_json:
         print_json(out)
     else:

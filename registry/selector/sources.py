@@ -54,7 +54,7 @@ class DeviceSpec:
         return json.dumps([self.name, self.class_name, self.facts, self.probe_latencies], sort_keys=True, default=str)
 
 
-def _read_mapping(path: str | Path, what: str) -> dict[str, Any]:
+def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
     import tomllib
 
     p = Path(path)
@@ -78,6 +78,34 @@ def _read_mapping(path: str | Path, what: str) -> dict[str, Any]:
     return data
 
 
+def read_probe_latencies(source: Mapping[str, Any] | str | Path) -> dict[str, float]:
+    """{probe variant id: ms} from a mapping or a JSON/TOML file (optionally under ``latencies_ms``).
+    A value that is not a finite number > 0 is refused, naming the file, the id and the value."""
+    where = "probe latencies"
+    if isinstance(source, str | Path):
+        where = f"{source}"
+        raw = read_mapping(source, "probe latencies")
+        source = raw.get("latencies_ms", raw)
+        if not isinstance(source, Mapping):
+            raise EdgeatlasError(
+                f"{where}: 'latencies_ms' must be a table of {{probe variant id: ms}}",
+                ErrorCode.INVALID_CONFIG,
+                hint='write {"latencies_ms": {"<probe id>": 12.3, ...}} or {"<probe id>": 12.3, ...}',
+            )
+    out: dict[str, float] = {}
+    for k, v in source.items():
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+        if not ok:
+            raise EdgeatlasError(
+                f"{where}: probe {k!r}: latency {v!r} is not a finite number of ms > 0",
+                ErrorCode.INVALID_ARGUMENT,
+                hint='give each probe model\'s measured p50 in ms, e.g. {"<probe id>": 12.3}; leave out a probe '
+                "that was not measured (3 of the probe set are enough)",
+            )
+        out[str(k)] = float(v)
+    return out
+
+
 def resolve_device(
     store: Any,
     name: str | None = None,
@@ -93,21 +121,9 @@ def resolve_device(
             hint=f"pass --{role} NAME (a board or device class) or --device-facts FILE",
         )
     if isinstance(facts, str | Path):
-        facts = _read_mapping(facts, "device facts")
-    if isinstance(probe_latencies, str | Path):
-        raw = _read_mapping(probe_latencies, "probe latencies")
-        probe_latencies = raw.get("latencies_ms", raw)
+        facts = read_mapping(facts, "device facts")
     if probe_latencies is not None:
-        bad = [
-            k for k, v in probe_latencies.items() if not isinstance(v, int | float) or not math.isfinite(v) or v <= 0
-        ]
-        if bad:
-            raise EdgeatlasError(
-                f"probe latency for {bad[0]!r} is not a positive number of ms",
-                ErrorCode.INVALID_ARGUMENT,
-                hint="give {probe variant id: latency in ms, ...}",
-            )
-        probe_latencies = {str(k): float(v) for k, v in probe_latencies.items()}
+        probe_latencies = read_probe_latencies(probe_latencies)
     if name is not None:
         klass = None
         cls_facts: dict[str, Any] = {}

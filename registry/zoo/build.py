@@ -627,9 +627,69 @@ def _tflite_precision(path: Path) -> str:
     return "fp32"
 
 
+def _static_batch(proto: Any, src: Path) -> Any:
+    """A copy of ``proto`` whose graph inputs have batch 1, for the stats the zoo records.
+
+    A dynamic batch dimension (dim 0 of a graph input, symbolic as torch's
+    ``dynamic_axes={'input': {0: 'batch'}}`` writes it, ``dim_param: "batch"``, or left unset) is
+    taken as 1: the zoo records, and the predictors' features assume, one sample per inference.
+    Its symbol is set to 1 wherever else it appears (outputs, value_info), so shape inference gives
+    every tensor a concrete shape and the MACs are counted. Any other dynamic dimension (height,
+    width, channels, a sequence length) is an error naming the input and the dim: the MACs and the
+    resolution depend on a size the file does not fix."""
+    import onnx
+
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(proto)
+    g = fixed.graph
+    inits = {i.name for i in g.initializer}
+    batch_symbols: set[str] = set()
+    for vi in g.input:
+        if vi.name in inits or not vi.type.tensor_type.HasField("shape"):
+            continue
+        shape = [
+            x.dim_value if x.HasField("dim_value") else (x.dim_param or "?") for x in vi.type.tensor_type.shape.dim
+        ]
+        dims = vi.type.tensor_type.shape.dim
+        dynamic = [k for k, d in enumerate(dims) if not (d.HasField("dim_value") and d.dim_value > 0)]
+        other = [k for k in dynamic if k != 0]
+        if other:
+            named = ", ".join(
+                f"dim {k} ({dims[k].dim_param!r})" if dims[k].dim_param else f"dim {k} (unset)" for k in other
+            )
+            symbols = [dims[k].dim_param for k in other if dims[k].dim_param]
+            fix = (
+                ", or fix them with python -m onnxruntime.tools.make_dynamic_shape_fixed --dim_param NAME "
+                f"--dim_value SIZE IN.onnx OUT.onnx (NAME: {', '.join(symbols)})"
+                if symbols
+                else ""
+            )
+            raise EdgeatlasError(
+                f"{src}: input {vi.name!r} has dynamic {named} (shape {shape}); only the batch dim (0) may be "
+                "dynamic: MACs and resolution need the other sizes fixed",
+                code=ErrorCode.UNSUPPORTED,
+                hint="re-export with a fixed input size (torch.onnx.export with dynamic_axes={'input': {0: 'batch'}} "
+                "only)" + fix,
+            )
+        if dynamic:  # the batch dim: taken as 1
+            if dims[0].dim_param:
+                batch_symbols.add(dims[0].dim_param)
+            dims[0].dim_value = 1  # clears dim_param (a oneof)
+    if batch_symbols:
+        for vi in list(g.output) + list(g.value_info):
+            for d in vi.type.tensor_type.shape.dim:
+                if d.HasField("dim_param") and d.dim_param in batch_symbols:
+                    d.dim_value = 1
+    return fixed
+
+
 def add_artifact(store: Any, file: str | Path, family: str = "user", precision: str | None = None) -> BuildResult:
     """Register a user's .onnx / .tflite (checked: onnx.checker, or loaded in ai-edge-litert).
-    Accuracy stays unknown until ``zoo accuracy`` attaches one with its source."""
+    Accuracy stays unknown until ``zoo accuracy`` attaches one with its source.
+
+    An ONNX model with a dynamic batch dimension is recorded at batch 1 (input_shape, MACs,
+    resolution: see :func:`_static_batch`); the artifact keeps its dynamic axis. Other dynamic
+    dimensions are refused with an error naming the input and the dim."""
     t0 = time.perf_counter()
     src = Path(file)
     suffix = src.suffix.lower().lstrip(".")
@@ -646,7 +706,7 @@ def add_artifact(store: Any, file: str | Path, family: str = "user", precision: 
         from registry.zoo.export import load_onnx_checked, onnx_stats
 
         proto = load_onnx_checked(src)
-        stats = onnx_stats(proto)
+        stats = onnx_stats(_static_batch(proto, src))
         try:
             features = _features(src, "fp32")
         except EdgeatlasError as exc:
