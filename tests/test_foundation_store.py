@@ -264,3 +264,16 @@ def test_upgrade_to_0003_fills_the_edge_of_queued_split_jobs(any_db_url: str) ->
     a = store.claim_job("w1")
     assert a is not None and (a.key, a.edge) == ("s1", "edge")
     assert store.claim_job("w2") is None  # m1 runs on the edge board: it waits for the split
+
+
+def test_bare_postgresql_url_uses_the_installed_driver(pg_url: str) -> None:
+    """`postgresql://` (what the --help examples show) opens with psycopg2; SQLAlchemy 2.1 alone
+    would ask for psycopg 3, which is not installed."""
+    from registry.store.api import with_installed_driver
+
+    bare = pg_url.replace("postgresql+psycopg2://", "postgresql://")
+    assert with_installed_driver(bare).startswith(("postgresql+psycopg2://", "postgresql+psycopg://"))
+    assert with_installed_driver("postgres://u@h/db").startswith("postgresql+")
+    assert with_installed_driver("sqlite:///x.db") == "sqlite:///x.db"
+    store = Store.open(bare)
+    assert store.engine.dialect.name == "postgresql" and store.list_boards() == []

@@ -86,6 +86,23 @@ def _record(cls: type[T], row: Any) -> T:
     return cls(**{name: conv(getattr(row, name)) for name, conv in _converters(cls)})
 
 
+def with_installed_driver(url: str) -> str:
+    """``postgresql://`` (or ``postgres://``) without a driver -> the PostgreSQL driver that is installed.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, while edgeatlas installs psycopg2
+    (``pip install edgeatlas[postgres]``); an explicit ``postgresql+<driver>://`` is left alone.
+    """
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        return url
+    for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{driver}://{rest}"
+    return f"postgresql://{rest}"
+
+
 class Store:
     """Open with :meth:`Store.open`; it upgrades the schema on first use."""
 
@@ -97,7 +114,7 @@ class Store:
     # ------------------------------------------------------------------ setup
     @classmethod
     def open(cls, url: str | None = None, upgrade: bool = True) -> Store:
-        url = url or os.environ.get("EDGEATLAS_DB") or default_db_url()
+        url = with_installed_driver(url or os.environ.get("EDGEATLAS_DB") or default_db_url())
         try:
             kwargs: dict[str, Any] = {"future": True}
             if url.startswith("sqlite"):
