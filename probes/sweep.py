@@ -242,11 +242,19 @@ RESULT_COLUMNS = [
 
 
 def result_rows(
-    store: Any, board: str | None = None, variant: str | None = None, status: str | None = None
+    store: Any,
+    board: str | None = None,
+    variant: str | None = None,
+    status: str | None = None,
+    source: str | None = None,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
+    """Measurement rows for `bench results`; with ``limit``, the newest ``limit`` of them."""
     vid = store.get_variant(variant).id if variant else None
     rows = []
-    for m in store.list_measurements(board=board, variant_id=vid, status=status):
+    for m in store.list_measurements(
+        board=board, variant_id=vid, status=status, source=source, limit=limit, newest=limit is not None
+    ):
         s = m.stats or {}
         cfg = m.config or {}
         rows.append(

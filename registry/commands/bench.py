@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from registry.commands.common import db_option, devices_option, emit, json_option, open_store, print_json
+from registry.commands.common import db_option, devices_option, emit, err_console, json_option, open_store, print_json
+from registry.errors import EdgeatlasError, ErrorCode
 
 
 @click.group("bench")
@@ -246,10 +247,29 @@ def worker(
 @click.option("--board", default=None, help="Only this board.")
 @click.option("--variant", default=None, help="Only this variant (id or unique prefix).")
 @click.option("--all", "all_status", is_flag=True, help="Include failed jobs.")
+@click.option(
+    "--source",
+    default="probe",
+    show_default=True,
+    help="Whose measurements: probe (the fleet's own), dataset:<name> or dataset:* (imported), or all.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Show the newest N rows (0: all). Default: 200 in the table, all with --csv/--json.",
+)
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
 @json_option
 def results(
-    db_url: str | None, board: str | None, variant: str | None, all_status: bool, as_csv: bool, as_json: bool
+    db_url: str | None,
+    board: str | None,
+    variant: str | None,
+    all_status: bool,
+    source: str,
+    limit: int | None,
+    as_csv: bool,
+    as_json: bool,
 ) -> None:
     """Show measurements: latency percentiles, CV, energy with its source, errors.
 
@@ -257,10 +277,25 @@ def results(
     Example:
         edgeatlas bench results --board little-1
         edgeatlas bench results --variant 3fa2 --csv > lat.csv
+        edgeatlas bench results --source 'dataset:*' --limit 50
     """
     from probes.sweep import RESULT_COLUMNS, result_rows, rows_to_csv
 
-    rows = result_rows(open_store(db_url), board, variant, status=None if all_status else "ok")
+    store = open_store(db_url)
+    if (
+        board
+        and board not in {b.name for b in store.list_boards()}
+        and not store.count_measurements(status=None, board=board)
+    ):
+        raise EdgeatlasError(
+            f"unknown board {board!r}: no board of that name and no measurements from it",
+            code=ErrorCode.NOT_FOUND,
+            hint="see `edgeatlas fleet list` for the boards",
+        )
+    src = None if source == "all" else source
+    status = None if all_status else "ok"
+    table_limit = 200 if limit is None and not (as_csv or as_json) else (limit or None)
+    rows = result_rows(store, board, variant, status=status, source=src, limit=table_limit)
     if as_csv:
         click.echo(rows_to_csv(rows), nl=False)
         return
@@ -269,4 +304,16 @@ def results(
         return
     for r in rows:
         r["variant"] = r["variant"][:12]
-    emit(rows, False, RESULT_COLUMNS, title="measurements")
+    total = len(rows)
+    if table_limit is not None and len(rows) == table_limit:
+        vid = store.get_variant(variant).id if variant else None
+        total = store.count_measurements(status=status, source=src, board=board, variant_id=vid)
+    title = "measurements" + (f" (newest {len(rows)} of {total})" if total > len(rows) else "")
+    emit(rows, False, RESULT_COLUMNS, title=title)
+    if total > len(rows):
+        err_console.print(
+            f"note: {total - len(rows)} older rows not shown; --limit 0 shows all, --csv/--json print all",
+            highlight=False,
+        )
+    elif not rows and src == "probe" and store.count_measurements(status=status):
+        err_console.print("note: no probe measurements match; imported rows are shown with --source 'dataset:*'")

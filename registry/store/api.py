@@ -617,9 +617,12 @@ class Store:
         status: str | None = "ok",
         split_id: int | None = None,
         limit: int | None = None,
+        newest: bool = False,
     ) -> list[R.Measurement]:
+        """Measurements in insertion order; with ``newest`` and ``limit``, the newest ``limit`` of them
+        (still in insertion order)."""
         with self.session() as s:
-            q = select(MeasurementRow).order_by(MeasurementRow.id)
+            q = select(MeasurementRow).order_by(MeasurementRow.id.desc() if newest else MeasurementRow.id)
             if board:
                 q = q.where(MeasurementRow.board == board)
             if variant_id:
@@ -634,7 +637,8 @@ class Store:
                 q = q.where(MeasurementRow.split_id == split_id)
             if limit:
                 q = q.limit(limit)
-            return [self._measurement(r) for r in s.scalars(q).all()]
+            out = [self._measurement(r) for r in s.scalars(q).all()]
+            return out[::-1] if newest else out
 
     def measurement_columns(
         self,
@@ -688,9 +692,19 @@ class Store:
             return {c: [] for c in columns}
         return {c: list(v) for c, v in zip(columns, zip(*rows, strict=True), strict=True)}
 
-    def count_measurements(self, status: str | None = "ok", source: str | None = None) -> int:
+    def count_measurements(
+        self,
+        status: str | None = "ok",
+        source: str | None = None,
+        board: str | None = None,
+        variant_id: str | None = None,
+    ) -> int:
         with self.session() as s:
             q = select(func.count(MeasurementRow.id))
+            if board:
+                q = q.where(MeasurementRow.board == board)
+            if variant_id:
+                q = q.where(MeasurementRow.variant_id == variant_id)
             if status:
                 q = q.where(MeasurementRow.status == status)
             if source:

@@ -1,0 +1,69 @@
+"""`edgeatlas bench results` on a store that also holds imported dataset rows (real SQLite)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from registry.cli import main
+from registry.store import Store
+
+
+def _store(tmp_path: Path, n_imported: int = 450) -> str:
+    url = f"sqlite:///{tmp_path / 'atlas.db'}"
+    s = Store.open(url)
+    s.add_variant(
+        id="v" * 64,
+        family="x",
+        format="onnx",
+        path="",
+        params=1,
+        macs=1,
+        size_bytes=1,
+        input_shape=(1, 3, 8, 8),
+        precision="fp32",
+    )
+    rows = []
+    for i in range(n_imported + 3):
+        src, board = ("probe", "little-1") if i < 3 else ("dataset:help-nb201", "help-nb201/pixel3")
+        rows.append(
+            {
+                "key": hashlib.sha256(f"{i}".encode()).hexdigest(),
+                "board": board,
+                "variant_id": "v" * 64,
+                "runtime": "onnxruntime",
+                "config": {"i": i},
+                "status": "ok",
+                "latency_ms": 1.0 + i,
+                "device_class": board,
+                "source": src,
+            }
+        )
+    s.add_measurements_bulk(rows)
+    return url
+
+
+def test_results_default_to_the_fleets_own_rows_and_page_the_table(tmp_path: Path) -> None:
+    url = _store(tmp_path)
+    r = CliRunner()
+    own = json.loads(r.invoke(main, ["bench", "results", "--db", url, "--json"]).stdout)
+    assert len(own) == 3 and {x["board"] for x in own} == {"little-1"}
+    every = r.invoke(main, ["bench", "results", "--db", url, "--source", "all", "--csv"]).stdout
+    assert len(list(csv.DictReader(io.StringIO(every)))) == 453
+    table = r.invoke(main, ["bench", "results", "--db", url, "--source", "dataset:*"])
+    assert table.exit_code == 0 and "newest 200 of 450" in table.stdout and "--limit 0" in table.stderr
+    newest = json.loads(
+        r.invoke(main, ["bench", "results", "--db", url, "--source", "all", "--limit", "5", "--json"]).stdout
+    )
+    assert [x["p50_ms"] for x in newest] == [449.0, 450.0, 451.0, 452.0, 453.0]  # newest 5, oldest first
+
+
+def test_results_unknown_board_is_an_error(tmp_path: Path) -> None:
+    url = _store(tmp_path, n_imported=1)
+    out = CliRunner().invoke(main, ["bench", "results", "--db", url, "--board", "nope"])
+    assert out.exit_code == 1 and "unknown board 'nope'" in out.output and "fleet list" in out.output
