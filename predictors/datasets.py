@@ -38,6 +38,7 @@ EVAL_DEVICES: dict[str, tuple[str, ...]] = {
     ),
     # hwnasbench360: pi5 rows of task cifar100 (all runtimes) are evaluation data
     "hwnasbench360": ("pi5-litert", "pi5-onnx", "pi5-torchmobile"),
+    # mobile-ml-benchmark: extended below with every other configuration of both (MMB_EVAL_CONFIGS)
     "mobile-ml-benchmark": ("pixel4", "iphonexs"),
 }
 HELP_META_TEST = {
@@ -265,34 +266,151 @@ def load_hwnasbench360(path: str | Path | None = None, graph: str = "live", enco
 
 # --------------------------------------------------------------------------- mobile-ml-benchmark
 
+#: The configuration a bare device name stands for: one large CPU core, fp32 (SOURCE.md's anchor,
+#: "mobilenetv2_w1, Pixel 4, 1 large core, fp32 TFLite"). Other configurations are the columns
+#: ``<device>|<cores>|<float|quant>``.
+MMB_DEFAULT_CONFIG = "1large|float"
+#: Configurations of the evaluation devices in tflite_cnn_e2e.csv: all of them are evaluation data.
+MMB_EVAL_CONFIGS: dict[str, tuple[str, ...]] = {
+    "pixel4": tuple(
+        f"{c}|{p}"
+        for p in ("float", "quant")
+        for c in ("1large", "1med", "2med", "3med", "1large1med", "1small", "2small", "3small", "4small")
+    )
+    + ("gpu|float",),
+    "iphonexs": tuple(
+        f"{c}|{p}" for p in ("float", "quant") for c in ("1large", "2large", "1small", "2small", "3small", "4small")
+    )
+    + ("gpu|float",),
+}
+EVAL_DEVICES["mobile-ml-benchmark"] = (
+    *MMB_EVAL_CONFIGS,
+    *(f"{d}|{c}" for d, cs in MMB_EVAL_CONFIGS.items() for c in cs if c != MMB_DEFAULT_CONFIG),
+)
 
-def _mmb_layer_features(layers: list[tuple[str, dict]]) -> np.ndarray:
-    """Features from a TFLite layer list (CONV_2D, DEPTHWISE_CONV_2D, ...), same names as the ONNX ones."""
+#: Fields of the ``feature`` dict each TFLite op must give as a whole number; the others may be "-".
+_MMB_REQUIRED: dict[str, tuple[str, ...]] = {
+    "CONV_2D": ("Input_shape", "Input_channel", "Output_shape", "Stride", "Kernel", "Filter", "Group", "FLOPS"),
+    "CONV_2D_GROUP": ("Input_shape", "Input_channel", "Output_shape", "Stride", "Kernel", "Filter", "Group", "FLOPS"),
+    "DEPTHWISE_CONV_2D": ("Input_shape", "Input_channel", "Output_shape", "Stride", "Kernel", "Filter", "FLOPS"),
+    "FULLY_CONNECTED": ("Input_channel", "Filter", "FLOPS"),
+    "MEAN": ("Input_shape", "Input_channel", "Output_shape", "FLOPS"),
+    "MAX_POOL_2D": ("Input_shape", "Input_channel", "Output_shape", "Stride", "Kernel", "FLOPS"),
+    "AVERAGE_POOL_2D": ("Input_shape", "Input_channel", "Output_shape", "Stride", "Kernel", "FLOPS"),
+    "CONCATENATION": ("Input_shape", "Input_channel", "Output_shape", "Kernel", "Filter"),
+}
+_MMB_FIELDS = ("Input_shape", "Input_channel", "Output_shape", "Stride", "Kernel", "Filter", "Group", "FLOPS")
+
+
+@dataclass(frozen=True)
+class MmbLayer:
+    """One row of ``<framework>_cnn_ops_gpu.csv``. Feature maps are square: ``in_hw``/``out_hw`` are
+    the side (H = W); ``in_hw`` is the op's own input, so it includes explicit padding (a 3x3 depthwise
+    conv with output 112 reads 114)."""
+
+    op: str
+    in_hw: int
+    in_c: int
+    out_hw: int
+    out_c: int
+    kernel: int
+    stride: int
+    group: int
+
+
+def _mmb_int(feat: dict, key: str, required: bool, where: str, op: str) -> int | None:
+    """A field of the feature dict: the file writes sizes as strings ('224'), "-" where the op has no
+    such field (a FULLY_CONNECTED has no Input_shape), and Input_channel as an int."""
+    v = feat.get(key, "-")
+    if isinstance(v, str):
+        v = v.strip()
+    if v == "-" and not required:
+        return None
+    n: int | None = None
+    if isinstance(v, int) and not isinstance(v, bool):
+        n = v
+    elif isinstance(v, str) and v.isdigit():
+        n = int(v)
+    if n is None or (required and n < (0 if key == "FLOPS" else 1)):
+        what = "missing" if key not in feat else f"{v!r}"
+        raise EdgeatlasError(
+            f"{where}: field {key!r} of {op} is {what}, expected a "
+            f"{'non-negative' if key == 'FLOPS' else 'positive'} whole number",
+            code=ErrorCode.BAD_DATA,
+            hint=f"correct {key} on that line of the feature dict (a {op} row needs "
+            f"{', '.join(_MMB_REQUIRED[op])}; '-' only for the others)",
+        )
+    return n
+
+
+def _mmb_parse_layer(op: str, text: str, where: str) -> MmbLayer:
+    """Parse one op row (``operation``, ``feature`` columns) into shapes; ``where`` = "file line N"."""
+    if op not in _MMB_REQUIRED:
+        raise EdgeatlasError(
+            f"{where}: unknown operation {op!r}",
+            code=ErrorCode.BAD_DATA,
+            hint=f"the TFLite layer lists hold {', '.join(_MMB_REQUIRED)} (SOURCE.md); fix or drop that row",
+        )
+    try:
+        feat = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
+        feat = exc
+    if not isinstance(feat, dict):
+        raise EdgeatlasError(
+            f"{where}: field 'feature' is not a dict literal: {text[:80]!r}",
+            code=ErrorCode.BAD_DATA,
+            hint="it must be a python dict string {'Input_shape': '224', 'Input_channel': 3, ...} (SOURCE.md)",
+        )
+    v = {k: _mmb_int(feat, k, k in _MMB_REQUIRED[op], where, op) for k in _MMB_FIELDS}
+    in_c = v["Input_channel"]
+    assert in_c is not None  # required for every op
+    if op == "FULLY_CONNECTED":
+        return MmbLayer(op, 1, in_c, 1, v["Filter"] or 0, 1, 1, 1)
+    if op == "MEAN":  # global mean: Output_shape is the channel count, the output is 1x1
+        return MmbLayer(op, v["Input_shape"] or 0, in_c, 1, v["Output_shape"] or 0, v["Input_shape"] or 0, 1, 1)
+    if op == "DEPTHWISE_CONV_2D":  # Filter is the depth multiplier
+        out_c, group = in_c * (v["Filter"] or 0), in_c
+    elif op in ("CONV_2D", "CONV_2D_GROUP"):
+        out_c, group = v["Filter"] or 0, v["Group"] or 0
+        if in_c % group:
+            raise EdgeatlasError(
+                f"{where}: field 'Group' of {op} is {group}, which does not divide Input_channel {in_c}",
+                code=ErrorCode.BAD_DATA,
+                hint="correct Group or Input_channel on that line",
+            )
+    elif op == "CONCATENATION":  # Kernel is the number of inputs, Filter the output channels
+        out_c, group = v["Filter"] or 0, 1
+    else:  # pools keep the channels
+        out_c, group = in_c, 1
+    return MmbLayer(
+        op, v["Input_shape"] or 0, in_c, v["Output_shape"] or 0, out_c, v["Kernel"] or 1, v["Stride"] or 1, group
+    )
+
+
+def _mmb_layer_features(layers: Sequence[MmbLayer]) -> np.ndarray:
+    """Features of a TFLite layer list, with the names and definitions of the ONNX ones
+    (predictors/features.py): MACs from shapes (they equal the file's FLOPS / 2 for convolutions and
+    FULLY_CONNECTED), weight params without biases, fp32 activations."""
     v = dict.fromkeys(FEATURE_NAMES, 0.0)
-    for op, f in layers:
-        out = f.get("Output_shape") or [1, 1, 1, 1]
-        out_elems = float(np.prod(out))
-        k = f.get("Kernel") or [1, 1]
-        k = k if isinstance(k, list | tuple) else [k, k]
-        cin = float(f.get("Input_channel") or 1)
-        group = float(f.get("Group") or 1)
-        flops = float(f.get("FLOPS") or 0.0)
-        if op in ("CONV_2D", "CONV_2D_GROUP", "DEPTHWISE_CONV_2D"):
-            kk = float(np.prod(k))
-            if op == "DEPTHWISE_CONV_2D":
-                cat, macs, params = "depthwise", out_elems * kk, float(out[-1]) * kk
+    for ly in layers:
+        out_elems = float(ly.out_hw * ly.out_hw * ly.out_c)
+        kk = float(ly.kernel * ly.kernel)
+        if ly.op in ("CONV_2D", "CONV_2D_GROUP", "DEPTHWISE_CONV_2D"):
+            cin_g = ly.in_c / ly.group
+            if ly.group > 1 and ly.group == ly.in_c:
+                cat = "depthwise"
             else:
-                cat = "pointwise" if kk == 1 and group == 1 else "conv"
-                macs = out_elems * kk * cin / group
-                params = float(out[-1]) * kk * cin / group
-        elif op == "FULLY_CONNECTED":
-            cat, macs, params = "fc", out_elems * cin, out_elems * cin
-        elif op in ("MEAN", "MAX_POOL_2D", "AVERAGE_POOL_2D"):
-            cat, macs, params = "pool", flops or out_elems, 0.0
-        elif op == "CONCATENATION":
+                cat = "pointwise" if kk == 1 and ly.group == 1 else "conv"
+            macs = out_elems * kk * cin_g
+            params = ly.out_c * kk * cin_g
+        elif ly.op == "FULLY_CONNECTED":
+            cat, macs, params = "fc", float(ly.in_c * ly.out_c), float(ly.in_c * ly.out_c)
+        elif ly.op == "MEAN":
+            cat, macs, params = "pool", float(ly.in_hw * ly.in_hw * ly.in_c), 0.0
+        elif ly.op in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
+            cat, macs, params = "pool", out_elems * kk, 0.0
+        else:  # CONCATENATION
             cat, macs, params = "concat", 0.0, 0.0
-        else:
-            cat, macs, params = "other", flops, 0.0
         v[f"{cat}_count"] += 1
         v[f"{cat}_macs"] += macs
         v[f"{cat}_params"] += params
@@ -304,43 +422,102 @@ def _mmb_layer_features(layers: list[tuple[str, dict]]) -> np.ndarray:
         v["act_bytes"] += 4 * out_elems
         v["n_nodes"] += 1
         v["depth"] += 1
-    first = layers[0][1] if layers else {}
-    ins = first.get("Input_shape") or [1, 224, 224, 3]
-    v["batch"], v["input_h"], v["input_w"], v["input_c"] = 1.0, float(ins[1]), float(ins[2]), float(ins[3])
-    v["input_elems"] = float(np.prod(ins))
+    if layers:
+        first = layers[0]
+        # the image side: the first op's input less explicit padding (a 7x7 stride-2 conv reading 230
+        # for 112 out was fed 224; out = ceil(in / stride) for "same" padding)
+        side = min(first.in_hw, first.out_hw * first.stride) if first.out_hw else first.in_hw
+        v["input_h"] = v["input_w"] = float(side)
+        v["input_c"] = float(first.in_c)
+        v["input_elems"] = float(side * side * first.in_c)
+        last = layers[-1]
+        v["output_elems"] = float(last.out_hw * last.out_hw * last.out_c)
+    v["batch"] = 1.0
     v["precision_fp32"] = 1.0
     return np.array([v[n] for n in FEATURE_NAMES])
 
 
+def _mmb_column(header: str) -> str:
+    """'pixel4|1large|float|mean' -> 'pixel4'; 'pixel4|gpu|float|mean' -> 'pixel4|gpu|float'."""
+    name = header[: -len("|mean")]
+    device, _, config = name.partition("|")
+    return device if config == MMB_DEFAULT_CONFIG else name
+
+
 def load_mobile_ml_benchmark(path: str | Path | None = None, framework: str = "tflite") -> Table:
-    """Real CNNs: features from the per-op layer lists (GPU op files), e2e latency (us -> ms)."""
+    """Real CNNs: features from the per-op layer lists (GPU op files), e2e latency (us -> ms).
+
+    Devices: ``<device>`` is the device's one-large-core fp32 run (:data:`MMB_DEFAULT_CONFIG`), the
+    other configurations are ``<device>|<cores>|<float|quant>``; every configuration of pixel4 and
+    iphonexs is in :data:`EVAL_DEVICES`. Only the TFLite layer lists are read (the torch ones describe
+    Vulkan ops in another schema)."""
+    if framework != "tflite":
+        raise EdgeatlasError(
+            f"mobile-ml-benchmark: framework {framework!r} is not supported",
+            code=ErrorCode.UNSUPPORTED,
+            hint="use framework='tflite' (torch_cnn_ops_gpu.csv lists Vulkan ops in another schema)",
+        )
     root = _root(path, "mobile-ml-benchmark")
     raw = root / "raw" if (root / "raw").exists() else root
-    h_ops, ops_rows = _read_csv(raw / f"{framework}_cnn_ops_gpu.csv")
-    layers: dict[str, list[tuple[str, dict]]] = {}
+    ops_file = f"{framework}_cnn_ops_gpu.csv"
+    h_ops, ops_rows = _read_csv(raw / ops_file)
+    if h_ops[:3] != ["model", "operation", "feature"]:
+        raise EdgeatlasError(
+            f"{raw / ops_file} line 1: expected columns model, operation, feature first, got {h_ops[:3]}",
+            code=ErrorCode.BAD_DATA,
+            hint="point --path at the mobile-ml-benchmark folder (SOURCE.md lists the format)",
+        )
+    layers: dict[str, list[MmbLayer]] = {}
     for i, r in enumerate(ops_rows):
-        try:
-            feat = ast.literal_eval(r[2])
-        except (ValueError, SyntaxError) as exc:
+        where = f"{raw / ops_file} line {i + 2}"
+        if len(r) < 3:
             raise EdgeatlasError(
-                f"{framework}_cnn_ops_gpu.csv line {i + 2}: bad feature dict", code=ErrorCode.BAD_DATA
-            ) from exc
-        layers.setdefault(r[0], []).append((r[1], feat))
-    header, rows = _read_csv(raw / f"{framework}_cnn_e2e.csv")
-    mean_cols = [(i, h[: -len("|mean")]) for i, h in enumerate(header) if h.endswith("|mean")]
-    models = [r[0] for r in rows if r[0] in layers]
+                f"{where}: {len(r)} columns, expected model, operation, feature, ...",
+                code=ErrorCode.BAD_DATA,
+                hint="fix or drop that row",
+            )
+        layers.setdefault(r[0], []).append(_mmb_parse_layer(r[1], r[2], where))
+    e2e_file = f"{framework}_cnn_e2e.csv"
+    header, rows = _read_csv(raw / e2e_file)
+    mean_cols = [(i, _mmb_column(h)) for i, h in enumerate(header) if h.endswith("|mean")]
+    devices = tuple(d for _, d in mean_cols)
+    evald = set(EVAL_DEVICES["mobile-ml-benchmark"])
+    for d in devices:
+        if d.split("|")[0] in MMB_EVAL_CONFIGS and d not in evald:
+            raise EdgeatlasError(
+                f"{raw / e2e_file} line 1: column {d}|mean is an evaluation device's configuration not in EVAL_DEVICES",
+                code=ErrorCode.BAD_DATA,
+                hint="add it to MMB_EVAL_CONFIGS in predictors/datasets.py so it is never a reference",
+            )
+    for i, r in enumerate(rows):
+        if r and len(r) != len(header):
+            raise EdgeatlasError(
+                f"{raw / e2e_file} line {i + 2}: {len(r)} columns, the header has {len(header)}",
+                code=ErrorCode.BAD_DATA,
+                hint="fix or drop that row",
+            )
+    kept = [(i, r) for i, r in enumerate(rows) if r and r[0] in layers]
+    models = [r[0] for _, r in kept]
     lat = np.array(
-        [[_float(r[i], f"{framework}_cnn_e2e.csv") / 1000.0 for i, _ in mean_cols] for r in rows if r[0] in layers]
-    )
-    feats = np.array([_mmb_layer_features(layers[m]) for m in models])
+        [
+            [_float(r[j], f"{raw / e2e_file} line {i + 2} column {header[j]}") / 1000.0 for j, _ in mean_cols]
+            for i, r in kept
+        ],
+        dtype=np.float64,
+    ).reshape(len(kept), len(mean_cols))
+    feats = np.array([_mmb_layer_features(layers[m]) for m in models]).reshape(len(models), len(FEATURE_NAMES))
     return Table(
         "mobile-ml-benchmark",
         tuple(f"mmb-{framework}:{m}" for m in models),
         np.arange(len(models)),
         feats,
-        tuple(d for _, d in mean_cols),
+        devices,
         lat,
-        meta={"units": "us in the files, ms here"},
+        meta={
+            "units": "us in the files, ms here",
+            "device_column": f"<device> = <device>|{MMB_DEFAULT_CONFIG}",
+            "models_without_layers": sorted({r[0] for r in rows if r} - set(layers)),
+        },
     )
 
 
