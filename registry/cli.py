@@ -73,7 +73,13 @@ def main() -> None:
 # ---------------------------------------------------------------------------- db
 @main.group(cls=EdgeatlasGroup)
 def db() -> None:
-    """The store: migrations and status."""
+    """The store: migrations and status.
+
+    \b
+    Example:
+        edgeatlas db upgrade --db postgresql+psycopg2://atlas@db-host/atlas
+        edgeatlas db status --json
+    """
 
 
 @db.command("upgrade")
@@ -122,7 +128,14 @@ def db_status(db_url: str | None, as_json: bool) -> None:
 # ------------------------------------------------------------------------- fleet
 @main.group(cls=EdgeatlasGroup)
 def fleet() -> None:
-    """The fleet of boards declared in devices.toml."""
+    """The fleet of boards declared in devices.toml.
+
+    \b
+    Example:
+        edgeatlas fleet up && edgeatlas fleet check --json   # emulated boards: start, then check
+        edgeatlas fleet list --devices lab.toml
+        edgeatlas fleet down
+    """
 
 
 @fleet.command("list")

@@ -90,3 +90,23 @@ def test_store_roundtrip_and_ratings(sqlite_url: str, ea_home) -> None:
         record_feedback(store, "rated", {"accuracy": 0.5}, rating=3)
     with pytest.raises(EdgeatlasError, match="no feedback"):
         fit_app(store, "nobody", PREFS)
+
+
+def test_find_in_answer_by_key_prefix_or_short_variant() -> None:
+    from registry.selector.feedback import find_in_answer
+
+    a, b = "9ae8" + "0" * 60, "9ae9" + "1" * 60
+    answer = {
+        "recommendations": [
+            {"key": f"{a}/all-on-device/none"},
+            {"key": f"{a}//features.7/int8"},
+            {"key": f"{b}/all-on-device/none"},
+        ]
+    }
+    assert find_in_answer(answer, f"{a}/all-on-device/none")["key"] == f"{a}/all-on-device/none"
+    assert find_in_answer(answer, "9ae8/all-on-device/none")["key"] == f"{a}/all-on-device/none"
+    assert find_in_answer(answer, "9ae8//features.7/int8")["key"] == f"{a}//features.7/int8"
+    with pytest.raises(EdgeatlasError, match="ambiguous"):
+        find_in_answer(answer, "9ae/all-on-device/none")
+    with pytest.raises(EdgeatlasError, match="is not in"):
+        find_in_answer(answer, "ffff/all-on-device/none")

@@ -12,7 +12,14 @@ from registry.errors import EdgeatlasError, ErrorCode
 
 @click.group("bench")
 def group() -> None:
-    """Benchmark model variants (and split points) on the boards of devices.toml."""
+    """Benchmark model variants (and split points) on the boards of devices.toml.
+
+    \b
+    Example:
+        edgeatlas bench run --grid --boards little-1,big-1
+        edgeatlas bench run --grid --splits --edge edge-1
+        edgeatlas bench results --board little-1 --csv > little.csv
+    """
 
 
 def _split(values: tuple[str, ...]) -> list[str]:

@@ -13,12 +13,25 @@ from registry.errors import EdgeatlasError, ErrorCode
 
 @click.group(name="predictors")
 def group() -> None:
-    """Latency / energy predictors: datasets, training, evaluation, prediction."""
+    """Latency / energy predictors: datasets, training, evaluation, prediction.
+
+    \b
+    Example:
+        edgeatlas predictors train --source probe
+        edgeatlas predictors eval --dataset help-nb201 --device pixel2 --shots 10 --json
+        edgeatlas predictors predict --variant 3fa2 --device-facts examples/devices/phone.json
+    """
 
 
 @group.command(name="import")
 @click.argument("name")
-@click.option("--path", "path", type=click.Path(file_okay=False, path_type=Path), default=None, help="Dataset folder.")
+@click.option(
+    "--path",
+    "path",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Dataset folder (default: $EDGEATLAS_DATASETS/<folder>, else /work/shared/datasets/<folder>).",
+)
 @db_option
 @json_option
 def import_cmd(name: str, path: Path | None, db_url: str | None, as_json: bool) -> None:
@@ -50,8 +63,19 @@ def import_cmd(name: str, path: Path | None, db_url: str | None, as_json: bool) 
     multiple=True,
     help="Target device(s), a column of the dataset (repeat or comma-separate).",
 )
-@click.option("--shots", default=10, show_default=True, type=int, help="k reference measurements on the device.")
-@click.option("--path", "path", default=None, help="Dataset folder (default ../shared/datasets/<name>).")
+@click.option(
+    "--shots",
+    default=10,
+    show_default=True,
+    type=click.IntRange(3, 10),
+    help="k reference measurements on the device (3-10; HELP's reference archs).",
+)
+@click.option(
+    "--path",
+    "path",
+    default=None,
+    help="Dataset folder (default: $EDGEATLAS_DATASETS/<folder>, else /work/shared/datasets/<folder>).",
+)
 @json_option
 def eval_cmd(dataset: str, devices: tuple[str, ...], shots: int, path: str | None, as_json: bool) -> None:
     """k-shot evaluation on an unseen device (HELP protocol for help-*).

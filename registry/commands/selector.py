@@ -308,7 +308,12 @@ def feedback_cmd(app, chosen_key, other_key, rating, rec_path, as_json, db_url) 
 
 @click.group("qoe")
 def qoe_group() -> None:
-    """Per-app QoE weights learned from user feedback."""
+    """Per-app QoE weights learned from user feedback.
+
+    \b
+    Example:
+        edgeatlas qoe fit --app camera --prefs examples/prefs/realtime_camera.toml
+    """
 
 
 @qoe_group.command("fit")

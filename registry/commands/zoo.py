@@ -31,7 +31,14 @@ LIST_COLUMNS = [
 
 @click.group(name="zoo")
 def group() -> None:
-    """The variant zoo: compressed ONNX / TFLite variants, split points, measured accuracy."""
+    """The variant zoo: compressed ONNX / TFLite variants, split points, measured accuracy.
+
+    \b
+    Example:
+        edgeatlas zoo grid --config zoo.toml
+        edgeatlas zoo list --family mobilenet_v2 --json
+        edgeatlas zoo add my_model.onnx
+    """
 
 
 def _summary(result: Any) -> dict[str, Any]:

@@ -43,11 +43,22 @@ def _key(obj: dict[str, Any]) -> str | None:
 
 
 def find_in_answer(answer: dict[str, Any], key: str) -> dict[str, Any]:
-    """A candidate of a saved `recommend --json` answer by key (variant/split/codec), or a unique prefix."""
+    """A candidate of a saved `recommend --json` answer by key (variant/split/codec), a unique prefix of
+    it, or the key with its variant id shortened to a unique prefix (``9ae8/all-on-device/none``)."""
     pool = list(answer.get("recommendations", [])) + list(answer.get("pareto", []))
     for c in pool:
         c.setdefault("key", _key(c))
-    hits = [c for c in pool if c.get("key") == key] or [c for c in pool if str(c.get("key", "")).startswith(key)]
+    v, sep, rest = key.partition("/")
+
+    def short_variant(k: str) -> bool:
+        kv, _, krest = k.partition("/")
+        return bool(sep) and kv.startswith(v) and krest.startswith(rest)
+
+    hits = (
+        [c for c in pool if c.get("key") == key]
+        or [c for c in pool if str(c.get("key", "")).startswith(key)]
+        or [c for c in pool if short_variant(str(c.get("key", "")))]
+    )
     keys = {c["key"] for c in hits}
     if len(keys) != 1:
         known = ", ".join(sorted({str(c.get("key")) for c in pool})[:8])
