@@ -360,3 +360,19 @@ def test_bad_network_and_table_inputs() -> None:
         CandidateTable.from_columns(variant_id=["a"], split=["s"], codec=["c"], kind=[1], head_ms=[np.nan])
     with pytest.raises(EdgeatlasError, match="decision table needs"):
         decision_table(synthetic(), prefs_from_dict(PREFS), [], [1.0])
+
+
+def test_unknown_energy_is_shown_as_unknown_not_zero() -> None:
+    """A table whose device had no energy source at all (sources.py sets energy_missing, no
+    energy_source): picks carry None, not 0 mJ. Synthetic values."""
+    import dataclasses
+
+    t = synthetic(n_variants=5, n_splits=3)
+    t = dataclasses.replace(t, head_energy_mj=np.zeros(len(t.head_ms)), meta={"energy_missing": True})
+    p = prefs_from_dict({"weights": {"accuracy": 0, "latency": 1, "energy": 0}, "constraints": {"max_latency_ms": 1e6}})
+    ans = build_answer(evaluate(t, Network(10.0, 5.0), p), top_k=3)
+    assert all(
+        r.predicted["device_energy_mj"] is None and r.interval["device_energy_mj"] is None for r in ans.recommendations
+    )
+    known = build_answer(evaluate(synthetic(n_variants=5, n_splits=3), Network(10.0, 5.0), p), top_k=3)
+    assert all(r.predicted["device_energy_mj"] is not None for r in known.recommendations)

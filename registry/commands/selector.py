@@ -72,7 +72,7 @@ def _pick_rows(answer: Any) -> list[dict[str, Any]]:
                 "split": r.split,
                 "codec": r.codec,
                 "latency ms": f"{r.predicted['latency_ms']:.3g} [{lo:.3g}, {hi:.3g}]",
-                "energy mJ": r.predicted["device_energy_mj"],
+                "energy mJ": "unknown" if r.predicted["device_energy_mj"] is None else r.predicted["device_energy_mj"],
                 "accuracy": "unknown" if acc is None else acc,
                 "qoe": "unknown" if r.qoe is None else r.qoe,
                 "binding": r.binding_constraint,

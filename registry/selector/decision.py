@@ -151,6 +151,9 @@ def make_picks(ev: Evaluation, idx: np.ndarray, ranked: bool = True) -> list[Pic
     d = ev.details(idx)
     t = ev.table
     names = ev.constraint_names
+    # no energy source at all (no measurement, predictor, power model or radio cost): shown as
+    # unknown (None), never as 0 mJ; check_energy keeps such a table out of energy-weighted ranking
+    energy_known = not ((t.meta or {}).get("energy_missing") and t.energy_source is None)
     out = []
     for r, i in enumerate(idx):
         b = int(d["binding"][r])
@@ -164,14 +167,16 @@ def make_picks(ev: Evaluation, idx: np.ndarray, ranked: bool = True) -> list[Pic
                 codec=str(t.codec[i]),
                 predicted={
                     "latency_ms": float(d["latency_ms"][r]),
-                    "device_energy_mj": float(d["device_energy_mj"][r]),
+                    "device_energy_mj": float(d["device_energy_mj"][r]) if energy_known else None,
                     "accuracy": _f(d["accuracy"][r]),
                     "transfer_ms": float(d["transfer_ms"][r]),
                     "payload_kb": float(d["payload_kb"][r]),
                 },
                 interval={
                     "latency_ms": [float(d["latency_ms_lo"][r]), float(d["latency_ms_hi"][r])],
-                    "device_energy_mj": [float(d["device_energy_mj_lo"][r]), float(d["device_energy_mj_hi"][r])],
+                    "device_energy_mj": [float(d["device_energy_mj_lo"][r]), float(d["device_energy_mj_hi"][r])]
+                    if energy_known
+                    else None,
                 },
                 accuracy_source=None if t.accuracy_source[i] is None else str(t.accuracy_source[i]),
                 qoe=_f(d["qoe"][r]),

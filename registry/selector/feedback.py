@@ -75,7 +75,8 @@ def pair_differences(prefs: Prefs, chosen: list[dict[str, Any]], other: list[dic
 
     def u(rows: list[dict[str, Any]]) -> np.ndarray:
         lat = np.array([r["latency_ms"] for r in rows], dtype=float)
-        en = np.array([r["device_energy_mj"] for r in rows], dtype=float)
+        # unknown energy (None: the device had no energy source) counts as equal for both candidates
+        en = np.array([0.0 if r.get("device_energy_mj") is None else r["device_energy_mj"] for r in rows], dtype=float)
         acc = np.array([np.nan if r.get("accuracy") is None else r["accuracy"] for r in rows], dtype=float)
         return utilities(prefs, lat, en, acc).T
 
