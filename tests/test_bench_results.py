@@ -67,3 +67,13 @@ def test_results_unknown_board_is_an_error(tmp_path: Path) -> None:
     url = _store(tmp_path, n_imported=1)
     out = CliRunner().invoke(main, ["bench", "results", "--db", url, "--board", "nope"])
     assert out.exit_code == 1 and "unknown board 'nope'" in out.output and "fleet list" in out.output
+
+
+def test_zoo_list_all_shows_variants_without_artifacts(tmp_path: Path) -> None:
+    url = _store(tmp_path, n_imported=1)
+    r = CliRunner()
+    assert json.loads(r.invoke(main, ["zoo", "list", "--db", url, "--json"]).stdout) == []
+    every = json.loads(r.invoke(main, ["zoo", "list", "--all", "--db", url, "--json"]).stdout)
+    assert [v["id"] for v in every] == ["v" * 64]
+    out = r.invoke(main, ["zoo", "show", "vvv", "--db", url])
+    assert out.exit_code == 1 and "at least 4 characters" in out.output

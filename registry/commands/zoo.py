@@ -261,17 +261,24 @@ def grid_cmd(config_path: str, dry_run: bool, db_url: str | None, as_json: bool)
 @group.command(name="list")
 @click.option("--family", default=None, help="Only this family.")
 @click.option("--format", "fmt", default=None, type=click.Choice(["onnx", "tflite"]), help="Only this format.")
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Also variants without an artifact file (archs imported with `predictors import`).",
+)
 @db_option
 @json_option
-def list_cmd(family: str | None, fmt: str | None, db_url: str | None, as_json: bool) -> None:
-    """List the variants in the store.
+def list_cmd(family: str | None, fmt: str | None, show_all: bool, db_url: str | None, as_json: bool) -> None:
+    """List the variants in the store (those with an artifact file; --all adds imported archs).
 
     \b
     Example:
         edgeatlas zoo list
         edgeatlas zoo list --family multitask --json
+        edgeatlas zoo list --all --family nb201 --json
     """
-    variants = open_store(db_url).list_variants(family=family, format=fmt, artifacts_only=True)
+    variants = open_store(db_url).list_variants(family=family, format=fmt, artifacts_only=not show_all)
     if as_json:
         print_json([_short(v) | {"path": v.path} for v in variants])
         return

@@ -348,8 +348,13 @@ class Store:
                     ErrorCode.INVALID_ARGUMENT,
                     hint="give more characters of the id (see `edgeatlas zoo list`)",
                 )
+        short = len(id_or_prefix) < 4
         raise EdgeatlasError(
-            f"unknown variant {id_or_prefix!r}", ErrorCode.NOT_FOUND, hint="see `edgeatlas zoo list` for variant ids"
+            f"unknown variant {id_or_prefix!r}" + (" (a prefix needs at least 4 characters)" if short else ""),
+            ErrorCode.NOT_FOUND,
+            hint="see `edgeatlas zoo list` for variant ids (imported dataset archs: `zoo list --all`)"
+            if not short
+            else "give at least 4 characters of the id (see `edgeatlas zoo list`)",
         )
 
     def get_variant(self, id_or_prefix: str) -> R.Variant:
