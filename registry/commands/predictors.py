@@ -412,7 +412,10 @@ def list_cmd(db_url: str | None, as_json: bool) -> None:
         }
         for p in store.list_predictors()
     ]
-    emit(rows if as_json else rows, as_json, title="predictors")
+    if not rows and not as_json:
+        err_console.print("no predictor versions yet: run `edgeatlas predictors train` after a sweep or an import")
+        return
+    emit(rows, as_json, title="predictors")
 
 
 @group.command(name="predict")

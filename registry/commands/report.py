@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from registry.commands.common import db_option, emit, json_option, open_store
+from registry.errors import EdgeatlasError, ErrorCode
 
 
 @click.command("report")
@@ -32,6 +33,12 @@ def report(out: Path, plots_dir: Path | None, db_url: str | None, as_json: bool)
     """
     from registry.report import build_report
 
+    if plots_dir is not None and not plots_dir.is_dir():
+        raise EdgeatlasError(
+            f"--plots {plots_dir}: no such folder",
+            code=ErrorCode.NOT_FOUND,
+            hint="give the folder that holds the PNG plots (e.g. out/demo after `make demo`), or leave --plots out",
+        )
     path = build_report(open_store(db_url), out, plots_dir)
     emit({"report": str(path.resolve()), "bytes": path.stat().st_size}, as_json)
 

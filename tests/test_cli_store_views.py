@@ -1,4 +1,5 @@
-"""`edgeatlas bench results` on a store that also holds imported dataset rows (real SQLite)."""
+"""Read commands over a store that also holds imported dataset rows (real SQLite): bench results,
+zoo list --all, predictors list, report --plots."""
 
 from __future__ import annotations
 
@@ -77,3 +78,13 @@ def test_zoo_list_all_shows_variants_without_artifacts(tmp_path: Path) -> None:
     assert [v["id"] for v in every] == ["v" * 64]
     out = r.invoke(main, ["zoo", "show", "vvv", "--db", url])
     assert out.exit_code == 1 and "at least 4 characters" in out.output
+
+
+def test_empty_predictor_list_and_missing_plots_folder_say_so(tmp_path: Path) -> None:
+    url = _store(tmp_path, n_imported=1)
+    r = CliRunner()
+    out = r.invoke(main, ["predictors", "list", "--db", url])
+    assert out.exit_code == 0 and "predictors train" in out.stderr
+    assert json.loads(r.invoke(main, ["predictors", "list", "--db", url, "--json"]).stdout) == []
+    out = r.invoke(main, ["report", "--db", url, "--out", str(tmp_path / "r.html"), "--plots", str(tmp_path / "nope")])
+    assert out.exit_code == 1 and "no such folder" in out.output and not (tmp_path / "r.html").exists()
