@@ -269,12 +269,43 @@ class SplitExtractor:
             tail = self._ex.extract_model([point.tensor], self.outputs)
         except Exception as exc:
             raise EdgeatlasError(f"cannot extract split {point.name!r}: {exc}", code=ErrorCode.BUILD_ERROR) from exc
+        tail = self._requantize_input(tail, point.tensor)
         for part in (head, tail):
             del part.opset_import[:]
             part.opset_import.extend(self.model.opset_import)
             part.ir_version = self.model.ir_version
             part.producer_name = "edgeatlas-zoo-split"
         return head, tail
+
+    def _requantize_input(self, tail: onnx.ModelProto, tensor: str) -> onnx.ModelProto:
+        """A QDQ cut (the payload is a DequantizeLinear output) starts the tail with the same
+        QuantizeLinear -> DequantizeLinear pair. The payload lies on that grid, so the pair gives the
+        tail its int8 values back exactly, and onnxruntime fuses the tail's first ops to the same
+        int8 kernels as in the whole model (a bare float input runs them in float instead, so
+        head + tail would not reproduce the model's outputs)."""
+        dq = next((n for n in self.inferred.graph.node if n.op_type == "DequantizeLinear" and tensor in n.output), None)
+        if dq is None or len(dq.input) < 2:
+            return tail
+        g = tail.graph
+        q_out, dq_out = f"{tensor}__edgeatlas_requant_q", f"{tensor}__edgeatlas_requant"
+        for n in g.node:
+            for i, name in enumerate(n.input):
+                if name == tensor:
+                    n.input[i] = dq_out
+        have = {i.name for i in g.initializer}
+        for init in self.inferred.graph.initializer:
+            if init.name in dq.input[1:] and init.name not in have:
+                g.initializer.append(init)
+        qdq_inputs = list(dq.input[1:])
+        attrs = {a.name: helper.get_attribute_value(a) for a in dq.attribute}
+        new = [
+            helper.make_node("QuantizeLinear", [tensor, *qdq_inputs], [q_out], name=f"{tensor}__requant_q", **attrs),
+            helper.make_node("DequantizeLinear", [q_out, *qdq_inputs], [dq_out], name=f"{tensor}__requant_dq", **attrs),
+        ]
+        nodes = new + list(g.node)
+        del g.node[:]
+        g.node.extend(nodes)
+        return tail
 
 
 def extract(model: onnx.ModelProto, point: SplitPoint) -> tuple[onnx.ModelProto, onnx.ModelProto]:
