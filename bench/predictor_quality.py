@@ -57,6 +57,19 @@ def _lodo(
     return {k: round(float(np.mean([m[k] for m in r])), 4) for k in ("spearman", "acc10")} | {"n_dev": len(dev)}
 
 
+def _dev_references(T: D.Table, proto: E.Protocol) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The development devices and each one's reference regressor (pool rows) predicted on every row.
+    They do not depend on the unseen device, so the leave-one-out searches fit them once."""
+    dev = [d for d in T.devices if d not in D.EVAL_DEVICES[T.name]]
+    X = T.inputs()
+    ref = {}
+    for r in dev:
+        yr = T.column(r)
+        rows = proto.pool[np.isfinite(yr[proto.pool]) & (yr[proto.pool] > 0)]
+        ref[r] = LatencyRegressor(kind=E.BASE_KIND, cv=1).fit(X[rows], yr[rows]).predict(X)
+    return dev, ref
+
+
 def _residual_lodo(T: D.Table, proto: E.Protocol, which: str, aw: float, ab: float) -> dict[str, float]:
     """Leave-one-dev-device-out of "non-negative reference mix + ridge on graph features": per unseen
     (development) device, ``y/s = b + sum_d w_d R_d/s_d + F beta`` on the shots, w >= 0, ridge ``aw``
@@ -67,13 +80,7 @@ def _residual_lodo(T: D.Table, proto: E.Protocol, which: str, aw: float, ab: flo
 
     from predictors.features import FEATURE_NAMES
 
-    dev = [d for d in T.devices if d not in D.EVAL_DEVICES[T.name]]
-    X = T.inputs()
-    ref = {}
-    for r in dev:
-        yr = T.column(r)
-        rows = proto.pool[np.isfinite(yr[proto.pool]) & (yr[proto.pool] > 0)]
-        ref[r] = LatencyRegressor(kind=E.BASE_KIND, cv=1).fit(X[rows], yr[rows]).predict(X)
+    dev, ref = _dev_references(T, proto)
     cols = [i for i, n in enumerate(FEATURE_NAMES) if n.endswith(f"_{which}") or n == which]
     F = T.features[:, cols]
     sd = F[proto.pool].std(axis=0)
@@ -102,13 +109,7 @@ def _span_lodo(T: D.Table, proto: E.Protocol) -> None:
     """Is 10 shots the limit, or the references' span? Each development device in turn: the k-shot
     calibrator fitted on its 10 shots against the same calibrator fitted on *all* its query rows
     (the best mix of the other development devices' references); acc10 of both on the query."""
-    dev = [d for d in T.devices if d not in D.EVAL_DEVICES[T.name]]
-    X = T.inputs()
-    ref = {}
-    for r in dev:
-        yr = T.column(r)
-        rows = proto.pool[np.isfinite(yr[proto.pool]) & (yr[proto.pool] > 0)]
-        ref[r] = LatencyRegressor(kind=E.BASE_KIND, cv=1).fit(X[rows], yr[rows]).predict(X)
+    dev, ref = _dev_references(T, proto)
     for t in dev:
         y = T.column(t)
         R = np.column_stack([ref[r] for r in dev if r != t])

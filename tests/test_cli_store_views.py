@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
+from fixtures_predictors import add_featureless_variant
 
 from registry.cli import main
 from registry.store import Store
@@ -18,17 +19,7 @@ from registry.store import Store
 def _store(tmp_path: Path, n_imported: int = 450) -> str:
     url = f"sqlite:///{tmp_path / 'atlas.db'}"
     s = Store.open(url)
-    s.add_variant(
-        id="v" * 64,
-        family="x",
-        format="onnx",
-        path="",
-        params=1,
-        macs=1,
-        size_bytes=1,
-        input_shape=(1, 3, 8, 8),
-        precision="fp32",
-    )
+    add_featureless_variant(s, "v" * 64)  # no artifact file, as an imported arch
     rows = []
     for i in range(n_imported + 3):
         src, board = ("probe", "little-1") if i < 3 else ("dataset:help-nb201", "help-nb201/pixel3")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fixtures_models import export_tiny_cnn
 
 from registry.cli import main
 
@@ -189,39 +190,12 @@ def test_grid_resumes_and_skips_built_variants(zoo_env, tmp_path: Path) -> None:
     assert [r["built"] for r in dry] == [True, True]
 
 
-def _export_tiny_cnn(path: Path, dynamic_axes: dict[str, dict[int, str]]) -> None:
-    """A tiny torch CNN (conv 3->8, conv 8->16 stride 2, global pool, fc 16->10) at 3x32x32."""
-    import torch
-
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.Conv2d(8, 16, 3, stride=2, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(1),
-        torch.nn.Flatten(),
-        torch.nn.Linear(16, 10),
-    ).eval()
-    with torch.no_grad():
-        torch.onnx.export(
-            model,
-            (torch.zeros(1, 3, 32, 32),),
-            str(path),
-            dynamo=False,
-            opset_version=17,
-            input_names=["input"],
-            output_names=["output"],
-            dynamic_axes=dynamic_axes,
-        )
-
-
 def test_add_onnx_with_dynamic_batch_records_batch_one(ea_home, sqlite_url: str, tmp_path: Path) -> None:
     """A dynamic batch axis ('batch') is taken as 1: input shape, MACs and resolution are filled."""
     import onnx
 
     f = tmp_path / "tiny_dyn.onnx"
-    _export_tiny_cnn(f, {"input": {0: "batch"}, "output": {0: "batch"}})
+    export_tiny_cnn(f, {"input": {0: "batch"}, "output": {0: "batch"}})
     assert onnx.load(str(f)).graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     macs = 32 * 32 * 8 * 3 * 9 + 16 * 16 * 16 * 8 * 9 + 16 * 10  # 516,256
     out = json.loads(_run(["zoo", "add", str(f), "--db", sqlite_url, "--json"]).output)
@@ -238,7 +212,7 @@ def test_add_onnx_with_dynamic_batch_records_batch_one(ea_home, sqlite_url: str,
 
 def test_add_onnx_with_dynamic_spatial_dims_names_input_and_dim(ea_home, sqlite_url: str, tmp_path: Path) -> None:
     f = tmp_path / "tiny_hw.onnx"
-    _export_tiny_cnn(f, {"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch"}})
+    export_tiny_cnn(f, {"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch"}})
     res = _run(["zoo", "add", str(f), "--db", sqlite_url], ok=False)
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert "tiny_hw.onnx" in res.output and "input 'input'" in res.output

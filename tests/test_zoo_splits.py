@@ -408,23 +408,13 @@ def test_qdq_int8_head_then_tail_is_exact_with_optimisations_on(tmp_path: Path) 
     """A small CNN quantised by onnxruntime (QDQ, as the zoo's int8 variants): at every interior
     cut, head + tail give exactly the whole model's outputs in an optimised session."""
     import onnxruntime as ort
-    import torch
+    from fixtures_models import export_tiny_cnn
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     from registry.zoo.splits import SplitExtractor, list_split_points
 
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 16, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.Conv2d(16, 32, 3, padding=1, stride=2),
-        torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(1),
-        torch.nn.Flatten(),
-        torch.nn.Linear(32, 10),
-    ).eval()
     fp32, int8 = tmp_path / "f.onnx", tmp_path / "q.onnx"
-    torch.onnx.export(net, torch.randn(1, 3, 32, 32), str(fp32), input_names=["input"], opset_version=17, dynamo=False)
+    export_tiny_cnn(fp32)
     rng = np.random.default_rng(0)
 
     class Calib(CalibrationDataReader):
