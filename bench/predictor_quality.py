@@ -70,6 +70,17 @@ def _dev_references(T: D.Table, proto: E.Protocol) -> tuple[list[str], dict[str,
     return dev, ref
 
 
+def _held_out_devices(T: D.Table, proto: E.Protocol, dev: list[str], ref: dict[str, np.ndarray]):
+    """Each development device in turn as the unseen one: (name, its latencies, the other devices'
+    reference columns, its shot rows, its query rows)."""
+    for t in dev:
+        y = T.column(t)
+        R = np.column_stack([ref[r] for r in dev if r != t])
+        sh = proto.shots[np.isfinite(y[proto.shots])]
+        q = proto.query[np.isfinite(y[proto.query])]
+        yield t, y, R, sh, E._trim(q, y) if proto.trim else q
+
+
 def _residual_lodo(T: D.Table, proto: E.Protocol, which: str, aw: float, ab: float) -> dict[str, float]:
     """Leave-one-dev-device-out of "non-negative reference mix + ridge on graph features": per unseen
     (development) device, ``y/s = b + sum_d w_d R_d/s_d + F beta`` on the shots, w >= 0, ridge ``aw``
@@ -86,12 +97,7 @@ def _residual_lodo(T: D.Table, proto: E.Protocol, which: str, aw: float, ab: flo
     sd = F[proto.pool].std(axis=0)
     F = (F[:, sd > 0] - F[proto.pool][:, sd > 0].mean(axis=0)) / sd[sd > 0]
     out = []
-    for t in dev:
-        y = T.column(t)
-        R = np.column_stack([ref[r] for r in dev if r != t])
-        sh = proto.shots[np.isfinite(y[proto.shots])]
-        q = proto.query[np.isfinite(y[proto.query])]
-        q = E._trim(q, y) if proto.trim else q
+    for _t, y, R, sh, q in _held_out_devices(T, proto, dev, ref):
         sr, s = R[sh].mean(axis=0), y[sh].mean()
         A = np.hstack([R[sh] / sr, np.ones((len(sh), 1)), F[sh]])
         nd, nf = R.shape[1], F.shape[1]
@@ -110,12 +116,7 @@ def _span_lodo(T: D.Table, proto: E.Protocol) -> None:
     calibrator fitted on its 10 shots against the same calibrator fitted on *all* its query rows
     (the best mix of the other development devices' references); acc10 of both on the query."""
     dev, ref = _dev_references(T, proto)
-    for t in dev:
-        y = T.column(t)
-        R = np.column_stack([ref[r] for r in dev if r != t])
-        sh = proto.shots[np.isfinite(y[proto.shots])]
-        q = proto.query[np.isfinite(y[proto.query])]
-        q = E._trim(q, y) if proto.trim else q
+    for t, y, R, sh, q in _held_out_devices(T, proto, dev, ref):
         a = {
             n: E.metrics(E.make_calibrator().fit(R[rows], y[rows]).predict(R[q]), y[q])["acc10"]
             for n, rows in (("10 shots", sh), ("all query rows", q))
