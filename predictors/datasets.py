@@ -425,8 +425,11 @@ def _mmb_layer_features(layers: Sequence[MmbLayer]) -> np.ndarray:
     if layers:
         first = layers[0]
         # the image side: the first op's input less explicit padding (a 7x7 stride-2 conv reading 230
-        # for 112 out was fed 224; out = ceil(in / stride) for "same" padding)
-        side = min(first.in_hw, first.out_hw * first.stride) if first.out_hw else first.in_hw
+        # for 112 out was fed 224; out = ceil(in / stride) for "same" padding). An input that is
+        # already a multiple of 32 was not padded (SqueezeNet's unpadded stem reads 224 for 109 out).
+        side = first.in_hw
+        if first.out_hw and first.in_hw % 32:
+            side = min(first.in_hw, first.out_hw * first.stride)
         v["input_h"] = v["input_w"] = float(side)
         v["input_c"] = float(first.in_c)
         v["input_elems"] = float(side * side * first.in_c)

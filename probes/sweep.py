@@ -248,12 +248,19 @@ def result_rows(
     status: str | None = None,
     source: str | None = None,
     limit: int | None = None,
+    not_source: str | None = None,
 ) -> list[dict[str, Any]]:
     """Measurement rows for `bench results`; with ``limit``, the newest ``limit`` of them."""
     vid = store.get_variant(variant).id if variant else None
     rows = []
     for m in store.list_measurements(
-        board=board, variant_id=vid, status=status, source=source, limit=limit, newest=limit is not None
+        board=board,
+        variant_id=vid,
+        status=status,
+        source=source,
+        limit=limit,
+        newest=limit is not None,
+        not_source=not_source,
     ):
         s = m.stats or {}
         cfg = m.config or {}

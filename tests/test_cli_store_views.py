@@ -22,7 +22,7 @@ def _store(tmp_path: Path, n_imported: int = 450) -> str:
     add_featureless_variant(s, "v" * 64)  # no artifact file, as an imported arch
     rows = []
     for i in range(n_imported + 3):
-        src, board = ("probe", "little-1") if i < 3 else ("dataset:help-nb201", "help-nb201/pixel3")
+        src, board = ("probe" if i < 2 else "api", "little-1") if i < 3 else ("dataset:help-nb201", "help-nb201/pixel3")
         rows.append(
             {
                 "key": hashlib.sha256(f"{i}".encode()).hexdigest(),
@@ -44,7 +44,8 @@ def test_results_default_to_the_fleets_own_rows_and_page_the_table(tmp_path: Pat
     url = _store(tmp_path)
     r = CliRunner()
     own = json.loads(r.invoke(main, ["bench", "results", "--db", url, "--json"]).stdout)
-    assert len(own) == 3 and {x["board"] for x in own} == {"little-1"}
+    assert len(own) == 3 and {x["board"] for x in own} == {"little-1"}  # probe and API-posted rows
+    assert len(json.loads(r.invoke(main, ["bench", "results", "--db", url, "--source", "probe", "--json"]).stdout)) == 2
     every = r.invoke(main, ["bench", "results", "--db", url, "--source", "all", "--csv"]).stdout
     assert len(list(csv.DictReader(io.StringIO(every)))) == 453
     table = r.invoke(main, ["bench", "results", "--db", url, "--source", "dataset:*"])

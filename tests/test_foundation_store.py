@@ -269,11 +269,16 @@ def test_upgrade_to_0003_fills_the_edge_of_queued_split_jobs(any_db_url: str) ->
 def test_bare_postgresql_url_uses_the_installed_driver(pg_url: str) -> None:
     """`postgresql://` (what the --help examples show) opens with psycopg2; SQLAlchemy 2.1 alone
     would ask for psycopg 3, which is not installed."""
-    from registry.store.api import with_installed_driver
 
     bare = pg_url.replace("postgresql+psycopg2://", "postgresql://")
-    assert with_installed_driver(bare).startswith(("postgresql+psycopg2://", "postgresql+psycopg://"))
-    assert with_installed_driver("postgres://u@h/db").startswith("postgresql+")
-    assert with_installed_driver("sqlite:///x.db") == "sqlite:///x.db"
     store = Store.open(bare)
     assert store.engine.dialect.name == "postgresql" and store.list_boards() == []
+
+
+def test_with_installed_driver_rewrites_only_bare_postgresql_urls() -> None:
+    from registry.store.api import with_installed_driver
+
+    assert with_installed_driver("postgresql://u@h/db") == "postgresql+psycopg2://u@h/db"  # installed with [dev]
+    assert with_installed_driver("postgres://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert with_installed_driver("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert with_installed_driver("sqlite:///x.db") == "sqlite:///x.db"

@@ -221,6 +221,8 @@ def test_evaluation_devices_are_never_trained_on(pred_store, tmp_path):
         ("Mon..Fri *-*-* 22:30", "30 22 * * 1-5"),
         ("weekly", "0 0 * * 1"),
         ("hourly", "0 * * * *"),
+        ("Sat..Sun *-*-* 01:00", "0 1 * * 6-7"),
+        ("Mon,Wed,Fri *-*-* 01:00:00", "0 1 * * 1,3,5"),
     ],
 )
 def test_schedule_cron_follows_on_calendar(pred_store, calendar, cron):
@@ -232,9 +234,14 @@ def test_schedule_cron_follows_on_calendar(pred_store, calendar, cron):
     assert units["cron"].startswith(cron + " ") and f"OnCalendar={calendar}" in units["timer"]
 
 
-def test_schedule_refuses_a_calendar_cron_cannot_follow(pred_store):
+@pytest.mark.parametrize(
+    "calendar",
+    ["garbage", "Fri..Mon *-*-* 01:00", "*-*-* 03:17:30", "*-*-* 03:17:*", "Monxyz *-*-* 01:00", "Mon\n*-*-* 03:00"],
+)
+def test_schedule_refuses_a_calendar_cron_cannot_follow(pred_store, calendar):
+    """Wrapping day ranges (systemd refuses them), seconds other than 0, bad day names, newlines."""
     out = CliRunner().invoke(
-        group, ["retrain", "--schedule", "--on-calendar", "garbage"], env={"EDGEATLAS_DB": pred_store.url}
+        group, ["retrain", "--schedule", "--on-calendar", calendar], env={"EDGEATLAS_DB": pred_store.url}
     )
     msg = str(out.exception)
-    assert out.exit_code == 1 and "--on-calendar 'garbage'" in msg and "systemd-analyze" in msg
+    assert out.exit_code == 1 and f"--on-calendar {calendar!r}" in msg and "systemd-analyze" in msg

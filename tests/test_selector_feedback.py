@@ -95,7 +95,7 @@ def test_store_roundtrip_and_ratings(sqlite_url: str, ea_home) -> None:
 def test_find_in_answer_by_key_prefix_or_short_variant() -> None:
     from registry.selector.feedback import find_in_answer
 
-    a, b = "9ae8" + "0" * 60, "9ae9" + "1" * 60
+    a, b = "9ae80" + "0" * 59, "9ae81" + "1" * 59
     answer = {
         "recommendations": [
             {"key": f"{a}/all-on-device/none"},
@@ -104,9 +104,24 @@ def test_find_in_answer_by_key_prefix_or_short_variant() -> None:
         ]
     }
     assert find_in_answer(answer, f"{a}/all-on-device/none")["key"] == f"{a}/all-on-device/none"
-    assert find_in_answer(answer, "9ae8/all-on-device/none")["key"] == f"{a}/all-on-device/none"
+    assert find_in_answer(answer, "9ae80/all-on-device/none")["key"] == f"{a}/all-on-device/none"
     assert find_in_answer(answer, "9ae8//features.7/int8")["key"] == f"{a}//features.7/int8"
     with pytest.raises(EdgeatlasError, match="ambiguous"):
+        find_in_answer(answer, "9ae8/all-on-device/none")
+    with pytest.raises(EdgeatlasError, match="is not in"):  # a variant prefix needs >= 4 characters
         find_in_answer(answer, "9ae/all-on-device/none")
     with pytest.raises(EdgeatlasError, match="is not in"):
         find_in_answer(answer, "ffff/all-on-device/none")
+
+
+def test_feedback_with_unknown_energy_records_and_fits(sqlite_url: str, ea_home) -> None:
+    """Answers from a device with no energy source carry device_energy_mj = None: feedback on them
+    is stored and fitted (energy counts as equal for both candidates)."""
+    from registry.store import Store
+
+    store = Store.open(sqlite_url)
+    chosen, other = simulate(200, np.array([0.5, 0.5, 0.0]), np.random.default_rng(3))
+    for a, b in zip(chosen, other, strict=True):
+        record_feedback(store, "noenergy", {**a, "device_energy_mj": None}, {**b, "device_energy_mj": None})
+    rec = fit_app(store, "noenergy", PREFS)
+    assert rec.metrics["n_pairs"] > 150 and rec.weights["energy"] < 0.1

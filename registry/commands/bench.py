@@ -256,9 +256,10 @@ def worker(
 @click.option("--all", "all_status", is_flag=True, help="Include failed jobs.")
 @click.option(
     "--source",
-    default="probe",
+    default="fleet",
     show_default=True,
-    help="Whose measurements: probe (the fleet's own), dataset:<name> or dataset:* (imported), or all.",
+    help="Whose measurements: fleet (everything not imported: the probes' and rows posted to the API), "
+    "probe, api, dataset:<name> or dataset:* (imported with `predictors import`), or all.",
 )
 @click.option(
     "--limit",
@@ -299,10 +300,11 @@ def results(
             code=ErrorCode.NOT_FOUND,
             hint="see `edgeatlas fleet list` for the boards",
         )
-    src = None if source == "all" else source
+    src = None if source in ("all", "fleet") else source
+    not_src = "dataset:*" if source == "fleet" else None
     status = None if all_status else "ok"
     table_limit = 200 if limit is None and not (as_csv or as_json) else (limit or None)
-    rows = result_rows(store, board, variant, status=status, source=src, limit=table_limit)
+    rows = result_rows(store, board, variant, status=status, source=src, limit=table_limit, not_source=not_src)
     if as_csv:
         click.echo(rows_to_csv(rows), nl=False)
         return
@@ -314,7 +316,7 @@ def results(
     total = len(rows)
     if table_limit is not None and len(rows) == table_limit:
         vid = store.get_variant(variant).id if variant else None
-        total = store.count_measurements(status=status, source=src, board=board, variant_id=vid)
+        total = store.count_measurements(status=status, source=src, board=board, variant_id=vid, not_source=not_src)
     title = "measurements" + (f" (newest {len(rows)} of {total})" if total > len(rows) else "")
     emit(rows, False, RESULT_COLUMNS, title=title)
     if total > len(rows):
@@ -322,5 +324,5 @@ def results(
             f"note: {total - len(rows)} older rows not shown; --limit 0 shows all, --csv/--json print all",
             highlight=False,
         )
-    elif not rows and src == "probe" and store.count_measurements(status=status):
-        err_console.print("note: no probe measurements match; imported rows are shown with --source 'dataset:*'")
+    elif not rows and source == "fleet" and store.count_measurements(status=status):
+        err_console.print("note: no fleet measurements match; imported rows are shown with --source 'dataset:*'")

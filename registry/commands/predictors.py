@@ -339,39 +339,45 @@ _CAL_SHORTHAND = {
     "yearly": "0 0 1 1 *",
     "annually": "0 0 1 1 *",
 }
-_DOW = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # systemd's week runs Monday to Sunday
+_DAY_NAMES = {n: i for i, n in enumerate(_DAYS)} | {
+    full: i for i, full in enumerate(("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"))
+}
 
 
 def calendar_to_cron(on_calendar: str) -> str:
     """The five cron time fields for a systemd OnCalendar expression, so the timer and the cron line
-    run at the same times. Supported: the shorthands (daily, weekly, ...) and ``[DOW] *-*-* HH:MM[:SS]``
-    with DOW like ``Mon``, ``Mon,Fri`` or ``Mon..Fri`` and HH/MM a number, a list or ``*``. Anything
-    else is refused (an error naming the forms), rather than a cron line that runs at other times."""
-    text = on_calendar.strip()
-    if text.lower() in _CAL_SHORTHAND:
-        return _CAL_SHORTHAND[text.lower()]
+    run at the same times. Supported: the shorthands (daily, weekly, ...) and ``[DOW] *-*-* HH:MM[:00]``
+    with DOW like ``Mon``, ``Mon,Fri`` or ``Mon..Fri`` (ascending, Monday first, as systemd reads it)
+    and HH/MM a number, a list or ``*``. Anything else is refused (an error naming the forms),
+    rather than a cron line that runs at other times."""
+    if on_calendar.lower() in _CAL_SHORTHAND:
+        return _CAL_SHORTHAND[on_calendar.lower()]
     bad = EdgeatlasError(
         f"--on-calendar {on_calendar!r}: not a form the cron line can follow",
         code=ErrorCode.INVALID_ARGUMENT,
-        hint="use daily/hourly/weekly/monthly or '[Mon..Fri] *-*-* HH:MM[:SS]', e.g. '*-*-* 03:17:00' or "
+        hint="use daily/hourly/weekly/monthly or '[Mon..Fri] *-*-* HH:MM[:00]', e.g. '*-*-* 03:17:00' or "
         "'Mon *-*-* 04:00:00' (check an expression with `systemd-analyze calendar`)",
     )
-    parts = text.split()
+    parts = on_calendar.split(" ")  # single spaces only: a newline would break the unit file
     dow = "*"
     if len(parts) == 3:
         days = []
         for item in parts[0].lower().split(","):
             ends = item.split("..")
-            if len(ends) > 2 or any(e[:3] not in _DOW or len(e) < 3 for e in ends):
+            if len(ends) > 2 or any(e not in _DAY_NAMES for e in ends):
                 raise bad
-            days.append("-".join(str(_DOW.index(e[:3])) for e in ends))
+            first, last = (_DAY_NAMES[e] for e in (ends[0], ends[-1]))
+            if last < first:  # systemd refuses a range that wraps past Sunday
+                raise bad
+            days.append(str(first + 1) if first == last else f"{first + 1}-{last + 1}")  # cron: Mon=1 .. Sun=7
         dow = ",".join(days)
         parts = parts[1:]
     if len(parts) != 2 or parts[0] != "*-*-*":
         raise bad
     hms = parts[1].split(":")
-    if len(hms) not in (2, 3):
-        raise bad
+    if len(hms) not in (2, 3) or (len(hms) == 3 and hms[2] not in ("0", "00")):
+        raise bad  # cron has no seconds: only a timer that fires at second 0 can be followed
 
     def field(v: str, top: int) -> str:
         if v == "*":

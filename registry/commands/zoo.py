@@ -147,11 +147,11 @@ def build_cmd(
     if as_json:
         result = build(store, spec, None, splits=not no_splits, max_split_points=max_split_points)
     else:
-        with err_console.status(f"building {spec.describe()}") as status:
+        with err_console.status(escape(f"building {spec.describe()}")) as status:
             result = build(
                 store,
                 spec,
-                lambda m: status.update(f"{spec.describe()}: {m}"),
+                lambda m: status.update(escape(f"{spec.describe()}: {m}")),
                 splits=not no_splits,
                 max_split_points=max_split_points,
             )
@@ -214,13 +214,13 @@ def grid_cmd(config_path: str, dry_run: bool, db_url: str | None, as_json: bool)
         task = prog.add_task("", total=len(cfg.entries))
 
         def on_start(i: int, e: Any) -> None:
-            prog.update(task, description=e.spec.describe())
+            prog.update(task, description=escape(e.spec.describe()))
 
         def on_done(i: int, e: Any, r: Any) -> None:
             rows.append({"block": e.block, **_summary(r)})
             prog.advance(task)
 
-        run_grid(store, cfg, on_start, on_done, lambda m: prog.update(task, description=m))
+        run_grid(store, cfg, on_start, on_done, lambda m: prog.update(task, description=escape(m)))
     built = sum(1 for r in rows if r["built"])
     summary = {
         "config": config_path,

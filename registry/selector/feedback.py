@@ -26,7 +26,8 @@ def candidate_values(obj: dict[str, Any], what: str) -> dict[str, Any]:
     out: dict[str, Any] = {"key": obj.get("key") or _key(obj)}
     for k in VALUE_KEYS:
         v = vals.get(k)
-        if v is None and k != "accuracy":
+        # accuracy and energy may be unknown (None); latency never is
+        if v is None and k == "latency_ms":
             raise EdgeatlasError(
                 f"{what}: missing predicted {k}",
                 ErrorCode.INVALID_ARGUMENT,
@@ -50,9 +51,9 @@ def find_in_answer(answer: dict[str, Any], key: str) -> dict[str, Any]:
         c.setdefault("key", _key(c))
     v, sep, rest = key.partition("/")
 
-    def short_variant(k: str) -> bool:
+    def short_variant(k: str) -> bool:  # a variant prefix of >= 4 characters, as `zoo show` takes
         kv, _, krest = k.partition("/")
-        return bool(sep) and kv.startswith(v) and krest.startswith(rest)
+        return bool(sep) and len(v) >= 4 and kv.startswith(v) and krest.startswith(rest)
 
     hits = (
         [c for c in pool if c.get("key") == key]

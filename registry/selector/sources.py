@@ -55,18 +55,29 @@ class DeviceSpec:
 
 
 def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """A JSON or TOML object from a file: ``.toml`` is TOML, ``.json`` JSON, any other name JSON
+    first, then TOML."""
     import tomllib
 
     p = Path(path)
     if not p.is_file():
         raise EdgeatlasError(
             f"{what} file {p} does not exist",
-            ErrorCode.INVALID_ARGUMENT,
+            ErrorCode.NOT_FOUND,
             hint=f"pass an existing {what} file (JSON or TOML)",
         )
     text = p.read_text(encoding="utf-8")
+    suffix = p.suffix.lower()
     try:
-        data = json.loads(text) if p.suffix.lower() == ".json" else tomllib.loads(text)
+        if suffix == ".toml":
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError:
+                data = tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         raise EdgeatlasError(
             f"{p}: cannot parse {what}: {exc}", ErrorCode.INVALID_CONFIG, hint="fix the JSON/TOML syntax"

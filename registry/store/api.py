@@ -97,7 +97,7 @@ def with_installed_driver(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in ("postgresql", "postgres"):
         return url
-    for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+    for module, driver in (("psycopg2", "psycopg2"), ("psycopg", "psycopg")):
         if importlib.util.find_spec(module) is not None:
             return f"postgresql+{driver}://{rest}"
     return f"postgresql://{rest}"
@@ -623,6 +623,7 @@ class Store:
         split_id: int | None = None,
         limit: int | None = None,
         newest: bool = False,
+        not_source: str | None = None,
     ) -> list[R.Measurement]:
         """Measurements in insertion order; with ``newest`` and ``limit``, the newest ``limit`` of them
         (still in insertion order)."""
@@ -636,6 +637,8 @@ class Store:
                 q = q.where(MeasurementRow.device_class == device_class)
             if source:
                 q = q.where(MeasurementRow.source.like(source.replace("*", "%")))
+            if not_source:
+                q = q.where(~MeasurementRow.source.like(not_source.replace("*", "%")))
             if status:
                 q = q.where(MeasurementRow.status == status)
             if split_id is not None:
@@ -703,6 +706,7 @@ class Store:
         source: str | None = None,
         board: str | None = None,
         variant_id: str | None = None,
+        not_source: str | None = None,
     ) -> int:
         with self.session() as s:
             q = select(func.count(MeasurementRow.id))
@@ -714,6 +718,8 @@ class Store:
                 q = q.where(MeasurementRow.status == status)
             if source:
                 q = q.where(MeasurementRow.source.like(source.replace("*", "%")))
+            if not_source:
+                q = q.where(~MeasurementRow.source.like(not_source.replace("*", "%")))
             return int(s.scalar(q) or 0)
 
     # ------------------------------------------------------------- predictors

@@ -284,7 +284,10 @@ class SplitExtractor:
         int8 kernels as in the whole model (a bare float input runs them in float instead, so
         head + tail would not reproduce the model's outputs)."""
         dq = next((n for n in self.inferred.graph.node if n.op_type == "DequantizeLinear" and tensor in n.output), None)
-        if dq is None or len(dq.input) < 2:
+        inits = {i.name: i for i in self.inferred.graph.initializer}
+        # only the zoo's QDQ form: scale and zero point as initializers (a Q without a zero point
+        # would output uint8 and clamp int8 data; a scale from a Constant node is not copied)
+        if dq is None or len(dq.input) != 3 or not all(name in inits for name in dq.input[1:]):
             return tail
         g = tail.graph
         q_out, dq_out = f"{tensor}__edgeatlas_requant_q", f"{tensor}__edgeatlas_requant"
@@ -293,11 +296,10 @@ class SplitExtractor:
                 if name == tensor:
                     n.input[i] = dq_out
         have = {i.name for i in g.initializer}
-        for init in self.inferred.graph.initializer:
-            if init.name in dq.input[1:] and init.name not in have:
-                g.initializer.append(init)
+        g.initializer.extend(inits[name] for name in dict.fromkeys(dq.input[1:]) if name not in have)
         qdq_inputs = list(dq.input[1:])
-        attrs = {a.name: helper.get_attribute_value(a) for a in dq.attribute}
+        # the quantisation axis (per-channel) and block size apply to both; DQ's output_dtype does not
+        attrs = {a.name: helper.get_attribute_value(a) for a in dq.attribute if a.name in ("axis", "block_size")}
         new = [
             helper.make_node("QuantizeLinear", [tensor, *qdq_inputs], [q_out], name=f"{tensor}__requant_q", **attrs),
             helper.make_node("DequantizeLinear", [q_out, *qdq_inputs], [dq_out], name=f"{tensor}__requant_dq", **attrs),
