@@ -245,3 +245,11 @@ def test_schedule_refuses_a_calendar_cron_cannot_follow(pred_store, calendar):
     )
     msg = str(out.exception)
     assert out.exit_code == 1 and f"--on-calendar {calendar!r}" in msg and "systemd-analyze" in msg
+
+
+def test_schedule_never_writes_a_store_password():
+    from registry.commands.predictors import schedule_units
+
+    units = schedule_units("postgresql+psycopg2://atlas:s3cret@db/atlas", ["predictors", "retrain"])
+    assert "s3cret" not in units["text"] and "***" not in units["cron"] and ".pgpass" in units["text"]
+    assert "postgresql+psycopg2://atlas@db/atlas" in units["cron"]

@@ -287,9 +287,19 @@ def schedule_units(db_url: str, args: list[str], on_calendar: str = "*-*-* 03:17
     """systemd service + timer and a crontab line running ``edgeatlas <args> --db URL --json``."""
     import shlex
 
+    from sqlalchemy.engine import make_url
+
     from registry.paths import data_dir
 
     home = str(data_dir())
+    parsed = make_url(db_url)
+    secret_note = ""
+    if parsed.password is not None:  # never written into a unit file or a crontab
+        db_url = parsed._replace(password=None).render_as_string(hide_password=False)
+        secret_note = (
+            "# the store URL's password is left out: give it to libpq in ~/.pgpass of the user that runs "
+            "this, or as PGPASSWORD in an EnvironmentFile= readable only by it\n"
+        )
     argv = [*_binary(), *args, "--db", db_url, "--json"]
     cmd = " ".join(shlex.quote(a) for a in argv)
     log = str(Path(home) / "retrain.log")
@@ -322,7 +332,7 @@ def schedule_units(db_url: str, args: list[str], on_calendar: str = "*-*-* 03:17
         )
     )
     text = (
-        f"{service}\n{timer}\n"
+        f"{secret_note}{service}\n{timer}\n"
         "# enable: systemctl daemon-reload && systemctl enable --now edgeatlas-retrain.timer\n"
         "# or one crontab line (crontab -e):\n"
         f"{cron}\n"
