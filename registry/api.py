@@ -16,7 +16,7 @@ import hmac
 import os
 from typing import Any
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -124,6 +124,8 @@ def create_app(db_url: str | None = None) -> FastAPI:
         first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
         loc = [str(x) for x in first.get("loc", ()) if x != "body"]
         field = ".".join(loc) or "(body)"
+        if first.get("type") == "json_invalid":  # loc holds the character position, not a field
+            field = f"(body, character {loc[0]})" if loc else "(body)"
         return JSONResponse(
             status_code=422,
             content={
@@ -153,10 +155,15 @@ def create_app(db_url: str | None = None) -> FastAPI:
         return {"classes": to_jsonable(s.list_device_classes()), "boards": to_jsonable(s.list_boards())}
 
     @app.get("/v1/variants")
-    def variants(family: str | None = None) -> list[dict[str, Any]]:
+    def variants(
+        family: str | None = None,
+        limit: int | None = Query(None, ge=1, description="at most this many (default: all)"),
+        offset: int = Query(0, ge=0, description="skip this many first (id order)"),
+    ) -> list[dict[str, Any]]:
         from registry.commands.common import to_jsonable
 
-        return to_jsonable(store().list_variants(family=family))
+        rows = store().list_variants(family=family)
+        return to_jsonable(rows[offset : None if limit is None else offset + limit])
 
     @app.get("/v1/predictors")
     def predictors(name: str | None = None) -> list[dict[str, Any]]:

@@ -34,6 +34,10 @@ def test_reads(client: TestClient) -> None:
     assert {b["name"] for b in d["boards"]} == {"dev-1", "edge-1"}
     v = client.get("/v1/variants").json()
     assert {x["id"] for x in v} == {"mlp-w16", "mlp-w128", "mlp-w1024"}
+    page = [x["id"] for x in client.get("/v1/variants", params={"limit": 2}).json()]
+    rest = [x["id"] for x in client.get("/v1/variants", params={"limit": 2, "offset": 2}).json()]
+    assert len(page) == 2 and len(rest) == 1 and set(page + rest) == {x["id"] for x in v}
+    assert client.get("/v1/variants", params={"limit": 0}).status_code == 422
     assert client.get("/v1/predictors").status_code == 200
 
 
@@ -55,6 +59,8 @@ def test_recommend_and_errors(client: TestClient) -> None:
     assert r.status_code == 422 and r.json()["error"]["field"] == "bandwidth_mbit"
     r = client.post("/v1/recommend", json={k: v for k, v in body.items() if k != "edge"})
     assert r.status_code == 422 and r.json()["error"]["field"] == "edge"
+    r = client.post("/v1/recommend", content=b'{"device": "dev-1",', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"]["field"].startswith("(body, character")
     bad = json.loads(json.dumps(body))
     bad["prefs"]["constraints"]["min_accuracy"] = 72
     r = client.post("/v1/recommend", json=bad)
