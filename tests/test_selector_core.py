@@ -376,3 +376,24 @@ def test_unknown_energy_is_shown_as_unknown_not_zero() -> None:
     )
     known = build_answer(evaluate(synthetic(n_variants=5, n_splits=3), Network(10.0, 5.0), p), top_k=3)
     assert all(r.predicted["device_energy_mj"] is not None for r in known.recommendations)
+
+
+def test_unknown_energy_per_row() -> None:
+    """The per-row mask (sources.py sets it where the device had no energy source for that row):
+    exactly those rows show None; the rest keep their values, also through take(). Synthetic values."""
+    base = synthetic(n_variants=4, n_splits=3)
+    n = len(base)
+    known = np.arange(n) % 2 == 0
+    cols = {name: getattr(base, name) for name in ("variant_id", "family", "split", "codec", "kind", "head_ms")}
+    t = CandidateTable.from_columns(
+        **cols, tail_ms=base.tail_ms, payload_bytes=base.payload_bytes, head_energy_mj=base.head_energy_mj,
+        accuracy=base.accuracy, energy_known=known,
+    )  # fmt: skip
+    p = prefs_from_dict({"weights": {"accuracy": 0, "latency": 1, "energy": 0}, "constraints": {"max_latency_ms": 1e6}})
+    ans = build_answer(evaluate(t, Network(10.0, 5.0), p), top_k=n)
+    keys = t.keys()
+    for r in ans.recommendations:
+        i = keys.index(f"{r.variant_id}/{r.split}/{r.codec}")
+        assert (r.predicted["device_energy_mj"] is None) == (not known[i])
+    sub = t.take(np.flatnonzero(~known))
+    assert sub.energy_known is not None and not sub.energy_known.any()

@@ -77,6 +77,9 @@ class CandidateTable:
     head_energy_mj_hi: np.ndarray
     accuracy: np.ndarray  # NaN = unknown
     accuracy_source: np.ndarray  # object (str or None)
+    # bool per row: False where the device had no energy source for that row (no measurement,
+    # predictor or power model); its head_energy_mj is then a placeholder 0, shown as unknown
+    energy_known: np.ndarray | None = None
     device: str = "device"
     edge: str = "edge"
     predictor_version: str | None = None
@@ -104,6 +107,8 @@ class CandidateTable:
         for name in ("encode_ms", "decode_ms", "payload_bytes"):
             out[name] = np.asarray(cols.get(name, np.zeros(n)), dtype=float)
         out["accuracy"] = np.asarray(cols.get("accuracy", np.full(n, np.nan)), dtype=float)
+        if cols.get("energy_known") is not None:
+            out["energy_known"] = np.asarray(cols["energy_known"], dtype=bool)
         for k in ("device", "edge", "predictor_version", "energy_source", "meta"):
             if k in cols:
                 out[k] = cols[k]
@@ -113,7 +118,8 @@ class CandidateTable:
 
     def check(self) -> None:
         n = len(self)
-        for name in _FLOAT_COLUMNS + ("variant_id", "family", "split", "codec", "accuracy_source"):
+        extra = ("energy_known",) if self.energy_known is not None else ()
+        for name in _FLOAT_COLUMNS + ("variant_id", "family", "split", "codec", "accuracy_source") + extra:
             arr = getattr(self, name)
             if arr.shape != (n,):
                 raise EdgeatlasError(
@@ -176,6 +182,7 @@ class CandidateTable:
         cols = {name: getattr(self, name)[idx] for name in _ARRAY_FIELDS}
         return CandidateTable(
             **cols,
+            energy_known=None if self.energy_known is None else self.energy_known[idx],
             device=self.device,
             edge=self.edge,
             predictor_version=self.predictor_version,

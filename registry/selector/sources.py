@@ -419,6 +419,7 @@ def load_candidates(
     active_w = device.power.get("active_w")
     energy_sources: set[str] = set()
     energy_missing = False
+    energy_known = np.ones(n, dtype=bool)
     for i, r in enumerate(rows):
         if r["dev_meas"] is not None:
             ms, e = r["dev_meas"]
@@ -443,6 +444,7 @@ def load_candidates(
                 energy_sources.add("estimated:power-model(active_w x device time)")
             else:
                 energy_missing = True
+                energy_known[i] = False
         if r["edge_meas"] is not None:
             ms = r["edge_meas"][0]
             col["tail"][i] = col["tail_lo"][i] = col["tail_hi"][i] = ms
@@ -475,6 +477,7 @@ def load_candidates(
         head_energy_mj_hi=np.maximum(col["en_hi"], 0),
         accuracy=[r["acc"] for r in rows],
         accuracy_source=[r["acc_src"] for r in rows],
+        energy_known=energy_known,
         device=device.name,
         edge=edge.name,
         predictor_version=version,
