@@ -37,7 +37,8 @@ def group() -> None:
 def import_cmd(name: str, path: Path | None, db_url: str | None, as_json: bool) -> None:
     """Import an external measurement dataset into the store (source="dataset:<name>").
 
-    NAME is one of help-nb201, help-fbnet, latbench, hwnasbench360, mobile-ml-benchmark.
+    NAME is one of help-nb201, help-fbnet, latbench, hwnasbench360, mobile-ml-benchmark (aliases:
+    help and nb201 = help-nb201, fbnet = help-fbnet, mmb = mobile-ml-benchmark; the output names it).
 
     \b
     Example:
