@@ -103,6 +103,36 @@ def with_installed_driver(url: str) -> str:
     return f"postgresql://{rest}"
 
 
+def _filter_measurements(
+    q: Any,
+    *,
+    board: str | None = None,
+    variant_id: str | None = None,
+    device_class: str | None = None,
+    source: str | None = None,
+    not_source: str | None = None,
+    status: str | None = None,
+    split_id: int | None = None,
+) -> Any:
+    """The measurement filters every read shares; ``source``/``not_source`` take ``*`` globs."""
+    m = MeasurementRow
+    if board:
+        q = q.where(m.board == board)
+    if variant_id:
+        q = q.where(m.variant_id == variant_id)
+    if device_class:
+        q = q.where(m.device_class == device_class)
+    if source:
+        q = q.where(m.source.like(source.replace("*", "%")))
+    if not_source:
+        q = q.where(~m.source.like(not_source.replace("*", "%")))
+    if status:
+        q = q.where(m.status == status)
+    if split_id is not None:
+        q = q.where(m.split_id == split_id)
+    return q
+
+
 class Store:
     """Open with :meth:`Store.open`; it upgrades the schema on first use."""
 
@@ -628,21 +658,16 @@ class Store:
         """Measurements in insertion order; with ``newest`` and ``limit``, the newest ``limit`` of them
         (still in insertion order)."""
         with self.session() as s:
-            q = select(MeasurementRow).order_by(MeasurementRow.id.desc() if newest else MeasurementRow.id)
-            if board:
-                q = q.where(MeasurementRow.board == board)
-            if variant_id:
-                q = q.where(MeasurementRow.variant_id == variant_id)
-            if device_class:
-                q = q.where(MeasurementRow.device_class == device_class)
-            if source:
-                q = q.where(MeasurementRow.source.like(source.replace("*", "%")))
-            if not_source:
-                q = q.where(~MeasurementRow.source.like(not_source.replace("*", "%")))
-            if status:
-                q = q.where(MeasurementRow.status == status)
-            if split_id is not None:
-                q = q.where(MeasurementRow.split_id == split_id)
+            q = _filter_measurements(
+                select(MeasurementRow).order_by(MeasurementRow.id.desc() if newest else MeasurementRow.id),
+                board=board,
+                variant_id=variant_id,
+                device_class=device_class,
+                source=source,
+                not_source=not_source,
+                status=status,
+                split_id=split_id,
+            )
             if limit:
                 q = q.limit(limit)
             out = [self._measurement(r) for r in s.scalars(q).all()]
@@ -669,13 +694,12 @@ class Store:
                 ErrorCode.INVALID_ARGUMENT,
                 hint=f"known: {', '.join(table.c.keys())}",
             )
-        q = select(*(table.c[c] for c in columns)).order_by(table.c.id)
-        if device_class:
-            q = q.where(table.c.device_class == device_class)
-        if source:
-            q = q.where(table.c.source.like(source.replace("*", "%")))
-        if status:
-            q = q.where(table.c.status == status)
+        q = _filter_measurements(
+            select(*(table.c[c] for c in columns)).order_by(table.c.id),
+            device_class=device_class,
+            source=source,
+            status=status,
+        )
         if whole_model_only:
             q = q.where(table.c.split_id.is_(None))
         with self.engine.connect() as conn:
@@ -709,17 +733,14 @@ class Store:
         not_source: str | None = None,
     ) -> int:
         with self.session() as s:
-            q = select(func.count(MeasurementRow.id))
-            if board:
-                q = q.where(MeasurementRow.board == board)
-            if variant_id:
-                q = q.where(MeasurementRow.variant_id == variant_id)
-            if status:
-                q = q.where(MeasurementRow.status == status)
-            if source:
-                q = q.where(MeasurementRow.source.like(source.replace("*", "%")))
-            if not_source:
-                q = q.where(~MeasurementRow.source.like(not_source.replace("*", "%")))
+            q = _filter_measurements(
+                select(func.count(MeasurementRow.id)),
+                board=board,
+                variant_id=variant_id,
+                source=source,
+                not_source=not_source,
+                status=status,
+            )
             return int(s.scalar(q) or 0)
 
     # ------------------------------------------------------------- predictors
