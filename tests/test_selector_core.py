@@ -363,12 +363,12 @@ def test_bad_network_and_table_inputs() -> None:
 
 
 def test_unknown_energy_is_shown_as_unknown_not_zero() -> None:
-    """A table whose device had no energy source at all (sources.py sets energy_missing, no
-    energy_source): picks carry None, not 0 mJ. Synthetic values."""
+    """A table whose device had no energy source at all (sources.py marks every row in
+    energy_known): picks carry None, not 0 mJ. Synthetic values."""
     import dataclasses
 
     t = synthetic(n_variants=5, n_splits=3)
-    t = dataclasses.replace(t, head_energy_mj=np.zeros(len(t.head_ms)), meta={"energy_missing": True})
+    t = dataclasses.replace(t, head_energy_mj=np.zeros(len(t.head_ms)), energy_known=np.zeros(len(t), dtype=bool))
     p = prefs_from_dict({"weights": {"accuracy": 0, "latency": 1, "energy": 0}, "constraints": {"max_latency_ms": 1e6}})
     ans = build_answer(evaluate(t, Network(10.0, 5.0), p), top_k=3)
     assert all(

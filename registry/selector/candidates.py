@@ -89,6 +89,11 @@ class CandidateTable:
     def __len__(self) -> int:
         return int(self.kind.shape[0])
 
+    @property
+    def energy_missing(self) -> bool:
+        """Some row's device had no energy source (see ``energy_known``)."""
+        return self.energy_known is not None and not bool(self.energy_known.all())
+
     @classmethod
     def from_columns(cls, **cols: Any) -> CandidateTable:
         n = len(cols["variant_id"])

@@ -152,15 +152,10 @@ def make_picks(ev: Evaluation, idx: np.ndarray, ranked: bool = True) -> list[Pic
     t = ev.table
     names = ev.constraint_names
     # a row whose device had no energy source (no measurement, predictor or power model): shown as
-    # unknown (None), never as 0 mJ; check_energy keeps such a table out of energy-weighted ranking.
-    # A table without the per-row mask: unknown only when it has no energy source at all.
-    if t.energy_known is not None:
-        known_rows = t.energy_known
-    else:
-        known_rows = np.full(len(t), not ((t.meta or {}).get("energy_missing") and t.energy_source is None))
+    # unknown (None), never as 0 mJ; check_energy keeps such a table out of energy-weighted ranking
     out = []
     for r, i in enumerate(idx):
-        energy_known = bool(known_rows[i])
+        energy_known = t.energy_known is None or bool(t.energy_known[i])
         b = int(d["binding"][r])
         out.append(
             Pick(

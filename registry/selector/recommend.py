@@ -70,7 +70,7 @@ def learned_weights(store: Any, app: str | None) -> tuple[np.ndarray | None, str
 def check_energy(table: CandidateTable, prefs: Prefs, weights: np.ndarray | None) -> None:
     w_energy = (weights if weights is not None else prefs.weights.vector())[2]
     needs = w_energy > 0 or prefs.constraints.max_device_energy_mj is not None
-    if needs and table.meta.get("energy_missing"):
+    if needs and table.energy_missing:
         raise EdgeatlasError(
             f"device {table.device} has no energy model: no energy predictor for its class and no declared power model",
             ErrorCode.INSUFFICIENT_DATA,

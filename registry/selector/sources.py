@@ -418,7 +418,6 @@ def load_candidates(
     col = {k: np.zeros(n) for k in ("head", "head_lo", "head_hi", "tail", "tail_lo", "tail_hi", "en", "en_lo", "en_hi")}
     active_w = device.power.get("active_w")
     energy_sources: set[str] = set()
-    energy_missing = False
     energy_known = np.ones(n, dtype=bool)
     for i, r in enumerate(rows):
         if r["dev_meas"] is not None:
@@ -443,7 +442,6 @@ def load_candidates(
                 )
                 energy_sources.add("estimated:power-model(active_w x device time)")
             else:
-                energy_missing = True
                 energy_known[i] = False
         if r["edge_meas"] is not None:
             ms = r["edge_meas"][0]
@@ -481,6 +479,6 @@ def load_candidates(
         device=device.name,
         edge=edge.name,
         predictor_version=version,
-        energy_source=None if energy_missing and not energy_sources else " + ".join(sorted(energy_sources)) or None,
-        meta={"energy_missing": energy_missing, "methods": methods},
+        energy_source=" + ".join(sorted(energy_sources)) or None,
+        meta={"methods": methods},
     )
