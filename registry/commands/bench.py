@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from registry.commands.common import db_option, devices_option, emit, err_console, json_option, open_store, print_json
+from registry.commands.common import db_option, devices_option, emit, json_option, note, open_store, print_json
 from registry.errors import EdgeatlasError, ErrorCode
 
 
@@ -303,8 +303,9 @@ def results(
     src = None if source in ("all", "fleet") else source
     not_src = "dataset:*" if source == "fleet" else None
     status = None if all_status else "ok"
+    vid = store.get_variant(variant).id if variant else None
     table_limit = 200 if limit is None and not (as_csv or as_json) else (limit or None)
-    rows = result_rows(store, board, variant, status=status, source=src, limit=table_limit, not_source=not_src)
+    rows = result_rows(store, board, vid, status=status, source=src, limit=table_limit, not_source=not_src)
     if as_csv:
         click.echo(rows_to_csv(rows), nl=False)
         return
@@ -315,14 +316,10 @@ def results(
         r["variant"] = r["variant"][:12]
     total = len(rows)
     if table_limit is not None and len(rows) == table_limit:
-        vid = store.get_variant(variant).id if variant else None
         total = store.count_measurements(status=status, source=src, board=board, variant_id=vid, not_source=not_src)
     title = "measurements" + (f" (newest {len(rows)} of {total})" if total > len(rows) else "")
     emit(rows, False, RESULT_COLUMNS, title=title)
     if total > len(rows):
-        err_console.print(
-            f"note: {total - len(rows)} older rows not shown; --limit 0 shows all, --csv/--json print all",
-            highlight=False,
-        )
+        note(f"{total - len(rows)} older rows not shown; --limit 0 shows all, --csv/--json print all")
     elif not rows and source == "fleet" and store.count_measurements(status=status):
-        err_console.print("note: no fleet measurements match; imported rows are shown with --source 'dataset:*'")
+        note("no fleet measurements match; imported rows are shown with --source 'dataset:*'")

@@ -111,6 +111,11 @@ def emit(data: Any, as_json: bool, columns: Iterable[str] | None = None, title: 
             click.echo(d)
 
 
+def note(message: str) -> None:
+    """One "note: ..." line on stderr, as plain text (never read as rich markup)."""
+    err_console.print(f"note: {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def fail(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(1)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.markup import escape
 
-from registry.commands.common import db_option, emit, err_console, json_option, open_store, print_json
+from registry.commands.common import db_option, emit, err_console, json_option, note, open_store, print_json
 from registry.errors import EdgeatlasError, ErrorCode
 
 
@@ -511,13 +510,9 @@ def predict_cmd(
     ignored = sorted(set(kwargs.get("probe_latencies", {})) - set(pset.probe_ids))
     if ignored:  # e.g. a probe set measured for an older predictor version: the rest is used
         out["ignored_probes"] = ignored
-        err_console.print(
-            escape(
-                f"note: {len(ignored)} probe ids are not in this predictor's probe set and were not used: "
-                f"{', '.join(ignored[:5])}{' ...' if len(ignored) > 5 else ''} (probe set: {', '.join(pset.probe_ids)})"
-            ),
-            highlight=False,
-            soft_wrap=True,
+        note(
+            f"{len(ignored)} probe ids are not in this predictor's probe set and were not used: "
+            f"{', '.join(ignored[:5])}{' ...' if len(ignored) > 5 else ''} (probe set: {', '.join(pset.probe_ids)})"
         )
     if as_json:
         print_json(out)

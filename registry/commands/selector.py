@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from registry.commands.common import console, db_option, emit, err_console, json_option, open_store, print_json
+from registry.commands.common import console, db_option, emit, json_option, note, open_store, print_json
 from registry.errors import EdgeatlasError, ErrorCode
 
 
@@ -377,10 +377,9 @@ def serve_cmd(host: str, port: int, db_url: str | None) -> None:
     if db_url:
         os.environ["EDGEATLAS_DB"] = db_url
     if not os.environ.get("EDGEATLAS_API_TOKEN"):
-        err_console.print(
-            "note: EDGEATLAS_API_TOKEN is not set, so the server refuses every write (401); "
-            "set it to accept writes with 'Authorization: Bearer <token>'",
-            highlight=False,
+        note(
+            "EDGEATLAS_API_TOKEN is not set, so the server refuses every write (401); "
+            "set it to accept writes with 'Authorization: Bearer <token>'"
         )
     uvicorn.run(create_app(db_url), host=host, port=port, log_level="info")
 
