@@ -120,10 +120,9 @@ def _load(store, device_class: str | None, source: str | None, include_evaluatio
         status="ok",
         whole_model_only=True,  # split heads/tails have their own features
     )
-    left_out: tuple[str, ...] = ()
-    if held_back and held_back.intersection(cols["device_class"]):
+    left_out = tuple(sorted(held_back.intersection(cols["device_class"]))) if held_back else ()
+    if left_out:
         keep = [c not in held_back for c in cols["device_class"]]
-        left_out = tuple(sorted(held_back.intersection(cols["device_class"])))
         cols = {k: [x for x, ok in zip(v, keep, strict=True) if ok] for k, v in cols.items()}
     keys: list[str] = cols["key"]
     n = len(keys)

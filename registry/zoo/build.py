@@ -647,13 +647,11 @@ def _static_batch(proto: Any, src: Path) -> Any:
     for vi in g.input:
         if vi.name in inits or not vi.type.tensor_type.HasField("shape"):
             continue
-        shape = [
-            x.dim_value if x.HasField("dim_value") else (x.dim_param or "?") for x in vi.type.tensor_type.shape.dim
-        ]
         dims = vi.type.tensor_type.shape.dim
         dynamic = [k for k, d in enumerate(dims) if not (d.HasField("dim_value") and d.dim_value > 0)]
         other = [k for k in dynamic if k != 0]
         if other:
+            shape = [x.dim_value if x.HasField("dim_value") else (x.dim_param or "?") for x in dims]
             named = ", ".join(
                 f"dim {k} ({dims[k].dim_param!r})" if dims[k].dim_param else f"dim {k} (unset)" for k in other
             )

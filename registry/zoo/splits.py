@@ -257,6 +257,8 @@ class SplitExtractor:
         self.inputs = [i.name for i in g.input if i.name not in inits]
         self.outputs = [o.name for o in g.output]
         self._ex = onnx.utils.Extractor(self.inferred)
+        self._inits = {i.name: i for i in g.initializer}
+        self._producer = {out: n for n in g.node for out in n.output}
 
     def extract(self, point: SplitPoint) -> tuple[onnx.ModelProto, onnx.ModelProto]:
         """Head (input -> payload) and tail (payload -> outputs) models of an interior point."""
@@ -283,11 +285,16 @@ class SplitExtractor:
         tail its int8 values back exactly, and onnxruntime fuses the tail's first ops to the same
         int8 kernels as in the whole model (a bare float input runs them in float instead, so
         head + tail would not reproduce the model's outputs)."""
-        dq = next((n for n in self.inferred.graph.node if n.op_type == "DequantizeLinear" and tensor in n.output), None)
-        inits = {i.name: i for i in self.inferred.graph.initializer}
+        dq = self._producer.get(tensor)
+        inits = self._inits
         # only the zoo's QDQ form: scale and zero point as initializers (a Q without a zero point
         # would output uint8 and clamp int8 data; a scale from a Constant node is not copied)
-        if dq is None or len(dq.input) != 3 or not all(name in inits for name in dq.input[1:]):
+        if (
+            dq is None
+            or dq.op_type != "DequantizeLinear"
+            or len(dq.input) != 3
+            or not all(name in inits for name in dq.input[1:])
+        ):
             return tail
         g = tail.graph
         q_out, dq_out = f"{tensor}__edgeatlas_requant_q", f"{tensor}__edgeatlas_requant"
