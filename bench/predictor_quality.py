@@ -33,7 +33,6 @@ import numpy as np
 
 from predictors import datasets as D
 from predictors import evaluate as E
-from predictors.models import LatencyRegressor
 
 
 def help_rows(name: str) -> list[dict]:
@@ -61,13 +60,7 @@ def _dev_references(T: D.Table, proto: E.Protocol) -> tuple[list[str], dict[str,
     """The development devices and each one's reference regressor (pool rows) predicted on every row.
     They do not depend on the unseen device, so the leave-one-out searches fit them once."""
     dev = [d for d in T.devices if d not in D.EVAL_DEVICES[T.name]]
-    X = T.inputs()
-    ref = {}
-    for r in dev:
-        yr = T.column(r)
-        rows = proto.pool[np.isfinite(yr[proto.pool]) & (yr[proto.pool] > 0)]
-        ref[r] = LatencyRegressor(kind=E.BASE_KIND, cv=1).fit(X[rows], yr[rows]).predict(X)
-    return dev, ref
+    return dev, dict(zip(dev, E.reference_columns(T, proto, dev).T, strict=True))
 
 
 def _held_out_devices(T: D.Table, proto: E.Protocol, dev: list[str], ref: dict[str, np.ndarray]):

@@ -89,6 +89,25 @@ def latbench_protocol(table: D.Table, shots: int = 10) -> Protocol:
     return Protocol(pool=pool, query=np.flatnonzero(mask), shots=sh, trim=False)
 
 
+def reference_columns(
+    table: D.Table,
+    protocol: Protocol,
+    references: Sequence[str],
+    *,
+    kind: str = BASE_KIND,
+    ref_targets: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """(rows, len(references)): each reference device's regressor, fitted on its measured pool rows
+    (``ref_targets[r]`` instead of its latency where given), predicted on every row of ``table``."""
+    X = table.inputs()
+    cols = []
+    for r in references:
+        yr = ref_targets[r] if ref_targets and r in ref_targets else table.column(r)
+        rows = protocol.pool[np.isfinite(yr[protocol.pool]) & (yr[protocol.pool] > 0)]
+        cols.append(LatencyRegressor(kind=kind, cv=1).fit(X[rows], yr[rows]).predict(X))
+    return np.column_stack(cols)
+
+
 def kshot_eval(
     table: D.Table,
     device: str,
@@ -106,13 +125,7 @@ def kshot_eval(
     y = table.column(device) if target is None else target
     evald = set(D.EVAL_DEVICES.get(table.name, ()))
     refs = list(references) if references is not None else [d for d in table.devices if d not in evald and d != device]
-    X = table.inputs()
-    cols = []
-    for r in refs:
-        yr = ref_targets[r] if ref_targets and r in ref_targets else table.column(r)
-        rows = protocol.pool[np.isfinite(yr[protocol.pool]) & (yr[protocol.pool] > 0)]
-        cols.append(LatencyRegressor(kind=kind, cv=1).fit(X[rows], yr[rows]).predict(X))
-    R = np.column_stack(cols)
+    R = reference_columns(table, protocol, refs, kind=kind, ref_targets=ref_targets)
     shots = protocol.shots[np.isfinite(y[protocol.shots])]
     if len(shots) < 3:
         raise EdgeatlasError(f"{device}: only {len(shots)} shots measured; need >= 3", code=ErrorCode.INSUFFICIENT_DATA)
