@@ -19,10 +19,11 @@ system:
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || bash scripts/check-disk.sh .
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(TORCH_PINS)
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-cache-dir --upgrade pip
+	$(PIP) install -q --no-cache-dir $(TORCH_PINS)
+	$(PIP) install -q --no-cache-dir -e '.[dev]'
 	@touch $@
 
 demo: install
