@@ -45,12 +45,40 @@ def help_rows(name: str) -> list[dict]:
     return out
 
 
+def _help_family(device: str) -> str:
+    """HELP NB201 development devices by kind: phones, server CPUs, and GPUs by batch size."""
+    if device.startswith(("gold", "silver")):
+        return "cpu"
+    if device.startswith(("1080ti", "2080ti", "titan")):
+        return "gpu-batch-" + device.rsplit("_", 1)[1]
+    return "phone"
+
+
 def _lodo(
-    T: D.Table, proto: E.Protocol, kind: str = E.BASE_KIND, alpha: float = E.KSHOT_ALPHA, space: str = E.KSHOT_SPACE
+    T: D.Table,
+    proto: E.Protocol,
+    kind: str = E.BASE_KIND,
+    alpha: float = E.KSHOT_ALPHA,
+    space: str = E.KSHOT_SPACE,
+    corrected: bool | None = None,
+    family=None,
 ) -> dict[str, float]:
+    """Each development device in turn as the unseen one, the others as references; with
+    ``family`` (device -> kind), the held-out device's whole kind is left out of the references
+    (leave-one-family-out: an unseen *kind* of device, as eyeriss or pixel2 are to HELP's
+    development set)."""
     dev = [d for d in T.devices if d not in D.EVAL_DEVICES[T.name]]
     r = [
-        E.kshot_eval(T, d, proto, references=[x for x in dev if x != d], kind=kind, alpha=alpha, space=space)[0]
+        E.kshot_eval(
+            T,
+            d,
+            proto,
+            references=[x for x in dev if x != d and (family is None or family(x) != family(d))],
+            kind=kind,
+            alpha=alpha,
+            space=space,
+            corrected=corrected,
+        )[0]
         for d in dev
     ]
     return {k: round(float(np.mean([m[k] for m in r])), 4) for k in ("spearman", "acc10")} | {"n_dev": len(dev)}
@@ -122,10 +150,17 @@ def _span_lodo(T: D.Table, proto: E.Protocol) -> None:
 def tune() -> None:
     """Development devices only: each in turn plays the unseen device, the others are references."""
     T = D.load("help-nb201")
+    for corrected in (False, True):
+        for fam in (None, _help_family):
+            r = _lodo(T, E.help_protocol(T), corrected=corrected, family=fam)
+            print(
+                f"tune help-nb201 op-count correction={corrected} "
+                f"{'leave-one-family-out' if fam else 'leave-one-device-out'}: {r}"
+            )
     for space in ("raw", "log"):
         for alpha in (0.01, 0.1, 1.0):
             print(
-                f"tune help-nb201 space={space} alpha={alpha}: {_lodo(T, E.help_protocol(T), alpha=alpha, space=space)}"
+                f"tune help-nb201 space={space} alpha={alpha}: {_lodo(T, E.help_protocol(T), alpha=alpha, space=space, corrected=False)}"
             )
     for which in ("count", "macs"):
         for ab in (1.0, 10.0, 30.0):
@@ -138,10 +173,12 @@ def tune() -> None:
         T = D.load_latbench(graph=graph, encoding=enc)
         print(f"tune latbench graph={graph} encoding={enc} kind={kind}: {_lodo(T, E.latbench_protocol(T), kind=kind)}")
     T = D.load("latbench")
+    for corrected in (False, True):
+        print(f"tune latbench op-count correction={corrected}: {_lodo(T, E.latbench_protocol(T), corrected=corrected)}")
     _span_lodo(T, E.latbench_protocol(T))
     for space, alpha in (("raw", 0.01), ("raw", 1.0), ("log", 0.01), ("log", 0.1)):
         print(
-            f"tune latbench space={space} alpha={alpha}: {_lodo(T, E.latbench_protocol(T), alpha=alpha, space=space)}"
+            f"tune latbench space={space} alpha={alpha}: {_lodo(T, E.latbench_protocol(T), alpha=alpha, space=space, corrected=False)}"
         )
     for enc, kind in ((False, "linear"), (True, "gbm")):
         T = D.load_hwnasbench360(encoding=enc)

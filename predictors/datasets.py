@@ -80,6 +80,16 @@ class Table:
         """What the reference regressors see: graph features [| cell encoding]."""
         return self.features if self.extra is None else np.hstack([self.features, self.extra])
 
+    def op_counts(self) -> np.ndarray | None:
+        """NB201-space rows: (n, 4) cell-edge counts of each op (:func:`predictors.nb201.op_counts`),
+        as built for the features (``graph``); None for other spaces."""
+        archs = self.meta.get("arch_str")
+        if archs is None:
+            return None
+        from predictors import nb201
+
+        return nb201.op_counts(archs, live=self.meta.get("graph") == "live")
+
     def column(self, device: str) -> np.ndarray:
         if device not in self.devices:
             raise EdgeatlasError(
@@ -206,7 +216,7 @@ def load_latbench(path: str | Path | None = None, graph: str = "live", encoding:
         feats[keep],
         tuple(devs[c] for c in cols),
         lat[keep],
-        meta={"dropped_duplicate_devices": sorted(drop), "graph": graph},
+        meta={"dropped_duplicate_devices": sorted(drop), "graph": graph, "arch_str": kept},
         extra=nb201.cell_encoding(kept, live=graph == "live") if encoding else None,
     )
 

@@ -14,7 +14,7 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 from predictors import datasets as D
-from predictors.kshot import LogKShotCalibrator
+from predictors.kshot import CorrectedKShotCalibrator, LogKShotCalibrator
 from predictors.models import KShotCalibrator, LatencyRegressor
 from registry.errors import EdgeatlasError, ErrorCode
 
@@ -22,6 +22,9 @@ METRIC_KEYS = ("spearman", "kendall", "acc10", "acc5", "rmse_ms", "mape", "n")
 KSHOT_ALPHA = 0.1  # chosen by leave-one-dev-device-out on HELP NB201 development devices
 KSHOT_SPACE = "raw"  # HELP / LatBench latency: raw-ms mix (KShotCalibrator); bench --tune compares "log"
 BASE_KIND = "linear"
+# datasets whose k-shot mix gets the op-count correction (CorrectedKShotCalibrator); chosen on
+# development devices only (bench/predictor_quality.py --tune)
+KSHOT_CORRECTED = frozenset({"help-nb201", "latbench"})
 
 
 def make_calibrator(space: str = KSHOT_SPACE, alpha: float = KSHOT_ALPHA):
@@ -119,9 +122,12 @@ def kshot_eval(
     alpha: float = KSHOT_ALPHA,
     kind: str = BASE_KIND,
     space: str = KSHOT_SPACE,
+    corrected: bool | None = None,
 ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """Fit reference regressors (development devices, pool rows), calibrate on the shots of
-    ``device``, score on the query. Returns (metrics, predicted, measured)."""
+    ``device``, score on the query. Returns (metrics, predicted, measured). ``corrected``: the
+    op-count correction (:class:`~predictors.kshot.CorrectedKShotCalibrator`, raw space, NB201-space
+    tables); None = as :data:`KSHOT_CORRECTED` says for the table."""
     y = table.column(device) if target is None else target
     evald = set(D.EVAL_DEVICES.get(table.name, ()))
     refs = list(references) if references is not None else [d for d in table.devices if d not in evald and d != device]
@@ -129,7 +135,15 @@ def kshot_eval(
     shots = protocol.shots[np.isfinite(y[protocol.shots])]
     if len(shots) < 3:
         raise EdgeatlasError(f"{device}: only {len(shots)} shots measured; need >= 3", code=ErrorCode.INSUFFICIENT_DATA)
-    cal = make_calibrator(space, alpha).fit(R[shots], y[shots])
+    Z = table.op_counts() if space == "raw" else None
+    if corrected is None:
+        corrected = table.name in KSHOT_CORRECTED
+    if corrected and Z is not None:
+        R = np.hstack([R, Z])
+        cal = CorrectedKShotCalibrator(alpha=alpha, n_correction=Z.shape[1])
+    else:
+        cal = make_calibrator(space, alpha)
+    cal.fit(R[shots], y[shots])
     q = protocol.query[np.isfinite(y[protocol.query])]
     if protocol.trim:
         q = _trim(q, y)

@@ -426,6 +426,13 @@ def features_table(
     return np.array([table[a] for a in arch_strs], dtype=np.float64)
 
 
+def op_counts(arch_strs: Sequence[str], live: bool = True) -> np.ndarray:
+    """(n, 4): how many of the 6 cell edges hold skip_connect, nor_conv_1x1, nor_conv_3x3 and
+    avg_pool_3x3 (``none`` is the rest). The k-shot correction's features
+    (:class:`predictors.kshot.CorrectedKShotCalibrator`)."""
+    return cell_encoding(arch_strs, live=live).reshape(len(arch_strs), len(EDGES), len(OPS)).sum(axis=1)[:, 1:]
+
+
 def cell_encoding(arch_strs: Sequence[str], live: bool = True) -> np.ndarray:
     """(n, 30) one-hot of the op on each of the 6 cell edges (dead edges as ``none`` when ``live``).
 

@@ -9,11 +9,11 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from predictors import datasets as D
 from predictors import evaluate as E
 from predictors.features import FEATURE_NAMES
-from predictors.kshot import LogKShotCalibrator
+from predictors.kshot import CorrectedKShotCalibrator, LogKShotCalibrator
 from registry.errors import EdgeatlasError
 
 
-@parametrize_with_checks([LogKShotCalibrator()])
+@parametrize_with_checks([LogKShotCalibrator(), CorrectedKShotCalibrator()])
 def test_sklearn_contract(estimator, check):
     check(estimator)
 
@@ -34,6 +34,51 @@ def test_log_calibrator_weights_are_non_negative():
     y = 5.0 / R[:, 1]  # inversely related to a reference: the best w >= 0 is 0 there
     cal = LogKShotCalibrator(alpha=0.1).fit(R, y)
     assert np.all(cal._model[0] >= 0)
+
+
+def _op_world(seed: int, n: int = 400):
+    """References that weigh the 4 op counts alike; a new device that pays extra for op 0 (skip),
+    which no non-negative mix of the references can express."""
+    rng = np.random.default_rng(seed)
+    Z = rng.integers(0, 4, size=(n, 4)).astype(float)
+    R = np.column_stack([Z[:, 1:] @ rng.uniform(0.5, 2.0, 3) + rng.uniform(1, 3) for _ in range(3)])
+    return rng, Z, R
+
+
+def test_corrected_calibrator_learns_an_op_the_references_miss():
+    rng, Z, R = _op_world(1)
+    y = (R @ np.array([0.5, 0.3, 0.2]) + 1.0) * np.exp(0.3 * Z[:, 0])
+    sh, q = np.arange(10), np.arange(10, len(y))
+    X = np.hstack([R, Z])
+    cor = CorrectedKShotCalibrator(n_correction=4).fit(X[sh], y[sh])
+    plain = CorrectedKShotCalibrator().fit(R[sh], y[sh])
+    assert cor.corrected_ and not plain.corrected_
+    m_cor, m_plain = E.metrics(cor.predict(X[q]), y[q]), E.metrics(plain.predict(R[q]), y[q])
+    assert m_cor["spearman"] > 0.95 > m_plain["spearman"]
+    assert m_cor["mape"] < m_plain["mape"] / 2
+    p, lo, hi = cor.predict_interval(X[q])
+    assert np.all(lo <= p) and np.all(p <= hi) and np.mean((lo <= y[q]) & (y[q] <= hi)) > 0.7
+
+
+def test_corrected_calibrator_keeps_the_mix_when_the_references_span_the_device():
+    rng, Z, R = _op_world(2)
+    y = R @ np.array([0.5, 0.3, 0.2]) + 1.0 + rng.normal(0, 0.05, len(R))
+    X = np.hstack([R, Z])
+    cor = CorrectedKShotCalibrator(n_correction=4).fit(X[:10], y[:10])
+    assert not cor.corrected_
+    # then it is exactly the plain mix (n_correction=0)
+    np.testing.assert_allclose(cor.predict(X[10:]), CorrectedKShotCalibrator().fit(R[:10], y[:10]).predict(R[10:]))
+    with pytest.raises(ValueError, match="n_correction"):
+        CorrectedKShotCalibrator(n_correction=7).fit(X[:10], y[:10])
+
+
+def test_nb201_op_counts_count_each_op_over_the_six_edges():
+    from predictors import nb201
+
+    a = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|+|none~0|avg_pool_3x3~1|nor_conv_1x1~2|"
+    np.testing.assert_array_equal(nb201.op_counts([a], live=False), [[1, 1, 2, 1]])
+    # node 1 -> node 3 only through pooling is live; the 'none' edge stays none
+    assert nb201.op_counts([a], live=True).sum() == 5
 
 
 def test_make_calibrator_rejects_an_unknown_space():
@@ -130,6 +175,33 @@ def test_kshot_eval_never_reads_other_evaluation_devices():
         _, p2, _ = E.kshot_eval(Tb, "pixel2", proto_b, space=space)
         np.testing.assert_allclose(p1, p2)
     assert m["n"] == n - 900 and np.all(np.isfinite(pred))
+
+
+def test_kshot_eval_corrects_nb201_tables_with_their_op_counts_and_reads_only_the_shots():
+    from predictors import nb201
+
+    rng = np.random.default_rng(4)
+    archs = [nb201.arch_str(a) for a in nb201.all_archs()]
+    archs = [archs[i] for i in rng.choice(len(archs), 1100, replace=False)]
+    Z = nb201.op_counts(archs, live=False)
+    n = len(archs)
+    F = np.zeros((n, len(FEATURE_NAMES)))
+    F[:, :4] = Z
+    F[:, 4] = 1.0
+    devs = ("dev_a", "dev_b", "dev_c", "eyeriss")
+    lat = np.column_stack([Z[:, 1:] @ rng.uniform(0.5, 2, 3) + 2 for _ in devs[:3]] + [np.zeros(n)])
+    lat[:, 3] = (lat[:, :3] @ np.array([0.4, 0.4, 0.2]) + 1) * np.exp(0.3 * Z[:, 0])
+    meta = {"arch_str": archs, "graph": "eager"}
+    T = D.Table("help-nb201", tuple(f"nb201:{i}" for i in range(n)), np.arange(n), F, devs, lat, meta=meta)
+    proto = E.Protocol(pool=np.arange(900), query=np.arange(900, n), shots=np.arange(900, 910), trim=False)
+    m_cor, pred, _ = E.kshot_eval(T, "eyeriss", proto)  # help-nb201 is in KSHOT_CORRECTED
+    m_plain, _, _ = E.kshot_eval(T, "eyeriss", proto, corrected=False)
+    assert m_cor["spearman"] > m_plain["spearman"] + 0.05
+    lat_b = lat.copy()
+    lat_b[~np.isin(np.arange(n), proto.shots), 3] = np.nan  # the target: shots only
+    Tb = D.Table(T.name, T.keys, T.index, F, devs, lat_b, meta=meta)
+    proto_b = E.Protocol(pool=proto.pool, query=proto.shots, shots=proto.shots, trim=False)
+    np.testing.assert_allclose(E.kshot_eval(Tb, "eyeriss", proto_b)[1], E.kshot_eval(T, "eyeriss", proto_b)[1])
 
 
 def test_hwnas_reference_columns_are_the_arch_measured_elsewhere_with_regressor_fill():
