@@ -15,6 +15,8 @@ measured kernels per device. This bench does the same kind of check on one emula
 5. Repeatability ceiling: measures the held-out models again (fresh agent processes) and prints
    how often two measurements of the same model agree within +-10 %: no predictor can beat the
    agreement of the board with itself.
+6. The same fits on each job's minimum latency, as a diagnostic: the fastest run is the one the
+   host disturbed least, so its accuracy shows what the predictor does once host noise is gone.
 
 Run: .venv/bin/python bench/fleet_class_accuracy.py [--n 250] [--quota 0.5] [--cpus 1]
 Needs root (sshd, cgroup v1).
@@ -113,6 +115,7 @@ def measure(store, fleet, board: str, tasks: list, force: bool, fast: bool = Fal
             "p50": float(o.latency_ms),
             "mean": float(stats[o.variant_id]["mean_ms"]),
             "median of session means": float(np.median(stats[o.variant_id]["session_means_ms"])),
+            "min": float(stats[o.variant_id]["min_ms"]),
         }
         for o in rep.outcomes
     }
@@ -126,7 +129,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fast", action="store_true", help="3 sessions of >= 50 ms instead of the default protocol")
     ap.add_argument(
-        "--statistic", default="p50", choices=("p50", "mean", "median of session means"), help="the latency to predict"
+        "--statistic",
+        default="p50",
+        choices=("p50", "mean", "median of session means", "min"),
+        help="the latency to predict",
     )
     a = ap.parse_args()
     load0 = host_load()
@@ -172,13 +178,17 @@ def main() -> None:
         f"repeatability ceiling (held-out models measured twice): within +-10 % {np.mean(rep <= 0.10):.3f}, "
         f"within +-5 % {np.mean(rep <= 0.05):.3f}, median |diff| {100 * np.median(rep):.1f} %"
     )
-    for kind in ("linear", "gbm", "additive"):
-        pred = LatencyRegressor(kind=kind).fit(X[~test], y[~test]).predict(X[test])
-        s = metrics(pred, y[test])
-        print(
-            f"per-class {kind:<6}: acc10 {s['acc10']:.3f}  acc5 {s['acc5']:.3f}  MAPE {s['mape']:.1f} %  "
-            f"spearman {s['spearman']:.3f}   target acc10 >= 0.99 (nn-Meter 0.990 on a Cortex-A76)"
-        )
+    # the statistic asked for, then the minimum beside it: a diagnostic of the host noise (the
+    # fastest run of a job is the one least disturbed by the host), not the product's latency
+    for stat in dict.fromkeys([a.statistic, "min"]):
+        ys = np.array([lat[i][stat] for i in ids])
+        for kind in ("linear", "gbm", "additive"):
+            pred = LatencyRegressor(kind=kind).fit(X[~test], ys[~test]).predict(X[test])
+            s = metrics(pred, ys[test])
+            print(
+                f"per-class {kind:<8} on the {stat:<4}: acc10 {s['acc10']:.3f}  acc5 {s['acc5']:.3f}  "
+                f"MAPE {s['mape']:.1f} %  spearman {s['spearman']:.3f}   target acc10 >= 0.99 (nn-Meter 0.990 on a Cortex-A76)"
+            )
     print(f"wall {time.monotonic() - t0:.0f} s; host load (1 min) before/after: {load0} / {host_load()}")
 
 
