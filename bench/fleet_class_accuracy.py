@@ -134,6 +134,7 @@ def main() -> None:
         choices=("p50", "mean", "median of session means", "min"),
         help="the latency to predict",
     )
+    ap.add_argument("--save", default=None, help="also write the features and measurements to this .npz")
     a = ap.parse_args()
     load0 = host_load()
     t0 = time.monotonic()
@@ -161,6 +162,15 @@ def main() -> None:
             store, fleet, "cls-1", [t for t, h in zip(tasks, test, strict=True) if h], force=True, fast=a.fast
         )
         store.dispose()
+    if a.save:
+        np.savez(
+            a.save,
+            ids=np.array(ids),
+            X=X,
+            test=test,
+            **{f"first {k}": np.array([lat[i][k] for i in ids]) for k in lat[ids[0]]},
+            **{f"again {k}": np.array([again[i][k] for i in ids if i in again]) for k in lat[ids[0]]},
+        )
     y2 = np.array([again[i][a.statistic] for i, h in zip(ids, test, strict=True) if h])
     rep = np.abs(y2 / y[test] - 1.0)
     tids = [i for i, h in zip(ids, test, strict=True) if h]
