@@ -5,8 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 EA := $(VENV)/bin/edgeatlas
-# torch/torchvision: these exact releases run on the CPU and pip takes them from the local
-# wheel cache on the lab machines (an unpinned torch would pull a multi-GB CUDA build).
+# torch/torchvision: these exact releases are the ones the lab machines hold on disk (pip finds
+# them there; on x86_64 they are CUDA builds that run on the CPU, about 5.6 GB in the venv). An
+# unpinned torch would download a newer multi-GB CUDA build.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: install system venv demo test lint bench clean-fleet
@@ -19,7 +20,7 @@ system:
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	@test -x $(PY) || bash scripts/check-disk.sh .
+	@bash scripts/check-disk.sh .
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --no-cache-dir --upgrade pip
 	$(PIP) install -q --no-cache-dir $(TORCH_PINS)

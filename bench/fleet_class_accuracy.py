@@ -162,6 +162,7 @@ def main() -> None:
             store, fleet, "cls-1", [t for t, h in zip(tasks, test, strict=True) if h], force=True, fast=a.fast
         )
         store.dispose()
+    tids = [i for i, h in zip(ids, test, strict=True) if h]
     if a.save:
         np.savez(
             a.save,
@@ -169,11 +170,11 @@ def main() -> None:
             X=X,
             test=test,
             **{f"first {k}": np.array([lat[i][k] for i in ids]) for k in lat[ids[0]]},
-            **{f"again {k}": np.array([again[i][k] for i in ids if i in again]) for k in lat[ids[0]]},
+            again_ids=np.array(tids),  # the held-out models, in the order of the "again" arrays
+            **{f"again {k}": np.array([again[i][k] for i in tids]) for k in lat[ids[0]]},
         )
     y2 = np.array([again[i][a.statistic] for i, h in zip(ids, test, strict=True) if h])
     rep = np.abs(y2 / y[test] - 1.0)
-    tids = [i for i, h in zip(ids, test, strict=True) if h]
     for stat in lat[ids[0]]:
         r = np.abs(np.array([again[i][stat] / lat[i][stat] - 1.0 for i in tids]))
         print(

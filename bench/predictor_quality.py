@@ -21,6 +21,11 @@ energy held out, references pi5 darcy + pixel):
 - a second k-shot term, "reference mix + ridge on the per-op-type counts / MACs (standardised)",
   shrunk toward the mix by a ridge ``ab`` (HELP NB201): below the plain mix for every ``ab`` tried, so
   not adopted (:func:`_residual_lodo`).
+- the op-count correction that was adopted (predictors.kshot.CorrectedKShotCalibrator, used for
+  HELP NB201 and LatBench): its ridge x margin grid on HELP NB201, leave-one-device-out and
+  leave-one-*family*-out (:func:`_correction_grid`), and LatBench leave-one-device-out with and
+  without it. Unlike the term above, it is fitted to the mix's leave-one-shot-out residuals and
+  used only when the device's own shots favour it.
 """
 
 from __future__ import annotations
@@ -65,8 +70,7 @@ def _lodo(
 ) -> dict[str, float]:
     """Each development device in turn as the unseen one, the others as references; with
     ``family`` (device -> kind), the held-out device's whole kind is left out of the references
-    (leave-one-family-out: an unseen *kind* of device, as eyeriss or pixel2 are to HELP's
-    development set)."""
+    (leave-one-family-out: an unseen *kind* of device, as eyeriss is to HELP's development set)."""
     dev = [d for d in T.devices if d not in D.EVAL_DEVICES[T.name]]
     r = [
         E.kshot_eval(
@@ -132,6 +136,37 @@ def _residual_lodo(T: D.Table, proto: E.Protocol, which: str, aw: float, ab: flo
     return {k: round(float(np.mean([m[k] for m in out])), 4) for k in ("spearman", "acc10")}
 
 
+def _correction_grid(T: D.Table, proto: E.Protocol) -> None:
+    """The op-count correction's ridge x margin grid (predictors.kshot.CorrectedKShotCalibrator), HELP
+    NB201 development devices, leave-one-device-out and leave-one-family-out; margin 0 = the plain
+    mix. Each fit with margin infinity gives the corrected form and both leave-one-shot-out errors,
+    so every margin is read off the same fits."""
+    from predictors.kshot import CorrectedKShotCalibrator
+
+    dev, ref = _dev_references(T, proto)
+    Z = T.op_counts()
+    ridges, margins = (0.3, 1.0, 3.0), (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    for name, fam in (("leave-one-device-out", None), ("leave-one-family-out", _help_family)):
+        score = {(r, m): [] for r in ridges for m in margins}
+        for t in dev:
+            y = T.column(t)
+            R = np.column_stack([ref[r] for r in dev if r != t and (fam is None or fam(r) != fam(t))])
+            sh = proto.shots[np.isfinite(y[proto.shots])]
+            q = E._trim(proto.query[np.isfinite(y[proto.query])], y)
+            plain = E.metrics(CorrectedKShotCalibrator().fit(R[sh], y[sh]).predict(R[q]), y[q])["spearman"]
+            X = np.hstack([R, Z])
+            for r in ridges:
+                cal = CorrectedKShotCalibrator(correction_alpha=r, margin=np.inf, n_correction=Z.shape[1])
+                cal.fit(X[sh], y[sh])
+                cor = E.metrics(cal.predict(X[q]), y[q])["spearman"]
+                e = cal.loo_errors_
+                for m in margins:
+                    score[(r, m)].append(cor if e["corrected"] < m * e["mix"] else plain)
+        for r in ridges:
+            row = "  ".join(f"margin {m}: {np.mean(score[(r, m)]):.4f}" for m in margins)
+            print(f"tune help-nb201 op-count correction, {name}, ridge {r}: {row}")
+
+
 def _span_lodo(T: D.Table, proto: E.Protocol) -> None:
     """Is 10 shots the limit, or the references' span? Each development device in turn: the k-shot
     calibrator fitted on its 10 shots against the same calibrator fitted on *all* its query rows
@@ -150,13 +185,7 @@ def _span_lodo(T: D.Table, proto: E.Protocol) -> None:
 def tune() -> None:
     """Development devices only: each in turn plays the unseen device, the others are references."""
     T = D.load("help-nb201")
-    for corrected in (False, True):
-        for fam in (None, _help_family):
-            r = _lodo(T, E.help_protocol(T), corrected=corrected, family=fam)
-            print(
-                f"tune help-nb201 op-count correction={corrected} "
-                f"{'leave-one-family-out' if fam else 'leave-one-device-out'}: {r}"
-            )
+    _correction_grid(T, E.help_protocol(T))
     for space in ("raw", "log"):
         for alpha in (0.01, 0.1, 1.0):
             print(
@@ -168,10 +197,12 @@ def tune() -> None:
             print(f"tune help-nb201 mix + ridge on *_{which} (aw=0.01, ab={ab}): {r}")
     for graph, enc in (("eager", False), ("live", False), ("eager", True)):
         T = D.load_help_nb201(graph=graph, encoding=enc)
-        print(f"tune help-nb201 graph={graph} encoding={enc}: {_lodo(T, E.help_protocol(T))}")
+        print(f"tune help-nb201 graph={graph} encoding={enc}: {_lodo(T, E.help_protocol(T), corrected=False)}")
     for graph, enc, kind in (("eager", False, "linear"), ("live", False, "linear"), ("live", True, "gbm")):
         T = D.load_latbench(graph=graph, encoding=enc)
-        print(f"tune latbench graph={graph} encoding={enc} kind={kind}: {_lodo(T, E.latbench_protocol(T), kind=kind)}")
+        print(
+            f"tune latbench graph={graph} encoding={enc} kind={kind}: {_lodo(T, E.latbench_protocol(T), kind=kind, corrected=False)}"
+        )
     T = D.load("latbench")
     for corrected in (False, True):
         print(f"tune latbench op-count correction={corrected}: {_lodo(T, E.latbench_protocol(T), corrected=corrected)}")

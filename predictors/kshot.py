@@ -8,7 +8,7 @@ new device is a non-negative sum of known devices. :class:`LogKShotCalibrator` f
 error that ±10 % accuracy counts.
 
 Where each is used (chosen on development data only, ``bench/predictor_quality.py --tune``):
-- HELP NB201 / FBNet and LatBench latency: the raw-ms :class:`KShotCalibrator` (leave-one-dev-device
+- HELP FBNet latency, and the mix inside the next item: the raw-ms :class:`KShotCalibrator` (leave-one-dev-device
   -out, alpha 0.01 / 0.1 / 1: HELP NB201 mean Spearman 0.950-0.951 raw against 0.903-0.948 log;
   LatBench mean acc10 0.717 raw at alpha 0.1 against 0.642-0.680 log).
 - HELP NB201 and LatBench latency (NB201-space archs): the raw mix wrapped in
@@ -110,11 +110,18 @@ class CorrectedKShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
        leave-one-shot-out mean |log error| (the whole procedure refitted without the shot) is below
        ``margin`` x the mix's own. ``corrected_`` says which was used.
 
+    The correction is tried only with at least 4 shots (``--shots 3`` is the plain mix). Fitting
+    refits the whole procedure once per shot (about n^2 small ridge fits): it is meant for k-shot,
+    about 10 shots. The interval is the wider of the two forms' leave-one-shot-out quantiles when
+    the correction is chosen, because the same errors made the choice. ``loo_errors_`` holds both
+    mean errors.
+
     ``correction_alpha`` = 1 and ``margin`` = 0.7 were chosen on HELP NB201 development devices
-    only (``bench/predictor_quality.py --tune``): leave-one-device-out mean Spearman 0.950 -> 0.951,
-    and leave-one-*family*-out (a held-out phone with no other phone among the references, and so on
-    for CPUs and each GPU batch size; the case of an unseen kind of device) 0.912 -> 0.951.
-    With ``n_correction=0`` this is the plain mix.
+    only, by the grid of ``bench/predictor_quality.py --tune`` (ridge 0.3 / 1 / 3 x margin 0.5-1.0;
+    at ridge 1, margins 0.6-0.8 give the same best mean): leave-one-device-out mean Spearman
+    0.950 -> 0.951, and leave-one-*family*-out (a held-out phone with no other phone among the
+    references, and so on for CPUs and each GPU batch size; the case of an unseen kind of device)
+    0.912 -> 0.951. With ``n_correction=0`` this is the plain mix.
     """
 
     def __init__(
@@ -165,23 +172,29 @@ class CorrectedKShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
             raise ValueError("targets must be > 0")
         k = int(self.n_correction)
         if k < 0 or k >= X.shape[1]:
-            raise ValueError(f"n_correction={k} must leave at least one reference column of the {X.shape[1]}")
+            raise ValueError(
+                f"n_correction={k} must leave at least one reference column; X has {X.shape[1]} feature(s)"
+            )
         R, Z = X[:, : X.shape[1] - k], X[:, X.shape[1] - k :]
         n = len(y)
         # the mix's leave-one-shot-out errors: its interval, and the bar the correction must clear
         e_mix = np.abs(self._mix_loo_logres(R, y)) if n >= 3 else np.zeros(1)
         self.corrected_ = False
-        e = e_mix
+        self.loo_errors_ = {"mix": float(e_mix.mean())}
+        self.log_halfwidth_ = loo_log_halfwidth(n, lambda i: float(e_mix[i]), self.coverage)
         if k and n >= 4:
             e_cor = np.empty(n)
             for i in range(n):
                 m = np.arange(n) != i
                 p = self._predict_corrected(self._fit_corrected(R[m], Z[m], y[m]), R[i : i + 1], Z[i : i + 1])[0]
                 e_cor[i] = abs(math.log(p / y[i]))
+            self.loo_errors_["corrected"] = float(e_cor.mean())
             if e_cor.mean() < self.margin * e_mix.mean():
-                self.corrected_, e = True, e_cor
+                self.corrected_ = True
+                # the same errors chose the form: keep the wider of the two intervals
+                h = loo_log_halfwidth(n, lambda i: float(e_cor[i]), self.coverage)
+                self.log_halfwidth_ = max(self.log_halfwidth_, h)
         self._model = self._fit_corrected(R, Z, y) if self.corrected_ else (self._mix(R, y), None)
-        self.log_halfwidth_ = loo_log_halfwidth(n, lambda i: float(e[i]), self.coverage)
         return self
 
     def predict(self, X):

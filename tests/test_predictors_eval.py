@@ -53,6 +53,9 @@ def test_corrected_calibrator_learns_an_op_the_references_miss():
     cor = CorrectedKShotCalibrator(n_correction=4).fit(X[sh], y[sh])
     plain = CorrectedKShotCalibrator().fit(R[sh], y[sh])
     assert cor.corrected_ and not plain.corrected_
+    assert cor.loo_errors_["corrected"] < 0.7 * cor.loo_errors_["mix"] and "corrected" not in plain.loo_errors_
+    # the errors that chose the correction do not also narrow its interval below the mix's
+    assert cor.log_halfwidth_ >= plain.log_halfwidth_ > 0
     m_cor, m_plain = E.metrics(cor.predict(X[q]), y[q]), E.metrics(plain.predict(R[q]), y[q])
     assert m_cor["spearman"] > 0.95 > m_plain["spearman"]
     assert m_cor["mape"] < m_plain["mape"] / 2
