@@ -7,7 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EA=".venv/bin/edgeatlas"
 OUT="${EDGEATLAS_DEMO_OUT:-out/demo}"
+# the shared datasets: $EDGEATLAS_DATASETS, else ../shared/datasets beside the checkout, else the
+# lab's /work/shared/datasets (the same default as predictors/datasets.py)
 DATASETS="${EDGEATLAS_DATASETS:-../shared/datasets}"
+if [ -z "${EDGEATLAS_DATASETS:-}" ] && [ ! -d "$DATASETS" ] && [ -d /work/shared/datasets ]; then
+  DATASETS=/work/shared/datasets
+fi
 # the demo's reduced measurement protocol (the same flags in every bench step: the protocol is
 # part of a measurement's key)
 PROTO=(--repeat 3 --number 5 --min-repeat-ms 50 --warmup-s 0.1)
