@@ -19,6 +19,8 @@ from predictors.models import KShotCalibrator, LatencyRegressor
 from registry.errors import EdgeatlasError, ErrorCode
 
 METRIC_KEYS = ("spearman", "kendall", "acc10", "acc5", "rmse_ms", "mape", "n")
+# kshot_eval's "calibration" beside the metrics: which k-shot form the device's shots chose
+CALIBRATION_NAMES = {False: "mix", True: "mix x op-count correction"}
 KSHOT_ALPHA = 0.1  # chosen by leave-one-dev-device-out on HELP NB201 development devices
 KSHOT_SPACE = "raw"  # HELP / LatBench latency: raw-ms mix (KShotCalibrator); bench --tune compares "log"
 BASE_KIND = "linear"
@@ -123,7 +125,7 @@ def kshot_eval(
     kind: str = BASE_KIND,
     space: str = KSHOT_SPACE,
     corrected: bool | None = None,
-) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Fit reference regressors (development devices, pool rows), calibrate on the shots of
     ``device``, score on the query. Returns (metrics, predicted, measured). ``corrected``: the
     op-count correction (:class:`~predictors.kshot.CorrectedKShotCalibrator`, raw space, NB201-space
@@ -148,11 +150,14 @@ def kshot_eval(
     if protocol.trim:
         q = _trim(q, y)
     pred = cal.predict(R[q])
-    return metrics(pred, y[q]), pred, y[q]
+    m: dict[str, Any] = metrics(pred, y[q])
+    m["calibration"] = CALIBRATION_NAMES[bool(getattr(cal, "corrected_", False))] if space == "raw" else f"{space} mix"
+    return m, pred, y[q]
 
 
-def evaluate(dataset: str, device: str, shots: int = 10, path: str | None = None) -> dict[str, float]:
-    """`predictors eval`: the k-shot protocol of ``dataset`` on ``device``."""
+def evaluate(dataset: str, device: str, shots: int = 10, path: str | None = None) -> dict[str, Any]:
+    """`predictors eval`: the k-shot protocol of ``dataset`` on ``device``: the METRIC_KEYS, and
+    ``calibration`` where the k-shot form was chosen from the shots (kshot_eval)."""
     if shots < 3 or shots > 10:
         raise EdgeatlasError("--shots must be between 3 and 10", code=ErrorCode.INVALID_ARGUMENT)
     table = D.load(dataset, path)
@@ -170,7 +175,7 @@ def evaluate(dataset: str, device: str, shots: int = 10, path: str | None = None
         m = hwnas_energy_eval(table, device, shots)
     else:
         m = leave_one_device_out(table, device, shots)
-    return {k: m[k] for k in METRIC_KEYS}
+    return {k: m[k] for k in (*METRIC_KEYS, "calibration") if k in m}
 
 
 HWNAS_KIND = "gbm"  # chosen on development rows (pi5 ninapro held out, bench --tune)
@@ -294,7 +299,7 @@ def hwnas_energy_eval(
     return metrics(pred[ok], y[ok])
 
 
-def leave_one_device_out(table: D.Table, device: str, shots: int = 10) -> dict[str, float]:
+def leave_one_device_out(table: D.Table, device: str, shots: int = 10) -> dict[str, Any]:
     """Generic: references = every other non-evaluation device on the first half of the rows; shots =
     the first ``shots`` rows of the other half measured on ``device``; query = the rest."""
     n = len(table.keys)

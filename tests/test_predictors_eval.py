@@ -200,6 +200,7 @@ def test_kshot_eval_corrects_nb201_tables_with_their_op_counts_and_reads_only_th
     m_cor, pred, _ = E.kshot_eval(T, "eyeriss", proto)  # help-nb201 is in KSHOT_CORRECTED
     m_plain, _, _ = E.kshot_eval(T, "eyeriss", proto, corrected=False)
     assert m_cor["spearman"] > m_plain["spearman"] + 0.05
+    assert (m_cor["calibration"], m_plain["calibration"]) == ("mix x op-count correction", "mix")
     lat_b = lat.copy()
     lat_b[~np.isin(np.arange(n), proto.shots), 3] = np.nan  # the target: shots only
     Tb = D.Table(T.name, T.keys, T.index, F, devs, lat_b, meta=meta)

@@ -184,6 +184,7 @@ def test_eval_cli_keys(tmp_path, monkeypatch):
     rows = json.loads(out.output)
     assert [r["device"] for r in rows] == ["fpga", "raspi4"]
     assert rows[0]["spearman"] == d["spearman"] and rows[0]["help_spearman"] == 0.892  # HELP's published figure
+    assert [r["calibration"] for r in rows] == ["mix", "mix"]  # FBNet: no op-count correction
     out = CliRunner().invoke(group, ["eval", "--dataset", "help-fbnet", "--device", "nope", "--json"])
     assert isinstance(out.exception, EdgeatlasError) and "unknown device" in str(out.exception)
 

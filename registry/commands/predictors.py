@@ -82,7 +82,9 @@ def eval_cmd(dataset: str, devices: tuple[str, ...], shots: int, path: str | Non
 
     Prints spearman, kendall, acc10, acc5, rmse_ms, mape, n. The table (and the JSON list
     for several devices) adds, for HELP's evaluation devices, the Spearman HELP published
-    (help_spearman); with several devices, one row each and their mean.
+    (help_spearman), and for the k-shot datasets the calibration the device's shots chose
+    ("mix", or "mix x op-count correction" on NB201-space data); with several devices, one row
+    each and their mean.
 
     \b
     Example:
@@ -90,13 +92,13 @@ def eval_cmd(dataset: str, devices: tuple[str, ...], shots: int, path: str | Non
         edgeatlas predictors eval --dataset help-nb201 --device pixel2,raspi4,eyeriss
     """
     from predictors.datasets import HELP_PUBLISHED
-    from predictors.evaluate import evaluate
+    from predictors.evaluate import METRIC_KEYS, evaluate
 
     names = [d.strip() for v in devices for d in v.split(",") if d.strip()]
     published = HELP_PUBLISHED.get(dataset, {})
     rows = [dict(evaluate(dataset, dev, shots, path)) for dev in names]
     if len(rows) == 1 and as_json:  # exactly the documented keys
-        print_json(rows[0])
+        print_json({k: rows[0][k] for k in METRIC_KEYS})
         return
     for dev, row in zip(names, rows, strict=True):
         if dev in published:
