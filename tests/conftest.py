@@ -30,11 +30,23 @@ pytest_plugins: list[str] = [
 ]
 
 
+_MADE_HOME: list[str] = []  # the data dir this run made (removed at the end of the run)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # never touch the user's data dir from tests
     if "EDGEATLAS_HOME" not in os.environ or not os.environ["EDGEATLAS_HOME"].startswith(tempfile.gettempdir()):
         os.environ["EDGEATLAS_HOME"] = tempfile.mkdtemp(prefix="edgeatlas-test-home-")
+        _MADE_HOME.append(os.environ["EDGEATLAS_HOME"])
     os.environ.pop("EDGEATLAS_DB", None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # each run left ~90 MB of feature caches in /tmp
+    import shutil
+
+    for d in _MADE_HOME:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
