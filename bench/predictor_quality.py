@@ -95,12 +95,13 @@ def _dev_references(T: D.Table, proto: E.Protocol) -> tuple[list[str], dict[str,
     return dev, dict(zip(dev, E.reference_columns(T, proto, dev).T, strict=True))
 
 
-def _held_out_devices(T: D.Table, proto: E.Protocol, dev: list[str], ref: dict[str, np.ndarray]):
+def _held_out_devices(T: D.Table, proto: E.Protocol, dev: list[str], ref: dict[str, np.ndarray], family=None):
     """Each development device in turn as the unseen one: (name, its latencies, the other devices'
-    reference columns, its shot rows, its query rows)."""
+    reference columns, its shot rows, its query rows); with ``family``, none of its kind among the
+    references (see :func:`_lodo`)."""
     for t in dev:
         y = T.column(t)
-        R = np.column_stack([ref[r] for r in dev if r != t])
+        R = np.column_stack([ref[r] for r in dev if r != t and (family is None or family(r) != family(t))])
         sh = proto.shots[np.isfinite(y[proto.shots])]
         q = proto.query[np.isfinite(y[proto.query])]
         yield t, y, R, sh, E._trim(q, y) if proto.trim else q
@@ -148,11 +149,7 @@ def _correction_grid(T: D.Table, proto: E.Protocol) -> None:
     ridges, margins = (0.3, 1.0, 3.0), (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     for name, fam in (("leave-one-device-out", None), ("leave-one-family-out", _help_family)):
         score = {(r, m): [] for r in ridges for m in margins}
-        for t in dev:
-            y = T.column(t)
-            R = np.column_stack([ref[r] for r in dev if r != t and (fam is None or fam(r) != fam(t))])
-            sh = proto.shots[np.isfinite(y[proto.shots])]
-            q = E._trim(proto.query[np.isfinite(y[proto.query])], y)
+        for _t, y, R, sh, q in _held_out_devices(T, proto, dev, ref, fam):
             plain = E.metrics(CorrectedKShotCalibrator().fit(R[sh], y[sh]).predict(R[q]), y[q])["spearman"]
             X = np.hstack([R, Z])
             for r in ridges:

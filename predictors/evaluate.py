@@ -137,10 +137,10 @@ def kshot_eval(
     shots = protocol.shots[np.isfinite(y[protocol.shots])]
     if len(shots) < 3:
         raise EdgeatlasError(f"{device}: only {len(shots)} shots measured; need >= 3", code=ErrorCode.INSUFFICIENT_DATA)
-    Z = table.op_counts() if space == "raw" else None
     if corrected is None:
         corrected = table.name in KSHOT_CORRECTED
-    if corrected and Z is not None:
+    Z = table.op_counts() if corrected and space == "raw" else None
+    if Z is not None:
         R = np.hstack([R, Z])
         cal = CorrectedKShotCalibrator(alpha=alpha, n_correction=Z.shape[1])
     else:

@@ -31,7 +31,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from predictors.models import LogIntervalMixin, _positive_tags, loo_log_halfwidth
+from predictors.models import KShotCalibrator, LogIntervalMixin, _positive_tags, loo_log_halfwidth
 
 MIN_VALUE = 1e-6  # references and targets are clipped here before the log (ms / mJ)
 
@@ -95,7 +95,7 @@ class LogKShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
         return np.maximum(np.exp(self._apply(self._model, self._log(X))), MIN_VALUE)
 
 
-class CorrectedKShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
+class CorrectedKShotCalibrator(KShotCalibrator):
     """The raw-ms reference mix, times a correction on architecture features when the shots say so.
 
     ``X`` = (n, D + n_correction): D reference-device columns, then ``n_correction`` architecture
@@ -138,27 +138,23 @@ class CorrectedKShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
         self.n_correction = n_correction
         self.coverage = coverage
 
-    def __sklearn_tags__(self):
-        return _positive_tags(super().__sklearn_tags__())
-
-    def _mix(self, R, y):
-        from sklearn.linear_model import Ridge
-
-        return Ridge(alpha=self.alpha, positive=True).fit(R, y)
-
     def _mix_loo_logres(self, R, y) -> np.ndarray:
-        """log(y_i / mix fitted without shot i (x_i)) for every shot."""
+        """log(y_i / mix fitted without shot i (x_i)) for every shot (the mix: the parent's
+        ``_fit_one``)."""
         n = len(y)
         out = np.empty(n)
         for i in range(n):
             m = np.arange(n) != i
-            out[i] = math.log(y[i] / max(float(self._mix(R[m], y[m]).predict(R[i : i + 1])[0]), MIN_VALUE))
+            out[i] = math.log(y[i] / max(float(self._fit_one(R[m], y[m]).predict(R[i : i + 1])[0]), MIN_VALUE))
         return out
 
-    def _fit_corrected(self, R, Z, y):
+    def _fit_corrected(self, R, Z, y, logres=None):
+        """(mix, correction); ``logres``: the mix's leave-one-shot-out residuals on these rows, when
+        already computed."""
         from sklearn.linear_model import Ridge
 
-        return self._mix(R, y), Ridge(alpha=self.correction_alpha).fit(Z, self._mix_loo_logres(R, y))
+        r = self._mix_loo_logres(R, y) if logres is None else logres
+        return self._fit_one(R, y), Ridge(alpha=self.correction_alpha).fit(Z, r)
 
     @staticmethod
     def _predict_corrected(model, R, Z):
@@ -177,8 +173,10 @@ class CorrectedKShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
             )
         R, Z = X[:, : X.shape[1] - k], X[:, X.shape[1] - k :]
         n = len(y)
-        # the mix's leave-one-shot-out errors: its interval, and the bar the correction must clear
-        e_mix = np.abs(self._mix_loo_logres(R, y)) if n >= 3 else np.zeros(1)
+        # the mix's leave-one-shot-out residuals: its interval, the bar the correction must clear,
+        # and (signed) what the final correction is fitted to
+        r_mix = self._mix_loo_logres(R, y) if n >= 3 else np.zeros(1)
+        e_mix = np.abs(r_mix)
         self.corrected_ = False
         self.loo_errors_ = {"mix": float(e_mix.mean())}
         self.log_halfwidth_ = loo_log_halfwidth(n, lambda i: float(e_mix[i]), self.coverage)
@@ -194,7 +192,7 @@ class CorrectedKShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
                 # the same errors chose the form: keep the wider of the two intervals
                 h = loo_log_halfwidth(n, lambda i: float(e_cor[i]), self.coverage)
                 self.log_halfwidth_ = max(self.log_halfwidth_, h)
-        self._model = self._fit_corrected(R, Z, y) if self.corrected_ else (self._mix(R, y), None)
+        self._model = self._fit_corrected(R, Z, y, r_mix) if self.corrected_ else (self._fit_one(R, y), None)
         return self
 
     def predict(self, X):
