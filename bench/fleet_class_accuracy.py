@@ -18,13 +18,16 @@ measured kernels per device. This bench does the same kind of check on one emula
 6. The same fits on each job's minimum latency, as a diagnostic: the fastest run is the one the
    host disturbed least, so its accuracy shows what the predictor does once host noise is gone.
 
-Run: .venv/bin/python bench/fleet_class_accuracy.py [--n 250] [--quota 0.5] [--cpus 1]
-Needs root (sshd, cgroup v1).
+Run: .venv/bin/python bench/fleet_class_accuracy.py [--n 250] [--quota 0.5] [--cpus 1] [--save F.npz]
+Needs root (sshd, cgroup v1). ``--load F.npz`` re-fits on the measurements a ``--save`` run wrote,
+without the board: the models are generated again from the same seed and their features computed
+by this code (to compare feature sets or regressors on the same measurements).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -121,6 +124,17 @@ def measure(store, fleet, board: str, tasks: list, force: bool, fast: bool = Fal
     }
 
 
+def load_saved(path: str, ids: list[str], tids: list[str]) -> tuple[dict, dict]:
+    """The first and repeated measurements of a ``--save`` run, keyed like :func:`measure`'s."""
+    d = np.load(path)
+    if list(d["ids"]) != ids or list(d["again_ids"]) != tids:
+        sys.exit(f"{path}: saved with another --n or --seed (its model ids differ); give the same ones")
+    stats = [k.removeprefix("first ") for k in d.files if k.startswith("first ")]
+    lat = {i: {k: float(d[f"first {k}"][j]) for k in stats} for j, i in enumerate(ids)}
+    again = {i: {k: float(d[f"again {k}"][j]) for k in stats} for j, i in enumerate(tids)}
+    return lat, again
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=250)
@@ -135,6 +149,7 @@ def main() -> None:
         help="the latency to predict",
     )
     ap.add_argument("--save", default=None, help="also write the features and measurements to this .npz")
+    ap.add_argument("--load", default=None, help="re-fit on the measurements of a --save run (no board)")
     a = ap.parse_args()
     load0 = host_load()
     t0 = time.monotonic()
@@ -150,19 +165,23 @@ def main() -> None:
     paths = [sample_cnn(rng, d / f"cnn{i:04d}.onnx") for i in range(a.n)]
     ids = [p.stem for p in paths]
     X = np.array([onnx_features(p).vector() for p in paths])
-    tasks = [ModelTask(p.stem, p, sha256_file(p)) for p in paths]
-    board = {"name": "cls-1", "emulate": f'{{ cpu_quota = {a.quota}, cpus = "{a.cpus}" }}'}
-    with emulated_fleet([board]) as (fleet, tmp):
-        store = Store.open(f"sqlite:///{tmp / 'bench.db'}")
-        lat = measure(store, fleet, "cls-1", tasks, force=False, fast=a.fast)
-        y = np.array([lat[i][a.statistic] for i in ids])
-        test = np.zeros(a.n, bool)
-        test[np.random.default_rng(a.seed + 1).permutation(a.n)[: a.n // 5]] = True
-        again = measure(
-            store, fleet, "cls-1", [t for t, h in zip(tasks, test, strict=True) if h], force=True, fast=a.fast
-        )
-        store.dispose()
+    test = np.zeros(a.n, bool)
+    test[np.random.default_rng(a.seed + 1).permutation(a.n)[: a.n // 5]] = True
     tids = [i for i, h in zip(ids, test, strict=True) if h]
+    if a.load:
+        lat, again = load_saved(a.load, ids, tids)
+        print(f"re-fitted on the measurements saved in {a.load} (no board run)")
+    else:
+        tasks = [ModelTask(p.stem, p, sha256_file(p)) for p in paths]
+        board = {"name": "cls-1", "emulate": f'{{ cpu_quota = {a.quota}, cpus = "{a.cpus}" }}'}
+        with emulated_fleet([board]) as (fleet, tmp):
+            store = Store.open(f"sqlite:///{tmp / 'bench.db'}")
+            lat = measure(store, fleet, "cls-1", tasks, force=False, fast=a.fast)
+            again = measure(
+                store, fleet, "cls-1", [t for t, h in zip(tasks, test, strict=True) if h], force=True, fast=a.fast
+            )
+            store.dispose()
+    y = np.array([lat[i][a.statistic] for i in ids])
     if a.save:
         np.savez(
             a.save,
@@ -200,6 +219,7 @@ def main() -> None:
                 f"per-class {kind:<8} on the {stat:<4}: acc10 {s['acc10']:.3f}  acc5 {s['acc5']:.3f}  "
                 f"MAPE {s['mape']:.1f} %  spearman {s['spearman']:.3f}   target acc10 >= 0.99 (nn-Meter 0.990 on a Cortex-A76)"
             )
+    shutil.rmtree(d, ignore_errors=True)
     print(f"wall {time.monotonic() - t0:.0f} s; host load (1 min) before/after: {load0} / {host_load()}")
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from predictors.features import FEATURE_NAMES
+from predictors.features import FEATURE_NAMES, add_kernel_terms, feature_dict
 from registry.errors import EdgeatlasError, ErrorCode
 
 DEFAULT_ROOT = Path(os.environ.get("EDGEATLAS_DATASETS", "/work/shared/datasets"))
@@ -413,6 +413,16 @@ def _mmb_layer_features(layers: Sequence[MmbLayer]) -> np.ndarray:
                 cat = "pointwise" if kk == 1 and ly.group == 1 else "conv"
             macs = out_elems * kk * cin_g
             params = ly.out_c * kk * cin_g
+            add_kernel_terms(
+                v,
+                k=ly.kernel,
+                stride=ly.stride,
+                depthwise=cat == "depthwise",
+                cin_per_group=cin_g,
+                cout=float(ly.out_c),
+                out_hw=float(ly.out_hw * ly.out_hw),
+                in_elems=float(ly.in_hw * ly.in_hw * ly.in_c),
+            )
         elif ly.op == "FULLY_CONNECTED":
             cat, macs, params = "fc", float(ly.in_c * ly.out_c), float(ly.in_c * ly.out_c)
         elif ly.op == "MEAN":
@@ -566,7 +576,7 @@ def import_dataset(
             {"dataset": table.name, "device": d, "evaluation": d in EVAL_DEVICES.get(table.name, ())},
         )
     for key, fv in zip(table.keys, table.features, strict=True):
-        feats = {n: float(x) for n, x in zip(FEATURE_NAMES, fv, strict=True)}
+        feats = feature_dict(fv)
         store.add_variant(
             id=key,
             family=key.split(":")[0],

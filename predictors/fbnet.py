@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from predictors.features import FEATURE_NAMES, ModelFeatures, combine, onnx_features
+from predictors.features import FEATURE_NAMES, FEATURES_VERSION, ModelFeatures, combine, onnx_features
 from predictors.nb201 import _randomize_bn, export_onnx
 from registry.errors import EdgeatlasError, ErrorCode
 
@@ -184,10 +184,10 @@ class BlockLibrary:
 
 
 def features_table(archs: Sequence[Sequence[str]], use_cache: bool = True) -> np.ndarray:
-    """(n, d) features for FBNet op lists, cached in cache_dir()/fbnet_features_v1.json."""
+    """(n, d) features for FBNet op lists, cached in cache_dir()/fbnet_features_v1_f<FEATURES_VERSION>.json."""
     from registry.paths import cache_dir
 
-    path = cache_dir() / "fbnet_features_v1.json"
+    path = cache_dir() / f"fbnet_features_v1_f{FEATURES_VERSION}.json"
     keys = [",".join(parse_ops(a)) for a in archs]
     table: dict[str, list[float]] = json.loads(path.read_text()) if (use_cache and path.exists()) else {}
     missing = [k for k in dict.fromkeys(keys) if k not in table]

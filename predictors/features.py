@@ -48,12 +48,95 @@ GLOBAL_FIXED: tuple[str, ...] = (
     "precision_fp16",
     "precision_int8",
 )
+#: Kernel-level terms, as nn-Meter splits a model into kernels and predicts each by its type and
+#: configuration: every convolution is one kernel (with the BatchNormalization / activation that
+#: follow it fused in, as runtimes run them), bucketed by kind, kernel size and stride, because a
+#: MAC of a 1x1 convolution, a strided 5x5 one and a depthwise 3x3 one cost very different times.
+#: Per bucket: count, MACs, MACs with both channel counts rounded up to the SIMD block of 8
+#: (vectorised kernels pad channels: 12 channels cost about what 16 do), input and output elements.
+KERNEL_SIZES: tuple[int, ...] = (1, 3, 5, 7)  # a kernel side k goes to the first size >= k (7: 7 and more)
+KERNEL_STRIDES: tuple[int, ...] = (1, 2)  # stride 2 and more -> 2
+KERNEL_BUCKETS: tuple[str, ...] = tuple(f"conv_k{k}s{s}" for k in KERNEL_SIZES for s in KERNEL_STRIDES) + tuple(
+    f"dw_k{k}s{s}" for k in KERNEL_SIZES[1:] for s in KERNEL_STRIDES
+)
+KERNEL_STATS: tuple[str, ...] = ("count", "macs", "padded_macs", "in_elems", "out_elems")
+KERNEL_NAMES: tuple[str, ...] = tuple(f"kernel_{b}_{k}" for b in KERNEL_BUCKETS for k in KERNEL_STATS)
+#: The version of the feature set. A feature dict stored by an older edgeatlas (no
+#: ``features_version`` key: version 1, without the kernel-level terms) is refused by
+#: :func:`features_from_dict` with the command that refreshes it, never read with zeros.
+FEATURES_VERSION = 2
+SIMD_BLOCK = 8
+
 FEATURE_NAMES: tuple[str, ...] = (
-    tuple(GLOBAL_ADDITIVE) + tuple(f"{c}_{k}" for c in CATEGORIES for k in PER_CATEGORY) + tuple(GLOBAL_FIXED)
+    tuple(GLOBAL_ADDITIVE)
+    + tuple(f"{c}_{k}" for c in CATEGORIES for k in PER_CATEGORY)
+    + tuple(GLOBAL_FIXED)
+    + KERNEL_NAMES
 )
-ADDITIVE_NAMES: frozenset[str] = frozenset(GLOBAL_ADDITIVE) | frozenset(
-    f"{c}_{k}" for c in CATEGORIES for k in PER_CATEGORY
+ADDITIVE_NAMES: frozenset[str] = (
+    frozenset(GLOBAL_ADDITIVE)
+    | frozenset(f"{c}_{k}" for c in CATEGORIES for k in PER_CATEGORY)
+    | frozenset(KERNEL_NAMES)
 )
+
+
+def _ceil_to(x: float, block: int) -> float:
+    return float(-(-int(x) // block) * block)
+
+
+def kernel_bucket(k: int, stride: int, depthwise: bool) -> str:
+    """The :data:`KERNEL_BUCKETS` name of a convolution (``k``: its largest kernel side)."""
+    size = next((s for s in KERNEL_SIZES if k <= s), KERNEL_SIZES[-1])
+    if depthwise:
+        size = max(size, KERNEL_SIZES[1])
+    st = next((s for s in KERNEL_STRIDES if stride <= s), KERNEL_STRIDES[-1])
+    return f"{'dw' if depthwise else 'conv'}_k{size}s{st}"
+
+
+def add_kernel_terms(
+    vals: dict[str, float],
+    *,
+    k: int,
+    stride: int,
+    depthwise: bool,
+    cin_per_group: float,
+    cout: float,
+    out_hw: float,
+    in_elems: float,
+) -> dict[str, Any]:
+    """Add one convolution kernel's terms to ``vals`` (a dict keyed by :data:`FEATURE_NAMES`) and
+    return its kernel row. ``out_hw``: output pixels; MACs = out_hw * cout * cin_per_group * k * k."""
+    kk = float(k * k)
+    bucket = kernel_bucket(k, stride, depthwise)
+    macs = out_hw * cout * cin_per_group * kk
+    padded = out_hw * _ceil_to(cout, SIMD_BLOCK) * kk * (1.0 if depthwise else _ceil_to(cin_per_group, SIMD_BLOCK))
+    for stat, v in (
+        ("count", 1.0),
+        ("macs", macs),
+        ("padded_macs", padded),
+        ("in_elems", in_elems),
+        ("out_elems", out_hw * cout),
+    ):
+        vals[f"kernel_{bucket}_{stat}"] += v
+    return {
+        "kernel": bucket,
+        "k": int(k),
+        "stride": int(stride),
+        "cin_per_group": int(cin_per_group),
+        "cout": int(cout),
+        "out_hw": int(out_hw),
+        "in_elems": int(in_elems),
+        "macs": macs,
+    }
+
+
+def feature_dict(vector: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """A feature vector as the dict the store keeps (names of :data:`FEATURE_NAMES` and the
+    ``features_version`` it was made with)."""
+    d = {n: float(x) for n, x in zip(FEATURE_NAMES, vector, strict=True)}
+    d["features_version"] = float(FEATURES_VERSION)
+    return d
+
 
 _ACTIVATIONS = {
     "Relu",
@@ -104,12 +187,15 @@ class ModelFeatures:
     values: Mapping[str, float]
     source: str = ""
     op_types: Mapping[str, int] = field(default_factory=dict)
+    #: nn-Meter-style kernel rows (one per convolution: bucket, k, stride, channels, output pixels,
+    #: MACs), in graph order; empty for features composed by :func:`combine` or read from a dict
+    kernels: tuple[Mapping[str, Any], ...] = ()
 
     def vector(self) -> np.ndarray:
         return np.array([float(self.values.get(n, 0.0)) for n in FEATURE_NAMES], dtype=np.float64)
 
     def to_dict(self) -> dict[str, float]:
-        return {n: float(self.values.get(n, 0.0)) for n in FEATURE_NAMES}
+        return feature_dict(self.vector())
 
     @property
     def precision(self) -> str:
@@ -137,6 +223,15 @@ def features_from_dict(d: Mapping[str, Any] | None, what: str = "variant") -> Mo
             code=ErrorCode.BAD_DATA,
             hint="extract them with predictors.features.onnx_features(path) (zoo build does it) "
             "or import the dataset again",
+        )
+    version = d.get("features_version", 1)
+    if version != FEATURES_VERSION:
+        raise EdgeatlasError(
+            f"{what} features are of feature set version {version}; this edgeatlas reads version "
+            f"{FEATURES_VERSION} (version 2 added the kernel-level terms)",
+            code=ErrorCode.BAD_DATA,
+            hint="refresh them: `edgeatlas zoo refresh-features` for zoo variants, "
+            "`edgeatlas predictors import NAME` again for an imported dataset",
         )
     missing = [n for n in ("macs", "params", "n_nodes", "input_h") if n not in d]
     if missing:
@@ -232,6 +327,7 @@ def onnx_features(model: Any, source: str | None = None) -> ModelFeatures:
 
     vals: dict[str, float] = dict.fromkeys(FEATURE_NAMES, 0.0)
     op_types: dict[str, int] = {}
+    kernels: list[dict[str, Any]] = []
     precision_int8 = False
     act_bytes = 0.0
     n_nodes = 0
@@ -285,6 +381,20 @@ def onnx_features(model: Any, source: str | None = None) -> ModelFeatures:
                     cat = "pointwise"
                 else:
                     cat = "conv"
+                if op != "ConvTranspose" and w[0] > 0:
+                    stride = max((max(a.ints) for a in node.attribute if a.name == "strides" and a.ints), default=1)
+                    kernels.append(
+                        add_kernel_terms(
+                            vals,
+                            k=int(max(w[2:])),
+                            stride=int(stride),
+                            depthwise=cat == "depthwise",
+                            cin_per_group=float(cin_per_group),
+                            cout=float(w[0]),
+                            out_hw=out_elems / float(w[0]),
+                            in_elems=numel(node.input[0]),
+                        )
+                    )
             else:
                 cat = "conv"
         elif op in {"Gemm", "MatMul", "QLinearMatMul", "MatMulInteger"}:
@@ -333,7 +443,7 @@ def onnx_features(model: Any, source: str | None = None) -> ModelFeatures:
     vals["precision_int8"] = 1.0 if precision_int8 else 0.0
     vals["precision_fp16"] = 1.0 if (any_fp16 and not precision_int8) else 0.0
     vals["precision_fp32"] = 1.0 if not (precision_int8 or any_fp16) else 0.0
-    return ModelFeatures(values=vals, source=source, op_types=op_types)
+    return ModelFeatures(values=vals, source=source, op_types=op_types, kernels=tuple(kernels))
 
 
 def _set_io(vals: dict[str, float], in_shape: Sequence[int], output_elems: float) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from predictors.features import ADDITIVE_NAMES, FEATURE_NAMES, facts_vector
+from predictors.features import ADDITIVE_NAMES, FACT_NAMES, FEATURE_NAMES, KERNEL_NAMES, facts_vector
 from registry.errors import EdgeatlasError, ErrorCode
 
 MIN_MS = 1e-6
@@ -148,6 +148,7 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
         large = large or len(y) >= SPLIT_CONFORMAL_ROWS
         if self.kind == "additive":
             return _fit_additive(X, y)
+        X = X[:, _model_columns(X.shape[1])]
         if self.kind == "gbm" and large:
             return self._fit_large_gbm(X, y)
         m = self._make(large)
@@ -192,7 +193,8 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
 
     def _raw(self, m, X):
         if self.kind == "additive":
-            return np.maximum(X[:, m["columns"]] @ m["coef"] + m["overhead"], MIN_MS)
+            return _additive_predict(m, X)
+        X = X[:, _model_columns(X.shape[1])]
         if self.kind == "gbm" and len(X) < SMALL_FIT_ROWS:
             # prediction runs one OpenMP region per tree: on a busy host each waits for a scheduler
             # tick (300 trees: 3.5 s for 10k rows against 0.1 s on one thread)
@@ -306,6 +308,92 @@ def _calibration_split(X: np.ndarray, rng: np.random.Generator) -> tuple[np.ndar
 
 
 ADDITIVE_COLUMNS = np.array([i for i, n in enumerate(FEATURE_NAMES) if n in ADDITIVE_NAMES], dtype=np.int64)
+#: The model-level columns (all but the kernel-level terms): what the linear and gbm kinds read.
+#: The kernel terms split the convolutions' MACs by kernel size and stride, which pays off in the
+#: additive (nn-Meter-style sum of kernel costs) form; trees gained nothing from them on
+#: bench/fleet_class_accuracy.py data and would take twice as long to fit.
+MODEL_COLUMNS = np.array([i for i, n in enumerate(FEATURE_NAMES) if n not in KERNEL_NAMES], dtype=np.int64)
+OUTPUT_CALIBRATION_MIN_ROWS = 30  # distinct variants an additive fit needs before its output is calibrated
+OUTPUT_CALIBRATION_FOLDS = 5
+
+
+def _model_columns(width: int) -> np.ndarray | slice:
+    """Columns the linear/gbm kinds read: features (or facts | features) less the kernel terms."""
+    if width == len(FEATURE_NAMES):
+        return MODEL_COLUMNS
+    if width == len(FACT_NAMES) + len(FEATURE_NAMES):  # the zero-shot facts model
+        return np.concatenate([np.arange(len(FACT_NAMES)), len(FACT_NAMES) + MODEL_COLUMNS])
+    return slice(None)  # data of another width (the estimator checks): every column
+
+
+def _nnls_fit(A: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """Non-negative costs and overhead minimising the relative squared error (rows weighted 1/y)."""
+    from scipy.optimize import nnls
+
+    A = np.hstack([A, np.ones((len(A), 1))])
+    scale = np.abs(A).max(axis=0)
+    scale[scale == 0] = 1.0
+    w = 1.0 / y
+    coef, _ = nnls((A / scale) * w[:, None], y * w, maxiter=50 * A.shape[1])
+    coef = coef / scale
+    return coef[:-1], float(coef[-1])
+
+
+def _isotonic_knots(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(out_of_bounds="clip").fit(x, y)
+    return np.asarray(iso.X_thresholds_, dtype=np.float64), np.asarray(iso.y_thresholds_, dtype=np.float64)
+
+
+def _apply_knots(knots: tuple[np.ndarray, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """The monotone map at ``x``: interpolated between knots; beyond the ends, the end's offset
+    (the ratio at the largest measured model carries over to a larger one, instead of the clipped
+    constant an isotonic fit would give)."""
+    kx, ky = knots
+    out = np.interp(x, kx, ky)
+    lo, hi = x < kx[0], x > kx[-1]
+    out[lo] = x[lo] + (ky[0] - kx[0])
+    out[hi] = x[hi] + (ky[-1] - kx[-1])
+    return out
+
+
+def _output_calibration(A: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """A monotone map from the additive sum to the measured latency, in log space, or None.
+
+    A device's wall-clock time need not be linear in the work: a CPU quota throttles a run longer
+    than its slice (an emulated board's 10 ms in every 20 ms), clocks and caches change with the
+    load. The map is an isotonic regression of log latency on the log of *out-of-fold* additive
+    predictions (5 folds of distinct variants, each fold's costs fitted without it), and it is kept
+    only when it beats the identity out of fold too (each fold's map fitted on the other folds).
+    Needs OUTPUT_CALIBRATION_MIN_ROWS distinct variants; repeats of one variant are folded into one
+    row (their geometric mean), so a variant measured often does not dominate the map.
+    """
+    first, inv, counts = row_groups(A)
+    if len(first) < OUTPUT_CALIBRATION_MIN_ROWS:
+        return None
+    A, ly = A[first], np.bincount(inv, weights=np.log(y)) / counts
+    yv = np.exp(ly)
+    folds = np.random.default_rng(0).permutation(len(ly)) % OUTPUT_CALIBRATION_FOLDS
+    lx = np.empty(len(ly))
+    for f in range(OUTPUT_CALIBRATION_FOLDS):
+        tr = folds != f
+        coef, overhead = _nnls_fit(A[tr], yv[tr])
+        lx[~tr] = np.log(np.maximum(A[~tr] @ coef + overhead, MIN_MS))
+    err_cal = np.empty(len(ly))
+    for f in range(OUTPUT_CALIBRATION_FOLDS):
+        tr = folds != f
+        err_cal[~tr] = np.abs(_apply_knots(_isotonic_knots(lx[tr], ly[tr]), lx[~tr]) - ly[~tr])
+    if err_cal.mean() >= np.abs(lx - ly).mean():
+        return None
+    return _isotonic_knots(lx, ly)
+
+
+def _additive_predict(m: dict[str, Any], X: np.ndarray) -> np.ndarray:
+    p = np.maximum(X[:, m["columns"]] @ m["coef"] + m["overhead"], MIN_MS)
+    if m.get("calibration_x") is not None:
+        p = np.exp(_apply_knots((m["calibration_x"], m["calibration_y"]), np.log(p)))
+    return p
 
 
 def _fit_additive(X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
@@ -322,15 +410,15 @@ def _fit_additive(X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     error. On data of another width (the estimator checks) every column is taken as additive.
     """
     cols = ADDITIVE_COLUMNS if X.shape[1] == len(FEATURE_NAMES) else np.arange(X.shape[1], dtype=np.int64)
-    from scipy.optimize import nnls
-
-    A = np.hstack([X[:, cols], np.ones((len(X), 1))])
-    scale = np.abs(A).max(axis=0)
-    scale[scale == 0] = 1.0
-    w = 1.0 / y
-    coef, _ = nnls((A / scale) * w[:, None], y * w, maxiter=50 * A.shape[1])
-    coef = coef / scale
-    return {"columns": cols, "coef": coef[:-1], "overhead": float(coef[-1])}
+    coef, overhead = _nnls_fit(X[:, cols], y)
+    cal = _output_calibration(X[:, cols], y)
+    return {
+        "columns": cols,
+        "coef": coef,
+        "overhead": overhead,
+        "calibration_x": None if cal is None else cal[0],
+        "calibration_y": None if cal is None else cal[1],
+    }
 
 
 def _pack_trees(predictors: list[list[Any]]) -> dict[str, Any]:

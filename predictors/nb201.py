@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from predictors.features import FEATURE_NAMES, ModelFeatures, combine, onnx_features
+from predictors.features import FEATURE_NAMES, FEATURES_VERSION, ModelFeatures, combine, onnx_features
 from registry.errors import EdgeatlasError, ErrorCode
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -398,14 +398,14 @@ def features_table(
     ``graph="eager"``: the execution graph of NB201's InferCell without CSE (every edge, ``none``
     included): HELP's NB201 devices ran that. ``graph="live"``: only the edges on an input->output
     path (HW-NAS-Bench-360 and LatBench ran pruned cells: isomorphic archs share one measurement).
-    Cached in cache_dir()/nb201_features_<task>[_live]_v3.json keyed by arch string.
+    Cached in cache_dir()/nb201_features_<task>[_live]_v3_f<FEATURES_VERSION>.json keyed by arch string.
     """
     from registry.paths import cache_dir
 
     if graph not in GRAPHS:
         raise EdgeatlasError(f"graph must be one of {GRAPHS}, not {graph!r}", code=ErrorCode.INVALID_ARGUMENT)
     live = graph == "live"
-    path = cache_dir() / f"nb201_features_{task}{'_live' if live else ''}_v3.json"
+    path = cache_dir() / f"nb201_features_{task}{'_live' if live else ''}_v3_f{FEATURES_VERSION}.json"
     table: dict[str, list[float]] = {}
     if use_cache and path.exists():
         table = json.loads(path.read_text())

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from predictors.evaluate import metrics
-from predictors.features import FEATURE_NAMES, features_from_dict
+from predictors.features import FEATURE_NAMES, FEATURES_VERSION, features_from_dict
 from predictors.models import MIN_ROWS_PER_CLASS, PredictorSet
 from registry.errors import EdgeatlasError, ErrorCode
 from registry.paths import predictors_dir, reports_dir
@@ -169,7 +169,8 @@ def _load(store, device_class: str | None, source: str | None, include_evaluatio
     # The data hash: every row's key, latency and energy (NaN: none) in key order, as fixed-width
     # bytes. Deterministic, and any added/removed row or changed value changes it. (Version 2: the
     # row-by-row text hash it replaces differs, so the first retrain after the change trains once.)
-    h = hashlib.sha256(f"edgeatlas-training-data/2|{n}|{kb.dtype.str}\n".encode())
+    # The feature set version is part of it: after an upgrade the first retrain trains.
+    h = hashlib.sha256(f"edgeatlas-training-data/2|features {FEATURES_VERSION}|{n}|{kb.dtype.str}\n".encode())
     for part in (kb[order], lat[order].astype("<f8"), en[order].astype("<f8")):
         h.update(np.ascontiguousarray(part).tobytes())
     labels = cols["device_class"]
@@ -324,7 +325,20 @@ def libs() -> dict[str, str]:
         "scipy": scipy.__version__,
         "scikit-learn": sklearn.__version__,
         "skops": skops.__version__,
+        "edgeatlas-features": str(FEATURES_VERSION),
     }
+
+
+def _check_features_version(libs_: dict | None, what: str) -> None:
+    """Refuse a predictor fitted on another feature set (its columns mean other things)."""
+    written = (libs_ or {}).get("edgeatlas-features", "1")
+    if written != str(FEATURES_VERSION):
+        raise EdgeatlasError(
+            f"{what} was fitted on feature set version {written}; this edgeatlas computes version {FEATURES_VERSION}",
+            code=ErrorCode.BAD_DATA,
+            hint="refresh the variants' features (`edgeatlas zoo refresh-features`, or `edgeatlas predictors "
+            "import NAME` again) and retrain with `edgeatlas predictors retrain`",
+        )
 
 
 def save(pset: PredictorSet, name: str, data_hash: str) -> tuple[Path, str]:
@@ -375,6 +389,7 @@ def load_file(path: str | Path, expected_sha256: str | None = None) -> Predictor
             code=ErrorCode.BAD_DATA,
             hint="retrain with `edgeatlas predictors train` (models are not portable across scikit-learn versions)",
         )
+    _check_features_version(pset.meta.get("libs"), f"predictor file {p}")
     return pset
 
 
@@ -396,6 +411,7 @@ def load_champion(store, name: str = DEFAULT_NAME) -> tuple[Any, PredictorSet]:
             code=ErrorCode.BAD_DATA,
             hint="retrain with `edgeatlas predictors train`",
         )
+    _check_features_version(rec.libs, f"predictor {name} v{rec.version}")
     return rec, load_file(rec.path, rec.file_sha256)
 
 

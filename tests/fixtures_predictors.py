@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from predictors import nb201
-from predictors.features import FEATURE_NAMES
+from predictors.features import feature_dict
 
 HELP_CSV = "/work/shared/datasets/help/nb201_latency_ms.csv"
 DEVICES = ("pixel3", "samsung_a50", "silver_4114")
@@ -49,7 +49,7 @@ def pred_store(tmp_path, monkeypatch, help_slice):
         if np.isnan(f[0]):
             continue
         vid = f"nb201:{r['nb201_idx']}"
-        fd = {n: float(x) for n, x in zip(FEATURE_NAMES, f, strict=True)}
+        fd = feature_dict(f)
         s.add_variant(
             id=vid,
             family="nb201",

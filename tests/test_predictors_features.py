@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from predictors import fbnet, nb201
-from predictors.features import FEATURE_NAMES, facts_vector, onnx_features, probe_embedding
+from predictors.features import FEATURE_NAMES, FEATURES_VERSION, facts_vector, onnx_features, probe_embedding
 from registry.errors import EdgeatlasError
 
 
@@ -58,7 +58,7 @@ def test_nb201_features_table_cached(tmp_path):
     t1 = nb201.features_table(archs)
     assert t1.shape == (40, len(FEATURE_NAMES))
     assert np.isnan(t1[0]).all()  # all-none arch
-    assert (tmp_path / "cache" / "nb201_features_cifar10_v3.json").exists()
+    assert (tmp_path / "cache" / f"nb201_features_cifar10_v3_f{FEATURES_VERSION}.json").exists()
     np.testing.assert_array_equal(nb201.features_table(archs), t1)
 
 

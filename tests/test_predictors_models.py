@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from predictors.features import FEATURE_NAMES
 from predictors.models import KShotCalibrator, LatencyRegressor, PredictorSet
 from registry.errors import EdgeatlasError
 
@@ -24,7 +25,7 @@ def test_sklearn_contract(estimator, check):
 
 def _data(n=200, seed=0):
     rng = np.random.default_rng(seed)
-    X = rng.uniform(1, 10, size=(n, 59))
+    X = rng.uniform(1, 10, size=(n, len(FEATURE_NAMES)))
     y = X[:, 0] * 2 + X[:, 1] + rng.normal(0, 0.1, n) + 5
     return X, y
 

@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from predictors import nb201
-from predictors.features import FEATURE_NAMES
+from predictors.features import feature_dict
 from predictors.training import load_champion, train
 from registry.selector.sources import load_candidates, resolve_device
 
@@ -43,7 +43,7 @@ def store(tmp_path, monkeypatch):
         if np.isnan(f[0]):
             continue
         vid = f"nb201:{r['nb201_idx']}"
-        fd = {n: float(x) for n, x in zip(FEATURE_NAMES, f, strict=True)}
+        fd = feature_dict(f)
         # the archs stand in for deployable variants: a (nominal) artifact name makes them candidates
         s.add_variant(vid, "nb201", "onnx", f"{vid}.onnx", int(fd["params"]), int(fd["macs"]), 1, (1, 3, 32, 32),
                       "fp32", features=fd)  # fmt: skip

@@ -286,6 +286,68 @@ def list_cmd(family: str | None, fmt: str | None, show_all: bool, db_url: str | 
     emit(rows, False, LIST_COLUMNS, title=f"{len(rows)} variants")
 
 
+@group.command(name="refresh-features")
+@db_option
+@json_option
+def refresh_features_cmd(db_url: str | None, as_json: bool) -> None:
+    """Recompute the graph features of zoo variants stored by an older edgeatlas.
+
+    The predictors read one feature set version (predictors.features.FEATURES_VERSION; version 2
+    added the kernel-level terms). Variants whose stored features are of another version are
+    refused by training and the selector until this has run. ONNX variants are read from their
+    artifact; zoo-built TFLite variants from the ONNX graph of the same model, rebuilt from the
+    recipe. Imported dataset archs are refreshed by `edgeatlas predictors import NAME` again.
+
+    \b
+    Example:
+        edgeatlas zoo refresh-features
+        edgeatlas zoo refresh-features --json
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from registry.zoo.build import refresh_features, stale_features
+
+    store = open_store(db_url)
+    stale = [v for v in store.list_variants(artifacts_only=True) if stale_features(v)]
+    refreshed, failed = [], []
+    with Progress(
+        TextColumn("refreshing features"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=as_json or not stale,
+    ) as bar:
+        task = bar.add_task("", total=len(stale))
+        for v in stale:
+            try:
+                after = refresh_features(store, v)
+                (refreshed if not stale_features(after) else failed).append(
+                    {"id": v.id, "error": None if not stale_features(after) else "no ONNX graph to read"}
+                )
+            except EdgeatlasError as exc:
+                failed.append({"id": v.id, "error": exc.one_line()})
+            bar.advance(task)
+    out = {
+        "checked": len(store.list_variants(artifacts_only=True)),
+        "stale": len(stale),
+        "refreshed": [r["id"] for r in refreshed],
+        "failed": failed,
+    }
+    if as_json:
+        print_json(out)
+    else:
+        emit(
+            [{"checked": out["checked"], "stale": out["stale"], "refreshed": len(refreshed), "failed": len(failed)}],
+            False,
+            title="graph features",
+        )
+        for f in failed:
+            err_console.print(escape(f"{f['id'][:12]}: {f['error']}"))
+    if failed:
+        raise SystemExit(1)
+
+
 @group.command(name="show")
 @click.argument("variant_id")
 @db_option

@@ -180,7 +180,7 @@ def _artifact(path: str) -> Path:
 
 def onnx_feature_vector(path: str, sha256: str | None) -> np.ndarray:
     """Graph features of an ONNX file (a split head or tail), cached by sha256 in the cache dir."""
-    from predictors.features import features_from_dict, onnx_features
+    from predictors.features import FEATURES_VERSION, features_from_dict, onnx_features
     from registry.paths import cache_dir
 
     cache = cache_dir() / "selector-features"
@@ -188,7 +188,9 @@ def onnx_feature_vector(path: str, sha256: str | None) -> np.ndarray:
     if sha256:
         f = cache / f"{sha256}.json"
         if f.is_file():
-            return features_from_dict(json.loads(f.read_text()), path).vector()
+            cached = json.loads(f.read_text())
+            if cached.get("features_version") == FEATURES_VERSION:  # an older feature set is recomputed
+                return features_from_dict(cached, path).vector()
     p = _artifact(path)
     if not p.is_file():
         raise EdgeatlasError(

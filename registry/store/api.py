@@ -336,6 +336,12 @@ class Store:
         with self.session() as s:
             row = s.get(VariantRow, id)
             if row is not None:
+                # idempotent, except that features of an older feature set are replaced by newer ones
+                # (a dataset imported again after an upgrade; predictors.features.FEATURES_VERSION)
+                old = (row.features or {}).get("features_version", 1)
+                if features is not None and features.get("features_version", 1) > old:
+                    row.features = dict(features)
+                    s.flush()
                 return self._variant(row)
             row = VariantRow(
                 id=id,

@@ -408,6 +408,45 @@ def _features(onnx_path: Path, precision: str) -> dict[str, float] | None:
     return feats
 
 
+def stale_features(v: Variant) -> bool:
+    """Whether a variant's stored graph features come from another feature set version."""
+    from predictors.features import FEATURES_VERSION
+
+    return bool(v.features) and v.features.get("features_version", 1) != FEATURES_VERSION
+
+
+def refresh_features(store: Any, v: Variant) -> Variant:
+    """Recompute a variant's graph features with this edgeatlas's feature set and store them.
+
+    An ONNX variant is read from its artifact. A TFLite variant's features come, as at build
+    time, from the ONNX graph of the same torch model (rebuilt from the recipe's spec; trained
+    weights come from the cache). A TFLite file added by hand has no ONNX graph: it is returned
+    unchanged (no features, as when it was added).
+    """
+    from registry.zoo.export import export_onnx
+    from registry.zoo.families import output_names
+
+    if v.format == "onnx":
+        path = artifact_path(v)
+        if not path.is_file():
+            raise EdgeatlasError(
+                f"variant {v.id[:12]}: artifact {path} is missing",
+                code=ErrorCode.NOT_FOUND,
+                hint="rebuild it with `edgeatlas zoo build`",
+            )
+        feats = _features(path, "fp32")
+    else:
+        spec_d = (v.recipe or {}).get("spec")
+        if not spec_d:
+            return v
+        spec = VariantSpec(**spec_d)
+        with _workdir() as work:
+            fp32_onnx = work / "fp32.onnx"
+            export_onnx(torch_model(spec), spec.resolution, output_names(spec.family), fp32_onnx)
+            feats = _features(fp32_onnx, spec.precision)
+    return store.set_variant_features(v.id, feats) if feats else v
+
+
 def build(
     store: Any,
     spec: VariantSpec,
@@ -422,6 +461,9 @@ def build(
     t0 = time.perf_counter()
     existing = find_by_recipe(store, spec)
     if existing is not None:
+        if stale_features(existing):
+            say("refreshing graph features")
+            existing = refresh_features(store, existing)
         return BuildResult(
             existing,
             False,
