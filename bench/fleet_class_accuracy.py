@@ -127,7 +127,8 @@ def measure(store, fleet, board: str, tasks: list, force: bool, fast: bool = Fal
 def load_saved(path: str, ids: list[str], tids: list[str]) -> tuple[dict, dict]:
     """The first and repeated measurements of a ``--save`` run, keyed like :func:`measure`'s."""
     d = np.load(path)
-    if list(d["ids"]) != ids or list(d["again_ids"]) != tids:
+    # (files from before again_ids was saved hold the repeats in the held-out models' order too)
+    if list(d["ids"]) != ids or ("again_ids" in d.files and list(d["again_ids"]) != tids):
         sys.exit(f"{path}: saved with another --n or --seed (its model ids differ); give the same ones")
     stats = [k.removeprefix("first ") for k in d.files if k.startswith("first ")]
     lat = {i: {k: float(d[f"first {k}"][j]) for k in stats} for j, i in enumerate(ids)}

@@ -106,15 +106,25 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
     kind : "linear" (ridge in raw target space, alpha by GCV), "gbm" (HistGradientBoosting on log
         target) or "additive" (latency = overhead + non-negative cost per unit of each additive graph
         feature, fitted for relative error; see :func:`_fit_additive`)
+    features_at : the column where the graph features (:data:`FEATURE_NAMES`) start in ``X`` (the
+        zero-shot facts model puts the device facts first); the linear and gbm kinds skip their
+        kernel-level terms, the additive kind reads them
     coverage : interval coverage: conformal quantile of ``cv``-fold out-of-fold log-ratio residuals,
         or from :data:`SPLIT_CONFORMAL_ROWS` rows on, of a random 20 % calibration split of whole
         variants (one fit; the interval is for variants the model never saw)
     """
 
     def __init__(
-        self, kind: str = "linear", coverage: float = 0.9, cv: int = 5, n_trees: int = 300, random_state: int = 0
+        self,
+        kind: str = "linear",
+        coverage: float = 0.9,
+        cv: int = 5,
+        n_trees: int = 300,
+        random_state: int = 0,
+        features_at: int = 0,
     ):
         self.kind = kind
+        self.features_at = features_at
         self.coverage = coverage
         self.cv = cv
         self.n_trees = n_trees
@@ -148,7 +158,7 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
         large = large or len(y) >= SPLIT_CONFORMAL_ROWS
         if self.kind == "additive":
             return _fit_additive(X, y)
-        X = X[:, _model_columns(X.shape[1])]
+        X = X[:, _model_columns(X.shape[1], self.features_at)]
         if self.kind == "gbm" and large:
             return self._fit_large_gbm(X, y)
         m = self._make(large)
@@ -194,7 +204,7 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
     def _raw(self, m, X):
         if self.kind == "additive":
             return _additive_predict(m, X)
-        X = X[:, _model_columns(X.shape[1])]
+        X = X[:, _model_columns(X.shape[1], self.features_at)]
         if self.kind == "gbm" and len(X) < SMALL_FIT_ROWS:
             # prediction runs one OpenMP region per tree: on a busy host each waits for a scheduler
             # tick (300 trees: 3.5 s for 10k rows against 0.1 s on one thread)
@@ -312,18 +322,17 @@ ADDITIVE_COLUMNS = np.array([i for i, n in enumerate(FEATURE_NAMES) if n in ADDI
 #: The kernel terms split the convolutions' MACs by kernel size and stride, which pays off in the
 #: additive (nn-Meter-style sum of kernel costs) form; trees gained nothing from them on
 #: bench/fleet_class_accuracy.py data and would take twice as long to fit.
-MODEL_COLUMNS = np.array([i for i, n in enumerate(FEATURE_NAMES) if n not in KERNEL_NAMES], dtype=np.int64)
 OUTPUT_CALIBRATION_MIN_ROWS = 30  # distinct variants an additive fit needs before its output is calibrated
 OUTPUT_CALIBRATION_FOLDS = 5
 
 
-def _model_columns(width: int) -> np.ndarray | slice:
-    """Columns the linear/gbm kinds read: features (or facts | features) less the kernel terms."""
-    if width == len(FEATURE_NAMES):
-        return MODEL_COLUMNS
-    if width == len(FACT_NAMES) + len(FEATURE_NAMES):  # the zero-shot facts model
-        return np.concatenate([np.arange(len(FACT_NAMES)), len(FACT_NAMES) + MODEL_COLUMNS])
-    return slice(None)  # data of another width (the estimator checks): every column
+def _model_columns(width: int, features_at: int) -> np.ndarray | slice:
+    """Columns the linear/gbm kinds read: all but the kernel terms of the graph-feature block that
+    starts at column ``features_at`` (data too narrow to hold that block: every column)."""
+    if width < features_at + len(FEATURE_NAMES):
+        return slice(None)
+    kernel = features_at + np.flatnonzero(np.isin(FEATURE_NAMES, KERNEL_NAMES))
+    return np.setdiff1d(np.arange(width), kernel)
 
 
 def _nnls_fit(A: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
@@ -651,7 +660,14 @@ class PredictorSet:
                 fv = facts_vector(f)
                 rows.append(np.hstack([np.repeat(fv[None], len(X), 0), X]))
                 ys.append(lat)
-            tasks.append((("", "facts"), LatencyRegressor(kind="gbm"), np.vstack(rows), np.concatenate(ys)))
+            tasks.append(
+                (
+                    ("", "facts"),
+                    LatencyRegressor(kind="gbm", features_at=len(FACT_NAMES)),
+                    np.vstack(rows),
+                    np.concatenate(ys),
+                )
+            )
         _fit_all(tasks, n_jobs)
         fitted = {key: est for key, est, _, _ in tasks}
         classes: dict[str, dict[str, Any]] = {}
