@@ -259,7 +259,7 @@ def fleet_rows(url: str | None) -> list[dict]:
     held = {c: TR._held_out(ids) for c, ids in data.variant_ids.items()}
     out = []
     print(f"\nper device class, full data (fleet measurements in {store.url}; target acc10 >= 0.99, nn-Meter 0.990)")
-    for kind in ("linear", "gbm"):
+    for kind in ("linear", "gbm", "additive"):
         ok = {c: v for c, v in data.per_class.items() if (~held[c]).sum() >= 20 and held[c].sum() >= 2}
         if not ok:
             print("  every class has < 20 training measurements: measure more variants")
@@ -275,7 +275,7 @@ def fleet_rows(url: str | None) -> list[dict]:
         for c, m in sc["per_class"].items():
             out.append({"dataset": "fleet", "device": c, "kind": kind, **m})
             print(
-                f"  {c:<24} {kind:<6} acc10 {m['acc10']:.3f}  acc5 {m['acc5']:.3f}  mape {m['mape']:.1f}%  n {m['n']}"
+                f"  {c:<24} {kind:<8} acc10 {m['acc10']:.3f}  acc5 {m['acc5']:.3f}  mape {m['mape']:.1f}%  n {m['n']}"
             )
     return out
 

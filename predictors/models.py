@@ -318,17 +318,17 @@ def _calibration_split(X: np.ndarray, rng: np.random.Generator) -> tuple[np.ndar
 
 
 ADDITIVE_COLUMNS = np.array([i for i, n in enumerate(FEATURE_NAMES) if n in ADDITIVE_NAMES], dtype=np.int64)
-#: The model-level columns (all but the kernel-level terms): what the linear and gbm kinds read.
-#: The kernel terms split the convolutions' MACs by kernel size and stride, which pays off in the
-#: additive (nn-Meter-style sum of kernel costs) form; trees gained nothing from them on
-#: bench/fleet_class_accuracy.py data and would take twice as long to fit.
 OUTPUT_CALIBRATION_MIN_ROWS = 30  # distinct variants an additive fit needs before its output is calibrated
 OUTPUT_CALIBRATION_FOLDS = 5
 
 
 def _model_columns(width: int, features_at: int) -> np.ndarray | slice:
     """Columns the linear/gbm kinds read: all but the kernel terms of the graph-feature block that
-    starts at column ``features_at`` (data too narrow to hold that block: every column)."""
+    starts at column ``features_at`` (data too narrow to hold that block: every column).
+
+    The kernel terms split the convolutions' MACs by kernel size and stride, which pays off in the
+    additive form (an nn-Meter-style sum of kernel costs); trees gained nothing from them on
+    bench/fleet_class_accuracy.py's measurements and take about twice as long to fit with them."""
     if width < features_at + len(FEATURE_NAMES):
         return slice(None)
     kernel = features_at + np.flatnonzero(np.isin(FEATURE_NAMES, KERNEL_NAMES))
@@ -408,15 +408,17 @@ def _additive_predict(m: dict[str, Any], X: np.ndarray) -> np.ndarray:
 def _fit_additive(X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """``kind="additive"``: y = overhead + sum_j c_j * x_j with every c_j >= 0 and overhead >= 0.
 
-    The x_j are the additive graph features (MACs, bytes, node count and each op category's
-    count/MACs/params/outputs: a model's latency is the sum of its ops' costs, as nn-Meter's
-    kernel sums are), fitted by non-negative least squares on *relative* errors (each row
+    The x_j are the additive graph features (MACs, bytes, node count, each op category's
+    count/MACs/params/outputs, and the kernel-level terms: each convolution bucket's count, MACs,
+    SIMD-padded MACs and in/out elements; a model's latency is the sum of its kernels' costs, as
+    nn-Meter's kernel sums are), fitted by non-negative least squares on *relative* errors (each row
     weighted by 1/y, so a 0.1 ms model counts as much as a 100 ms one: what +-10 % accuracy and
     MAPE score). Non-negative costs extrapolate sanely to a wider or larger variant than any
     measured, where trees predict the largest latency they saw. Precision and input shape are not
     terms of their own (they act through the MACs and bytes they change), so one class measured at
     several precisions whose per-MAC costs differ (int8 against fp32 kernels) carries that as
     error. On data of another width (the estimator checks) every column is taken as additive.
+    The sum may then be mapped to latency by a monotone map (:func:`_output_calibration`).
     """
     cols = ADDITIVE_COLUMNS if X.shape[1] == len(FEATURE_NAMES) else np.arange(X.shape[1], dtype=np.int64)
     coef, overhead = _nnls_fit(X[:, cols], y)
