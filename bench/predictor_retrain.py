@@ -45,7 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from predictors.features import CATEGORIES, FEATURE_NAMES  # noqa: E402
+from predictors.features import CATEGORIES, FEATURE_NAMES, KERNEL_BUCKETS, feature_dict  # noqa: E402
 
 BUDGET_S = 60.0
 BOARDS_PER_CLASS = 2
@@ -94,8 +94,23 @@ def variant_features(n: int, rng: np.random.Generator) -> tuple[list[dict[str, f
     vals["output_elems"] = np.full(n, 1000.0)
     for i, p in enumerate(("fp32", "fp16", "int8")):
         vals[f"precision_{p}"] = (prec == i).astype(float)
+    # kernel-level terms: each convolution category's totals spread over its kernel buckets
+    for cat, buckets in (
+        ("conv", [b for b in KERNEL_BUCKETS if b.startswith("conv_") and not b.startswith("conv_k1")]),
+        ("pointwise", [b for b in KERNEL_BUCKETS if b.startswith("conv_k1")]),
+        ("depthwise", [b for b in KERNEL_BUCKETS if b.startswith("dw_")]),
+    ):
+        split = rng.dirichlet(np.ones(len(buckets)), size=n)
+        pad = rng.uniform(1.0, 1.3, size=n)
+        for j, b in enumerate(buckets):
+            stride = 2.0 if b.endswith("s2") else 1.0
+            vals[f"kernel_{b}_count"] = np.round(vals[f"{cat}_count"] * split[:, j])
+            vals[f"kernel_{b}_macs"] = vals[f"{cat}_macs"] * split[:, j]
+            vals[f"kernel_{b}_padded_macs"] = vals[f"{cat}_macs"] * split[:, j] * pad
+            vals[f"kernel_{b}_out_elems"] = vals[f"{cat}_out_elems"] * split[:, j]
+            vals[f"kernel_{b}_in_elems"] = vals[f"{cat}_out_elems"] * split[:, j] * stride**2
     cols = [vals[name].tolist() for name in FEATURE_NAMES]
-    dicts = [dict(zip(FEATURE_NAMES, row, strict=True)) for row in zip(*cols, strict=True)]
+    dicts = [feature_dict(row) for row in zip(*cols, strict=True)]
     return dicts, np.array([1.0, 0.6, 0.35])[prec]
 
 

@@ -51,8 +51,9 @@ def test_small_n_interval_is_still_k_fold_out_of_fold():
     resid = []
     for f in range(5):
         lr = LatencyRegressor(kind="linear")
-        ref = lr._fit_one(X[folds != f], y[folds != f])
-        resid.append(np.abs(np.log(lr._raw(ref, X[folds == f]) / y[folds == f])))
+        Xs = lr._select(X)
+        ref = lr._fit_one(Xs[folds != f], y[folds != f])
+        resid.append(np.abs(np.log(lr._raw(ref, Xs[folds == f]) / y[folds == f])))
     r = np.concatenate(resid)
     q = min(1.0, math.ceil((len(r) + 1) * 0.9) / len(r))
     assert m.log_halfwidth_ == float(np.quantile(r, q))
@@ -264,7 +265,8 @@ def test_calibration_rows_are_whole_variants():
     est._fit_one = spy.__get__(est)
     est.fit(F[idx], y)
     train_rows = {r.tobytes() for r in seen[0]}
-    cal_variants = [v for v in range(len(F)) if F[v].tobytes() not in train_rows]
+    Fs = est._select(F)  # the fit sees the columns its kind reads
+    cal_variants = [v for v in range(len(F)) if Fs[v].tobytes() not in train_rows]
     n_cal = int(np.isin(idx, cal_variants).sum())
     assert abs(n_cal - 0.2 * len(idx)) <= 6  # whole variants, about a fifth of the rows
     assert len(seen[0]) + n_cal == len(idx)
