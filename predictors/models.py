@@ -59,16 +59,26 @@ def _threadpools():
     return ThreadpoolController()
 
 
+def _row_keys(X: np.ndarray) -> np.ndarray:
+    """A seeded 64-bit hash of each row's bits (see :func:`row_groups`)."""
+    bits = np.ascontiguousarray(X, dtype=np.float64).view(np.uint64)
+    mult = np.random.default_rng(12345).integers(1, 2**63, size=X.shape[1], dtype=np.uint64) | np.uint64(1)
+    with np.errstate(over="ignore"):
+        return (bits * mult).sum(axis=1, dtype=np.uint64)
+
+
 def row_groups(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Identical rows of ``X`` as groups: (first row of each group, each row's group, group sizes).
 
-    Groups are found by sorting one seeded random projection of the rows (a 1-D float sort;
-    ``np.unique(X, axis=0)`` sorts rows as opaque bytes and held the GIL for ~0.5 s per 50k x 59
-    class, which serialised the parallel fits of a 1M-row retrain), then checked exactly: if two
-    different rows ever shared a projection, the exact row sort decides instead.
+    Groups are found by sorting one seeded random hash of the rows (a 1-D sort; ``np.unique(X,
+    axis=0)`` sorts rows as opaque bytes and held the GIL for ~0.5 s per 50k x 59 class, which
+    serialised the parallel fits of a 1M-row retrain), then checked exactly: if two different rows
+    ever shared a hash, the exact row sort decides instead. The hash is integer arithmetic on the
+    rows' bits (wrapping multiply-add, exact in any order): a float projection ``X @ w`` could
+    differ between two identical rows (BLAS sums a row in an order that depends on its memory
+    alignment), which split one variant into two groups.
     """
-    proj = np.random.default_rng(12345).standard_normal(X.shape[1])
-    _, first, inv, counts = np.unique(X @ proj, return_index=True, return_inverse=True, return_counts=True)
+    _, first, inv, counts = np.unique(_row_keys(X), return_index=True, return_inverse=True, return_counts=True)
     inv = inv.reshape(-1)
     if not np.array_equal(X, X[first[inv]]):
         _, first, inv, counts = np.unique(X, axis=0, return_index=True, return_inverse=True, return_counts=True)
