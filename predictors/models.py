@@ -161,13 +161,13 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
             return HistGradientBoostingRegressor(
                 max_iter=self.n_trees, learning_rate=0.08, random_state=self.random_state, early_stopping=False
             )
-        raise ValueError(f"kind must be 'linear', 'gbm' or 'additive', got {self.kind!r}")
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
 
     def _select(self, X):
         """The columns this kind reads (:func:`_model_columns`), selected once per fit / predict:
         a copy made in each of a 1M-row retrain's 40 threaded fits held the GIL long enough to
         slow the whole fit by a quarter."""
-        if self.kind == "additive":
+        if self.kind in ("additive", "auto"):
             return X
         cols = _model_columns(X.shape[1], self.features_at)
         return X if isinstance(cols, slice) else X[:, cols]
@@ -177,7 +177,7 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
         >= SPLIT_CONFORMAL_ROWS rows."""
         large = large or len(y) >= SPLIT_CONFORMAL_ROWS
         if self.kind == "additive":
-            return _fit_additive(X, y)
+            return _fit_additive(X, y, fold=large)
         if self.kind == "gbm" and large:
             return self._fit_large_gbm(X, y)
         m = self._make(large)
@@ -221,6 +221,8 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
         return _fit_gbm(m, X, logy)
 
     def _raw(self, m, X):
+        if self.kind == "auto":
+            return m.predict(X)
         if self.kind == "additive":
             return _additive_predict(m, X)
         if self.kind == "gbm" and len(X) < SMALL_FIT_ROWS:
@@ -237,6 +239,10 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
         y = np.asarray(y, dtype=np.float64)
         if np.any(y <= 0):
             raise ValueError("targets must be > 0 (latency ms / energy mJ)")
+        if self.kind == "auto":
+            return self._fit_auto(X, y)
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         X = self._select(X)
         n = len(y)
         if n >= SPLIT_CONFORMAL_ROWS:
@@ -257,6 +263,7 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
             self._model = self._fit_one(X[tr], y[tr], large=True)
             r = np.abs(np.log(self._raw(self._model, X[cal]) / y[cal]))
             self.log_halfwidth_ = _conformal_quantile(r, self.coverage)
+            self.heldout_log_error_ = float(r.mean())
             return self
         self._model = self._fit_one(X, y)
         # conformal residual quantile from K-fold out-of-fold log ratios (small n: every row counts)
@@ -273,6 +280,30 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
                 resid.append(np.abs(np.log(self._raw(m, X[te]) / y[te])))
         r = np.concatenate(resid) if resid else np.array([0.0])
         self.log_halfwidth_ = _conformal_quantile(r, self.coverage)
+        self.heldout_log_error_ = float(r.mean())
+        return self
+
+    def _fit_auto(self, X, y):
+        """``kind="auto"``: fit each of :data:`AUTO_KINDS` and keep the one whose held-out mean
+        |log error| is lower (the out-of-fold or calibration residuals its interval is made from:
+        the same rows for both). Trees win where latency is not a sum of op costs (a GPU's batch
+        effects), the additive sum where it is (a CPU running convolutions)."""
+        fits = [
+            LatencyRegressor(
+                kind=k,
+                coverage=self.coverage,
+                cv=self.cv,
+                n_trees=self.n_trees,
+                random_state=self.random_state,
+                features_at=self.features_at,
+            ).fit(X, y)
+            for k in AUTO_KINDS
+        ]
+        best = min(fits, key=lambda e: e.heldout_log_error_)
+        self._model = best
+        self.chosen_kind_ = best.kind
+        self.log_halfwidth_ = best.log_halfwidth_
+        self.heldout_log_error_ = best.heldout_log_error_
         return self
 
     def predict(self, X):
@@ -337,6 +368,8 @@ def _calibration_split(X: np.ndarray, rng: np.random.Generator) -> tuple[np.ndar
 
 
 ADDITIVE_COLUMNS = np.array([i for i, n in enumerate(FEATURE_NAMES) if n in ADDITIVE_NAMES], dtype=np.int64)
+KINDS = ("linear", "gbm", "additive", "auto")
+AUTO_KINDS = ("gbm", "additive")  # what kind="auto" chooses from, per fit
 OUTPUT_CALIBRATION_MIN_ROWS = 30  # distinct variants an additive fit needs before its output is calibrated
 OUTPUT_CALIBRATION_FOLDS = 5
 
@@ -354,14 +387,15 @@ def _model_columns(width: int, features_at: int) -> np.ndarray | slice:
     return np.setdiff1d(np.arange(width), kernel)
 
 
-def _nnls_fit(A: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    """Non-negative costs and overhead minimising the relative squared error (rows weighted 1/y)."""
+def _nnls_fit(A: np.ndarray, y: np.ndarray, counts: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Non-negative costs and overhead minimising the relative squared error (rows weighted 1/y;
+    a folded row stands for ``counts`` rows)."""
     from scipy.optimize import nnls
 
     A = np.hstack([A, np.ones((len(A), 1))])
     scale = np.abs(A).max(axis=0)
     scale[scale == 0] = 1.0
-    w = 1.0 / y
+    w = 1.0 / y if counts is None else np.sqrt(counts) / y
     coef, _ = nnls((A / scale) * w[:, None], y * w, maxiter=50 * A.shape[1])
     coef = coef / scale
     return coef[:-1], float(coef[-1])
@@ -424,7 +458,7 @@ def _additive_predict(m: dict[str, Any], X: np.ndarray) -> np.ndarray:
     return p
 
 
-def _fit_additive(X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+def _fit_additive(X: np.ndarray, y: np.ndarray, fold: bool = False) -> dict[str, Any]:
     """``kind="additive"``: y = overhead + sum_j c_j * x_j with every c_j >= 0 and overhead >= 0.
 
     The x_j are the additive graph features (MACs, bytes, node count, each op category's
@@ -438,9 +472,16 @@ def _fit_additive(X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     several precisions whose per-MAC costs differ (int8 against fp32 kernels) carries that as
     error. On data of another width (the estimator checks) every column is taken as additive.
     The sum may then be mapped to latency by a monotone map (:func:`_output_calibration`).
+    ``fold`` (a fit on >= SPLIT_CONFORMAL_ROWS rows): identical rows (a variant's repeats) become
+    one row, their geometric mean, weighted by their count, as the large gbm fit does.
     """
     cols = ADDITIVE_COLUMNS if X.shape[1] == len(FEATURE_NAMES) else np.arange(X.shape[1], dtype=np.int64)
-    coef, overhead = _nnls_fit(X[:, cols], y)
+    if fold:
+        first, inv, counts = row_groups(X)
+        X, y = X[first], np.exp(np.bincount(inv, weights=np.log(y)) / counts)
+        coef, overhead = _nnls_fit(X[:, cols], y, counts.astype(np.float64))
+    else:
+        coef, overhead = _nnls_fit(X[:, cols], y)
     cal = _output_calibration(X[:, cols], y)
     return {
         "columns": cols,
@@ -701,6 +742,17 @@ class PredictorSet:
         return cls(classes, probe_ids, probe_features, facts_model, facts, meta=meta)
 
     # -- prediction
+    def chosen_kinds(self) -> dict[str, dict[str, str]]:
+        """Per class and target, the regressor kind in use (``kind="auto"`` resolved)."""
+        return {
+            c: {
+                t: getattr(est, "chosen_kind_", est.kind)
+                for t, est in models.items()
+                if isinstance(est, LatencyRegressor)
+            }
+            for c, models in self.classes.items()
+        }
+
     def _check_features(self, features: np.ndarray) -> np.ndarray:
         F = np.asarray(features, dtype=np.float64)
         if F.ndim == 1:
@@ -873,7 +925,7 @@ def _fit_all(tasks: Sequence[tuple[Any, LatencyRegressor, np.ndarray, np.ndarray
         with pools.limit(limits=1, user_api="openmp"):  # OpenMP's thread count is per thread
             est.fit(X, y)
 
-    cost = [len(y) * (8 if est.kind == "gbm" else 1) for _, est, _, y in tasks]
+    cost = [len(y) * {"gbm": 8, "auto": 9}.get(est.kind, 1) for _, est, _, y in tasks]
     order = sorted(range(len(tasks)), key=lambda i: -cost[i])
     # OpenBLAS's thread count is process-wide: set once here, around the whole pool
     with pools.limit(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as ex:

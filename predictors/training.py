@@ -585,6 +585,7 @@ def train(
         "skipped_classes": skipped,
         "evaluation_left_out": list(left_out),
         "challenger": chall_score,
+        "chosen_kinds": chall.chosen_kinds(),
         "champion": champ_score,
         "champion_version_before": champ.version if champ else None,
         "seconds": round(time.perf_counter() - t0, 2),

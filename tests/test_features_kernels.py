@@ -208,3 +208,39 @@ def test_additive_output_calibration_is_left_out_when_latency_is_linear():
     assert m["calibration_x"] is None  # the identity wins out of fold
     few = _fit_additive(X[:20], y[:20])  # too few variants to try
     assert few["calibration_x"] is None
+
+
+def test_auto_kind_keeps_the_kind_with_the_lower_held_out_error():
+    rng = np.random.default_rng(2)
+    X = rng.uniform(0, 1, (300, 3)) * np.array([8.0, 4.0, 2.0])
+    additive_law = _throttled((X.sum(axis=1) + 0.2) * 3.0)
+    a = LatencyRegressor(kind="auto").fit(X, additive_law)
+    assert a.chosen_kind_ == "additive"
+    # an interaction no sum of non-negative costs can follow: trees win
+    tree_law = np.where(X[:, 0] > 4.0, 20.0, 2.0) * np.where(X[:, 1] > 2.0, 0.2, 1.0) + 0.1
+    t = LatencyRegressor(kind="auto").fit(X, tree_law)
+    assert t.chosen_kind_ == "gbm"
+    # each is the chosen kind's own fit: same predictions and interval
+    for est, law, kind in ((a, additive_law, "additive"), (t, tree_law, "gbm")):
+        ref = LatencyRegressor(kind=kind).fit(X, law)
+        np.testing.assert_allclose(est.predict(X[:20]), ref.predict(X[:20]))
+        assert est.log_halfwidth_ == ref.log_halfwidth_
+        assert (
+            est.heldout_log_error_
+            <= LatencyRegressor(kind="gbm" if kind == "additive" else "additive").fit(X, law).heldout_log_error_
+        )
+
+
+def test_auto_kind_trains_saves_and_reports_its_choices(pred_store, tmp_path):
+    from predictors.training import load_champion, train
+
+    rep = train(pred_store, kind="auto")
+    assert rep["status"] == "promoted"
+    kinds = rep["chosen_kinds"]
+    assert kinds and all(set(t.values()) <= {"gbm", "additive"} for t in kinds.values())
+    rec, pset = load_champion(pred_store)  # the skops file round-trips the nested estimators
+    assert pset.chosen_kinds() == kinds and rec.metrics["kind"] == "auto"
+    F = np.array([features_from_dict(v.features).vector() for v in pred_store.list_variants()[:5]])
+    c = next(iter(kinds))
+    p = pset.predict(F, device_class=c)
+    assert np.all(np.isfinite(p.latency_ms)) and np.all(p.latency_lo <= p.latency_ms)

@@ -16,6 +16,7 @@ from registry.errors import EdgeatlasError
         LatencyRegressor(kind="linear", cv=3),
         LatencyRegressor(kind="gbm", cv=2, n_trees=20),
         LatencyRegressor(kind="additive", cv=3),
+        LatencyRegressor(kind="auto", cv=2, n_trees=20),
         KShotCalibrator(),
     ]
 )
