@@ -213,7 +213,7 @@ def main() -> None:
     # fastest run of a job is the one least disturbed by the host), not the product's latency
     for stat in dict.fromkeys([a.statistic, "min"]):
         ys = np.array([lat[i][stat] for i in ids])
-        for kind in ("linear", "gbm", "additive"):
+        for kind in ("linear", "gbm", "additive", "auto"):
             pred = LatencyRegressor(kind=kind).fit(X[~test], ys[~test]).predict(X[test])
             s = metrics(pred, ys[test])
             print(

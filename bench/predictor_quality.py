@@ -259,7 +259,7 @@ def fleet_rows(url: str | None) -> list[dict]:
     held = {c: TR._held_out(ids) for c, ids in data.variant_ids.items()}
     out = []
     print(f"\nper device class, full data (fleet measurements in {store.url}; target acc10 >= 0.99, nn-Meter 0.990)")
-    for kind in ("linear", "gbm", "additive"):
+    for kind in ("linear", "gbm", "additive", "auto"):
         ok = {c: v for c, v in data.per_class.items() if (~held[c]).sum() >= 20 and held[c].sum() >= 2}
         if not ok:
             print("  every class has < 20 training measurements: measure more variants")

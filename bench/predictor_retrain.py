@@ -1,6 +1,6 @@
 """End-to-end predictor retrain time on a real SQLite store holding 1M measurement rows.
 
-Run: .venv/bin/python bench/predictor_retrain.py [--rows 1000000] [--classes 20] [--kind linear|gbm|additive|all]
+Run: .venv/bin/python bench/predictor_retrain.py [--rows 1000000] [--classes 20] [--kind linear|gbm|additive|auto|all]
 
 Target (issue): a retrain on 1M measurement rows takes under 60 s on 2 cores.
 
@@ -291,10 +291,13 @@ def main() -> None:
     ap.add_argument("--variants", type=int, default=4000, help="variants with ONNX-shaped features")
     ap.add_argument("--new", type=int, default=10_000, help="rows that arrive between (a) and (b)")
     ap.add_argument(
-        "--kind", choices=["linear", "gbm", "additive", "all"], default="all", help="regressor kind (all: each in turn)"
+        "--kind",
+        choices=["linear", "gbm", "additive", "auto", "all"],
+        default="all",
+        help="regressor kind (all: each in turn)",
     )
     args = ap.parse_args()
-    kinds = ["linear", "gbm", "additive"] if args.kind == "all" else [args.kind]
+    kinds = ["linear", "gbm", "additive", "auto"] if args.kind == "all" else [args.kind]
     print(f"retrain bench: {args.rows} rows, target < {BUDGET_S:.0f} s each; {_load()}")
     for kind in kinds:
         run(kind, args)

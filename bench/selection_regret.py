@@ -17,7 +17,7 @@ What it does, end to end, with real parts only:
 3. Measures every variant on the training boards (little-1, big-1, edge-1) with the probe agent
    (FleetRunner), one board at a time (big-1 and edge-1 share a host core).
 4. Trains the predictors (predictors.training.train) on those measurements: mid-1 never appears.
-   One predictor version per ``--kind`` (default gbm, the CLI default, and additive), each on
+   One predictor version per ``--kind`` (default auto, the CLI default, gbm and additive), each on
    the same measurements.
 5. k-shot: measures only the predictor's probe set (<= 10 variants) on mid-1 and recommends for
    mid-1 under each of the three example prefs (examples/prefs/*.toml) at mid-1's link
@@ -523,8 +523,8 @@ def main() -> int:
     ap.add_argument("--split-resolutions", default="64,128", help="... at these resolutions")
     ap.add_argument(
         "--kind",
-        default="gbm,additive",
-        help="predictor kinds, comma-separated (gbm: the CLI default); each is trained on the same measurements, "
+        default="auto,gbm,additive",
+        help="predictor kinds, comma-separated (auto: the CLI default); each is trained on the same measurements, "
         "makes its picks blind, and is scored against the same ground truth",
     )
     ap.add_argument("--bandwidth-mbit", type=float, default=None, help="default: mid-1's link")
@@ -532,9 +532,9 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="print the temp dir and keep the store")
     args = ap.parse_args()
     kinds = [k.strip() for k in args.kind.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in ("gbm", "linear", "additive")]
+    bad = [k for k in kinds if k not in ("auto", "gbm", "linear", "additive")]
     if not kinds or bad:
-        ap.error(f"--kind: {', '.join(bad) or 'none given'}; choose from gbm, linear, additive")
+        ap.error(f"--kind: {', '.join(bad) or 'none given'}; choose from auto, gbm, linear, additive")
     t_start = time.monotonic()
 
     from predictors.training import load_champion, train

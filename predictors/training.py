@@ -234,7 +234,7 @@ def choose_probes(data: TrainingData, n: int = N_PROBES) -> tuple[list[str], np.
 
 
 def fit_set(
-    data: TrainingData, store=None, kind: str = "gbm", train_mask: dict[str, np.ndarray] | None = None
+    data: TrainingData, store=None, kind: str = "auto", train_mask: dict[str, np.ndarray] | None = None
 ) -> PredictorSet:
     per = {}
     for c, (X, lat, en) in data.per_class.items():
@@ -465,7 +465,7 @@ def train(
     name: str = DEFAULT_NAME,
     device_class: str | None = None,
     target: str = "latency",
-    kind: str = "gbm",
+    kind: str = "auto",
     promote: str = "always",
     source: str | None = None,
     report_dir: str | Path | None = None,

@@ -120,8 +120,8 @@ def eval_cmd(dataset: str, devices: tuple[str, ...], shots: int, path: str | Non
 SOURCE_HELP = "Only measurements from this source: probe (the fleet), dataset:<name>, or a glob like dataset:*."
 kind_option = click.option(
     "--kind",
-    type=click.Choice(["gbm", "linear", "additive", "auto"]),
-    default="gbm",
+    type=click.Choice(["auto", "gbm", "linear", "additive"]),
+    default="auto",
     show_default=True,
     help="Regressor kind: gradient boosting on log latency, ridge, non-negative per-op and per-kernel costs "
     "fitted for relative error (extrapolates to variants larger than any measured), or auto: gbm or additive "
