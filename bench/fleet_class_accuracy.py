@@ -124,12 +124,17 @@ def measure(store, fleet, board: str, tasks: list, force: bool, fast: bool = Fal
     }
 
 
-def load_saved(path: str, ids: list[str], tids: list[str]) -> tuple[dict, dict]:
+def load_saved(path: str, ids: list[str], tids: list[str], seed: int) -> tuple[dict, dict]:
     """The first and repeated measurements of a ``--save`` run, keyed like :func:`measure`'s."""
     d = np.load(path)
-    # (files from before again_ids was saved hold the repeats in the held-out models' order too)
-    if list(d["ids"]) != ids or ("again_ids" in d.files and list(d["again_ids"]) != tids):
-        sys.exit(f"{path}: saved with another --n or --seed (its model ids differ); give the same ones")
+    # (files from before seed and again_ids were saved hold the repeats in the held-out models'
+    # order too; their seed cannot be checked)
+    if (
+        list(d["ids"]) != ids
+        or ("again_ids" in d.files and list(d["again_ids"]) != tids)
+        or ("seed" in d.files and int(d["seed"]) != seed)
+    ):
+        sys.exit(f"{path}: saved with another --n or --seed; give the ones it was saved with")
     stats = [k.removeprefix("first ") for k in d.files if k.startswith("first ")]
     lat = {i: {k: float(d[f"first {k}"][j]) for k in stats} for j, i in enumerate(ids)}
     again = {i: {k: float(d[f"again {k}"][j]) for k in stats} for j, i in enumerate(tids)}
@@ -170,7 +175,7 @@ def main() -> None:
     test[np.random.default_rng(a.seed + 1).permutation(a.n)[: a.n // 5]] = True
     tids = [i for i, h in zip(ids, test, strict=True) if h]
     if a.load:
-        lat, again = load_saved(a.load, ids, tids)
+        lat, again = load_saved(a.load, ids, tids, a.seed)
         print(f"re-fitted on the measurements saved in {a.load} (no board run)")
     else:
         tasks = [ModelTask(p.stem, p, sha256_file(p)) for p in paths]
@@ -187,6 +192,7 @@ def main() -> None:
         np.savez(
             a.save,
             ids=np.array(ids),
+            seed=a.seed,
             X=X,
             test=test,
             **{f"first {k}": np.array([lat[i][k] for i in ids]) for k in lat[ids[0]]},

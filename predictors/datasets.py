@@ -416,11 +416,13 @@ def _mmb_layer_features(layers: Sequence[MmbLayer]) -> np.ndarray:
             add_kernel_terms(
                 v,
                 k=ly.kernel,
+                kernel_volume=kk,
                 stride=ly.stride,
                 depthwise=cat == "depthwise",
+                groups=ly.group,
                 cin_per_group=cin_g,
                 cout=float(ly.out_c),
-                out_hw=float(ly.out_hw * ly.out_hw),
+                out_positions=float(ly.out_hw * ly.out_hw),
                 in_elems=float(ly.in_hw * ly.in_hw * ly.in_c),
             )
         elif ly.op == "FULLY_CONNECTED":

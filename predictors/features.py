@@ -49,7 +49,8 @@ GLOBAL_FIXED: tuple[str, ...] = (
     "precision_int8",
 )
 #: Kernel-level terms, as nn-Meter splits a model into kernels and predicts each by its type and
-#: configuration: every convolution is one kernel (with the BatchNormalization / activation that
+#: configuration: every convolution (ConvTranspose aside: it counts under ``conv_*`` only) is one
+#: kernel (with the BatchNormalization / activation that
 #: follow it fused in, as runtimes run them), bucketed by kind, kernel size and stride, because a
 #: MAC of a 1x1 convolution, a strided 5x5 one and a depthwise 3x3 one cost very different times.
 #: Per bucket: count, MACs, MACs with both channel counts rounded up to the SIMD block of 8
@@ -97,34 +98,49 @@ def add_kernel_terms(
     vals: dict[str, float],
     *,
     k: int,
+    kernel_volume: float,
     stride: int,
     depthwise: bool,
+    groups: int,
     cin_per_group: float,
     cout: float,
-    out_hw: float,
+    out_positions: float,
     in_elems: float,
 ) -> dict[str, Any]:
     """Add one convolution kernel's terms to ``vals`` (a dict keyed by :data:`FEATURE_NAMES`) and
-    return its kernel row. ``out_hw``: output pixels; MACs = out_hw * cout * cin_per_group * k * k."""
-    kk = float(k * k)
+    return its kernel row.
+
+    ``k``: the largest kernel side (it picks the bucket); ``kernel_volume``: the product of the
+    kernel's sides (9 for 3x3, 7 for 1x7, 3 for a 1-D k=3); ``out_positions``: output positions
+    (batch x output pixels). MACs = out_positions * cout * cin_per_group * kernel_volume. Padded
+    MACs round each group's channel counts up to the SIMD block (a depthwise kernel vectorises
+    across channels, so only its channel count is padded)."""
     bucket = kernel_bucket(k, stride, depthwise)
-    macs = out_hw * cout * cin_per_group * kk
-    padded = out_hw * _ceil_to(cout, SIMD_BLOCK) * kk * (1.0 if depthwise else _ceil_to(cin_per_group, SIMD_BLOCK))
+    macs = out_positions * cout * cin_per_group * kernel_volume
+    if depthwise:
+        padded = out_positions * _ceil_to(cout, SIMD_BLOCK) * kernel_volume
+    else:
+        g = max(int(groups), 1)
+        padded = (
+            out_positions * g * _ceil_to(cout / g, SIMD_BLOCK) * _ceil_to(cin_per_group, SIMD_BLOCK) * kernel_volume
+        )
     for stat, v in (
         ("count", 1.0),
         ("macs", macs),
         ("padded_macs", padded),
         ("in_elems", in_elems),
-        ("out_elems", out_hw * cout),
+        ("out_elems", out_positions * cout),
     ):
         vals[f"kernel_{bucket}_{stat}"] += v
     return {
         "kernel": bucket,
         "k": int(k),
+        "kernel_volume": int(kernel_volume),
         "stride": int(stride),
+        "groups": int(groups),
         "cin_per_group": int(cin_per_group),
         "cout": int(cout),
-        "out_hw": int(out_hw),
+        "out_positions": int(out_positions),
         "in_elems": int(in_elems),
         "macs": macs,
     }
@@ -187,8 +203,9 @@ class ModelFeatures:
     values: Mapping[str, float]
     source: str = ""
     op_types: Mapping[str, int] = field(default_factory=dict)
-    #: nn-Meter-style kernel rows (one per convolution: bucket, k, stride, channels, output pixels,
-    #: MACs), in graph order; empty for features composed by :func:`combine` or read from a dict
+    #: nn-Meter-style kernel rows (one per convolution: bucket, kernel side and volume, stride,
+    #: groups, channels, output positions, MACs; see :func:`add_kernel_terms`), in graph order;
+    #: empty for features composed by :func:`combine` or read from a dict
     kernels: tuple[Mapping[str, Any], ...] = ()
 
     def vector(self) -> np.ndarray:
@@ -225,6 +242,12 @@ def features_from_dict(d: Mapping[str, Any] | None, what: str = "variant") -> Mo
             "or import the dataset again",
         )
     version = d.get("features_version", 1)
+    if isinstance(version, int | float) and version > FEATURES_VERSION:
+        raise EdgeatlasError(
+            f"{what} features are of feature set version {version}, newer than this edgeatlas's {FEATURES_VERSION}",
+            code=ErrorCode.BAD_DATA,
+            hint="upgrade edgeatlas to the version that wrote this store",
+        )
     if version != FEATURES_VERSION:
         raise EdgeatlasError(
             f"{what} features are of feature set version {version}; this edgeatlas reads version "
@@ -387,11 +410,13 @@ def onnx_features(model: Any, source: str | None = None) -> ModelFeatures:
                         add_kernel_terms(
                             vals,
                             k=int(max(w[2:])),
+                            kernel_volume=k,
                             stride=int(stride),
                             depthwise=cat == "depthwise",
+                            groups=group,
                             cin_per_group=float(cin_per_group),
                             cout=float(w[0]),
-                            out_hw=out_elems / float(w[0]),
+                            out_positions=out_elems / float(w[0]),
                             in_elems=numel(node.input[0]),
                         )
                     )

@@ -246,7 +246,8 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
             return self._fit_auto(X, y)
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        X = self._select(X)
+        self.__dict__.pop("chosen_kind_", None)  # from an earlier auto fit of this object
+        X_all, X = X, self._select(X)
         n = len(y)
         if n >= SPLIT_CONFORMAL_ROWS:
             # Large n: split-conformal, one fit instead of cv + 1. A random CALIBRATION_FRACTION of
@@ -262,19 +263,24 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
             # of variants the model never saw, which is what the selector asks about (a random row
             # split puts a variant's repeats on both sides, and the interval would only measure the
             # spread of repeats). With fewer than MIN_CALIBRATION_VARIANTS variants, single rows.
-            cal, tr = _calibration_split(X, np.random.default_rng(self.random_state))
+            # (variants told apart by every column, kernel terms included: kind="auto" scores
+            # both of its kinds on the same rows)
+            cal, tr = _calibration_split(X_all, np.random.default_rng(self.random_state))
             self._model = self._fit_one(X[tr], y[tr], large=True)
             r = np.abs(np.log(self._raw(self._model, X[cal]) / y[cal]))
             self.log_halfwidth_ = _conformal_quantile(r, self.coverage)
             self.heldout_log_error_ = float(r.mean())
             return self
         self._model = self._fit_one(X, y)
-        # conformal residual quantile from K-fold out-of-fold log ratios (small n: every row counts)
-        k = min(self.cv, n)
+        # conformal residual quantile from K-fold out-of-fold log ratios (small n: every row counts).
+        # The folds hold whole variants: with a variant's repeats on both sides of a fold, trees
+        # recall the repeat and their "held-out" error (kind="auto" compares it) flatters them.
+        first, grp, _ = row_groups(X_all)
+        k = min(self.cv, len(first))
         resid = []
         if k >= 2:
             rng = np.random.default_rng(self.random_state)
-            folds = rng.permutation(n) % k
+            folds = rng.permutation(n) % k if len(first) == n else rng.permutation(len(first))[grp] % k
             for f in range(k):
                 tr, te = folds != f, folds == f
                 if tr.sum() < 2 or te.sum() == 0:
@@ -283,18 +289,19 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
                 resid.append(np.abs(np.log(self._raw(m, X[te]) / y[te])))
         r = np.concatenate(resid) if resid else np.array([0.0])
         self.log_halfwidth_ = _conformal_quantile(r, self.coverage)
-        self.heldout_log_error_ = float(r.mean())
+        self.heldout_log_error_ = float(r.mean()) if resid else math.nan  # nothing was held out
         return self
 
     def _fit_auto(self, X, y):
         """``kind="auto"``: fit each of :data:`AUTO_KINDS` and keep the one whose held-out mean
         |log error| is lower (the out-of-fold or calibration residuals its interval is made from:
-        the same rows for both). Neither wins everywhere: on LatBench's i7 trees did, on an
+        the same rows for both, whole variants held out). Neither wins everywhere: on LatBench's i7 trees did, on an
         emulated board's sampled CNNs the additive sum (README, "Which --kind")."""
         from sklearn.base import clone
 
         fits = [clone(self).set_params(kind=k).fit(X, y) for k in AUTO_KINDS]
-        best = min(fits, key=lambda e: e.heldout_log_error_)
+        # nothing held out (cv < 2, or a single variant): the first of AUTO_KINDS
+        best = min(fits, key=lambda e: (math.isnan(e.heldout_log_error_), e.heldout_log_error_))
         self._model = best
         self.chosen_kind_ = best.kind
         self.log_halfwidth_ = best.log_halfwidth_

@@ -149,12 +149,14 @@ def _load(store, device_class: str | None, source: str | None, include_evaluatio
             code=ErrorCode.BAD_DATA,
             hint="re-measure those variants (`edgeatlas bench run`) or mark the rows failed; nothing was trained",
         )
-    # one feature matrix over the measured variants; every stored feature dict is validated
+    # one feature matrix over the measured variants; their stored feature dicts are validated
+    # (only theirs: an unmeasured variant of an older feature set does not block training)
+    measured, vcode = _codes(cols["variant_id"])
+    wanted = set(measured)
     feats: dict[str, np.ndarray] = {}
     for v in store.list_variants():
-        if v.features:
+        if v.features and v.id in wanted:
             feats[v.id] = features_from_dict(v.features, f"variant {v.id}").vector()
-    measured, vcode = _codes(cols["variant_id"])
     missing = sorted(v for v in measured if v not in feats)
     if missing:
         raise EdgeatlasError(
@@ -350,7 +352,7 @@ def save(pset: PredictorSet, name: str, data_hash: str) -> tuple[Path, str]:
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def load_file(path: str | Path, expected_sha256: str | None = None) -> PredictorSet:
+def load_file(path: str | Path, expected_sha256: str | None = None, *, check_features: bool = True) -> PredictorSet:
     import sklearn
     import skops.io as sio
 
@@ -389,11 +391,14 @@ def load_file(path: str | Path, expected_sha256: str | None = None) -> Predictor
             code=ErrorCode.BAD_DATA,
             hint="retrain with `edgeatlas predictors train` (models are not portable across scikit-learn versions)",
         )
-    _check_features_version(pset.meta.get("libs"), f"predictor file {p}")
+    if check_features:
+        _check_features_version(pset.meta.get("libs"), f"predictor file {p}")
     return pset
 
 
-def load_champion(store, name: str = DEFAULT_NAME) -> tuple[Any, PredictorSet]:
+def load_champion(store, name: str = DEFAULT_NAME, *, check_features: bool = True) -> tuple[Any, PredictorSet]:
+    """The champion's record and predictor set. ``check_features=False``: for a caller that reads
+    only what does not depend on the feature set (the probe-set ids), not predictions."""
     rec = store.champion(name)
     if rec is None:
         raise EdgeatlasError(
@@ -411,8 +416,9 @@ def load_champion(store, name: str = DEFAULT_NAME) -> tuple[Any, PredictorSet]:
             code=ErrorCode.BAD_DATA,
             hint="retrain with `edgeatlas predictors train`",
         )
-    _check_features_version(rec.libs, f"predictor {name} v{rec.version}")
-    return rec, load_file(rec.path, rec.file_sha256)
+    if check_features:
+        _check_features_version(rec.libs, f"predictor {name} v{rec.version}")
+    return rec, load_file(rec.path, rec.file_sha256, check_features=check_features)
 
 
 def predict_matrix(

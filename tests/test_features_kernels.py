@@ -94,13 +94,48 @@ def test_kernel_terms_of_a_known_graph():
     assert f.kernels[2] | {} == {
         "kernel": "conv_k1s1",
         "k": 1,
+        "kernel_volume": 1,
         "stride": 1,
+        "groups": 1,
         "cin_per_group": 12,
         "cout": 20,
-        "out_hw": hw,
+        "out_positions": hw,
         "in_elems": 12 * hw,
         "macs": float(hw * 20 * 12),
     }
+
+
+def _one_conv(x_shape, w_shape, **attrs) -> onnx.ModelProto:
+    w = numpy_helper.from_array(np.ones(w_shape, np.float32), "w")
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], **attrs)],
+        "c",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [w],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "attrs", "bucket", "padded"),
+    [
+        # 1x7: a volume of 7, bucketed by its longest side
+        ((1, 16, 20, 20), (16, 16, 1, 7), {"pads": [0, 3, 0, 3]}, "conv_k7s1", 400 * 16 * 16 * 7),
+        # 1-D, k=3
+        ((2, 4, 50), (8, 4, 3), {"pads": [1, 1]}, "conv_k3s1", 2 * 50 * 8 * 8 * 3),
+        # grouped (ResNeXt-like): 4 groups of 4 channels, each padded to 8 in and out
+        ((1, 16, 10, 10), (16, 4, 3, 3), {"pads": [1] * 4, "group": 4}, "conv_k3s1", 100 * 4 * 8 * 8 * 9),
+    ],
+)
+def test_kernel_terms_follow_the_kernel_volume_and_groups(x_shape, w_shape, attrs, bucket, padded):
+    f = onnx_features(_one_conv(x_shape, w_shape, **attrs))
+    v = f.values
+    assert [r["kernel"] for r in f.kernels] == [bucket]
+    assert v[f"kernel_{bucket}_macs"] == v["conv_macs"] + v["pointwise_macs"]  # the category's MACs exactly
+    assert v[f"kernel_{bucket}_padded_macs"] == padded
 
 
 def test_stored_features_carry_their_version_and_old_ones_are_refused():
@@ -111,6 +146,9 @@ def test_stored_features_carry_their_version_and_old_ones_are_refused():
     with pytest.raises(EdgeatlasError, match="feature set version 1") as e:
         features_from_dict(old, "variant abc")
     assert "zoo refresh-features" in (e.value.hint or "") and "predictors import" in (e.value.hint or "")
+    with pytest.raises(EdgeatlasError, match="newer than") as e:
+        features_from_dict({**d, "features_version": FEATURES_VERSION + 1.0})
+    assert "upgrade edgeatlas" in (e.value.hint or "")
 
 
 def test_add_variant_replaces_older_features_only(sqlite_url):
@@ -244,3 +282,47 @@ def test_auto_kind_trains_saves_and_reports_its_choices(pred_store, tmp_path):
     c = next(iter(kinds))
     p = pset.predict(F, device_class=c)
     assert np.all(np.isfinite(p.latency_ms)) and np.all(p.latency_lo <= p.latency_ms)
+
+
+def test_auto_kind_holds_out_whole_variants():
+    """Variants measured 5 times each: with repeats on both sides of a fold, trees would recall
+    them and look better held out than they are; folds of whole variants keep the comparison fair."""
+    rng = np.random.default_rng(3)
+    V = rng.uniform(0, 1, (150, 3)) * np.array([8.0, 4.0, 2.0])
+    law = _throttled((V.sum(axis=1) + 0.2) * 3.0)
+    idx = np.repeat(np.arange(150), 5)
+    y = law[idx] * rng.lognormal(0, 0.05, len(idx))
+    est = LatencyRegressor(kind="auto").fit(V[idx], y)
+    assert est.chosen_kind_ == "additive"
+    unseen = rng.uniform(0, 1, (60, 3)) * np.array([8.0, 4.0, 2.0])
+    truth = _throttled((unseen.sum(axis=1) + 0.2) * 3.0)
+    errs = {
+        k: float(np.mean(np.abs(np.log(LatencyRegressor(kind=k).fit(V[idx], y).predict(unseen) / truth))))
+        for k in ("gbm", "additive")
+    }
+    assert errs["additive"] < errs["gbm"]
+    # nothing held out (cv=1): no comparison is possible, the first of AUTO_KINDS is kept
+    assert LatencyRegressor(kind="auto", cv=1).fit(V[idx], y).chosen_kind_ == "gbm"
+    # a refit of the same object with another kind forgets the earlier choice
+    assert not hasattr(est.set_params(kind="gbm").fit(V[idx], y), "chosen_kind_")
+
+
+def test_training_reads_only_the_measured_variants_features(pred_store):
+    """An unmeasured variant whose features are of an older feature set does not block training."""
+    from predictors.training import train
+
+    old = {k: x for k, x in onnx_features(_net()).to_dict().items() if k not in KERNEL_NAMES}
+    old.pop("features_version")
+    pred_store.add_variant(
+        id="stale-unmeasured",
+        family="x",
+        format="onnx",
+        path="",
+        params=1,
+        macs=1,
+        size_bytes=1,
+        input_shape=(1, 3, 32, 32),
+        precision="fp32",
+        features=old,
+    )
+    assert train(pred_store, kind="linear")["status"] == "promoted"

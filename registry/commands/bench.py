@@ -132,7 +132,7 @@ def run(
     if probe_set:
         from predictors.training import load_champion
 
-        _, pset = load_champion(store, probe_set)
+        _, pset = load_champion(store, probe_set, check_features=False)  # only its probe ids
         chosen = [*chosen, *(v for v in pset.probe_ids if v not in chosen)]
     res = run_bench(
         store,

@@ -10,7 +10,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from registry.commands.common import db_option, emit, err_console, json_option, open_store, print_json
+from registry.commands.common import db_option, emit, err_console, json_option, note, open_store, print_json
 from registry.errors import EdgeatlasError, ErrorCode
 
 LIST_COLUMNS = [
@@ -308,7 +308,11 @@ def refresh_features_cmd(db_url: str | None, as_json: bool) -> None:
     from registry.zoo.build import refresh_features, stale_features
 
     store = open_store(db_url)
-    stale = [v for v in store.list_variants(artifacts_only=True) if stale_features(v)]
+    variants = store.list_variants()
+    zoo = [v for v in variants if v.path]
+    stale = [v for v in zoo if stale_features(v)]
+    # imported dataset archs have no artifact: a re-import refreshes them
+    imported = sorted({v.family for v in variants if not v.path and stale_features(v)})
     refreshed, failed = [], []
     with Progress(
         TextColumn("refreshing features"),
@@ -321,18 +325,21 @@ def refresh_features_cmd(db_url: str | None, as_json: bool) -> None:
         task = bar.add_task("", total=len(stale))
         for v in stale:
             try:
-                after = refresh_features(store, v)
-                (refreshed if not stale_features(after) else failed).append(
-                    {"id": v.id, "error": None if not stale_features(after) else "no ONNX graph to read"}
-                )
+                if stale_features(refresh_features(store, v)):
+                    failed.append({"id": v.id, "error": "not recomputed: no ONNX graph of it could be made"})
+                else:
+                    refreshed.append(v.id)
             except EdgeatlasError as exc:
                 failed.append({"id": v.id, "error": exc.one_line()})
+            except Exception as exc:  # noqa: BLE001 - one variant's failure must not stop the others
+                failed.append({"id": v.id, "error": f"{type(exc).__name__}: {exc}"})
             bar.advance(task)
     out = {
-        "checked": len(store.list_variants(artifacts_only=True)),
+        "checked": len(zoo),
         "stale": len(stale),
-        "refreshed": [r["id"] for r in refreshed],
+        "refreshed": refreshed,
         "failed": failed,
+        "stale_imported_families": imported,
     }
     if as_json:
         print_json(out)
@@ -344,6 +351,11 @@ def refresh_features_cmd(db_url: str | None, as_json: bool) -> None:
         )
         for f in failed:
             err_console.print(escape(f"{f['id'][:12]}: {f['error']}"))
+    if imported:
+        note(
+            f"imported archs of an older feature set ({', '.join(imported)}): run `edgeatlas predictors "
+            "import NAME` again for their datasets (they block training only if measured rows use them)"
+        )
     if failed:
         raise SystemExit(1)
 

@@ -412,16 +412,16 @@ def stale_features(v: Variant) -> bool:
     """Whether a variant's stored graph features come from another feature set version."""
     from predictors.features import FEATURES_VERSION
 
-    return bool(v.features) and v.features.get("features_version", 1) != FEATURES_VERSION
+    return bool(v.features) and v.features.get("features_version", 1) < FEATURES_VERSION
 
 
 def refresh_features(store: Any, v: Variant) -> Variant:
     """Recompute a variant's graph features with this edgeatlas's feature set and store them.
 
     An ONNX variant is read from its artifact. A TFLite variant's features come, as at build
-    time, from the ONNX graph of the same torch model (rebuilt from the recipe's spec; trained
-    weights come from the cache). A TFLite file added by hand has no ONNX graph: it is returned
-    unchanged (no features, as when it was added).
+    time, from the ONNX graph of the same torch model, rebuilt from the recipe's spec (trained
+    weights come from the cache, or are trained again if the cache was cleared). A TFLite file
+    added by hand has no ONNX graph: it is returned unchanged (no features, as when it was added).
     """
     from registry.zoo.export import export_onnx
     from registry.zoo.families import output_names
@@ -439,7 +439,14 @@ def refresh_features(store: Any, v: Variant) -> Variant:
         spec_d = (v.recipe or {}).get("spec")
         if not spec_d:
             return v
-        spec = VariantSpec(**spec_d)
+        try:
+            spec = VariantSpec(**spec_d)
+        except TypeError as exc:  # a recipe from a build with other spec fields
+            raise EdgeatlasError(
+                f"variant {v.id[:12]}: its recipe's spec no longer builds ({exc})",
+                code=ErrorCode.BAD_DATA,
+                hint="build the variant again with `edgeatlas zoo build`",
+            ) from exc
         with _workdir() as work:
             fp32_onnx = work / "fp32.onnx"
             export_onnx(torch_model(spec), spec.resolution, output_names(spec.family), fp32_onnx)
