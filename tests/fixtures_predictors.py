@@ -80,8 +80,9 @@ def pred_store(tmp_path, monkeypatch, help_slice):
     return s
 
 
-def add_featureless_variant(store, vid: str) -> None:
-    """A variant with no ONNX graph (path "") and so no features: what a predictor must refuse."""
+def add_featureless_variant(store, vid: str, features: dict | None = None) -> None:
+    """A variant with no artifact (path ""): by default no features either, what a predictor must
+    refuse; or the given feature dict (e.g. one of an older feature set)."""
     store.add_variant(
         id=vid,
         family="x",
@@ -92,4 +93,5 @@ def add_featureless_variant(store, vid: str) -> None:
         size_bytes=1,
         input_shape=(1, 3, 8, 8),
         precision="fp32",
+        features=features,
     )

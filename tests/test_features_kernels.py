@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from fixtures_predictors import add_featureless_variant
 from onnx import TensorProto, helper, numpy_helper
 
 from predictors.features import (
@@ -24,6 +25,11 @@ from predictors.features import (
 )
 from predictors.models import LatencyRegressor, _fit_additive
 from registry.errors import EdgeatlasError
+
+
+def _version_1(d: dict) -> dict:
+    """A feature dict as edgeatlas stored it before feature set version 2 (no kernel terms, no version)."""
+    return {k: x for k, x in d.items() if k not in KERNEL_NAMES and k != "features_version"}
 
 
 def _net(res: int = 32) -> onnx.ModelProto:
@@ -142,7 +148,7 @@ def test_stored_features_carry_their_version_and_old_ones_are_refused():
     d = onnx_features(_net()).to_dict()
     assert d["features_version"] == FEATURES_VERSION
     assert feature_dict(features_from_dict(d).vector()) == d  # the stored dict round-trips
-    old = {k: x for k, x in d.items() if k not in KERNEL_NAMES and k != "features_version"}
+    old = _version_1(d)
     with pytest.raises(EdgeatlasError, match="feature set version 1") as e:
         features_from_dict(old, "variant abc")
     assert "zoo refresh-features" in (e.value.hint or "") and "predictors import" in (e.value.hint or "")
@@ -156,15 +162,12 @@ def test_add_variant_replaces_older_features_only(sqlite_url):
 
     store = Store.open(sqlite_url)
     new = onnx_features(_net()).to_dict()
-    old = {k: x for k, x in new.items() if k not in KERNEL_NAMES and k != "features_version"}
-    kw = dict(
-        family="x", format="onnx", path="", params=1, macs=1, size_bytes=1, input_shape=(1, 3, 32, 32), precision="fp32"
-    )
-    store.add_variant(id="a", features=old, **kw)
+    old = _version_1(new)
+    add_featureless_variant(store, "a", old)
     assert "features_version" not in store.get_variant("a").features
-    store.add_variant(id="a", features=new, **kw)  # a dataset imported again after the upgrade
+    add_featureless_variant(store, "a", new)  # a dataset imported again after the upgrade
     assert store.get_variant("a").features == new
-    store.add_variant(id="a", features=old, **kw)  # never downgraded
+    add_featureless_variant(store, "a", old)  # never downgraded
     assert store.get_variant("a").features == new
     store.dispose()
 
@@ -185,9 +188,7 @@ def test_refresh_features_restores_what_build_stored(zoo_env, tmp_path):
     built = {v.id: v.features for v in store.list_variants(artifacts_only=True)}
     assert built and all(f["features_version"] == FEATURES_VERSION for f in built.values())
     for vid, f in built.items():
-        store.set_variant_features(
-            vid, {k: x for k, x in f.items() if k not in KERNEL_NAMES and k != "features_version"}
-        )
+        store.set_variant_features(vid, _version_1(f))
     assert all(stale_features(v) for v in store.list_variants(artifacts_only=True))
     with pytest.raises(EdgeatlasError, match="feature set version 1"):
         features_from_dict(store.list_variants(artifacts_only=True)[0].features)
@@ -311,18 +312,5 @@ def test_training_reads_only_the_measured_variants_features(pred_store):
     """An unmeasured variant whose features are of an older feature set does not block training."""
     from predictors.training import train
 
-    old = {k: x for k, x in onnx_features(_net()).to_dict().items() if k not in KERNEL_NAMES}
-    old.pop("features_version")
-    pred_store.add_variant(
-        id="stale-unmeasured",
-        family="x",
-        format="onnx",
-        path="",
-        params=1,
-        macs=1,
-        size_bytes=1,
-        input_shape=(1, 3, 32, 32),
-        precision="fp32",
-        features=old,
-    )
+    add_featureless_variant(pred_store, "stale-unmeasured", _version_1(onnx_features(_net()).to_dict()))
     assert train(pred_store, kind="linear")["status"] == "promoted"
