@@ -280,15 +280,56 @@ def fleet_rows(url: str | None) -> list[dict]:
     return out
 
 
+def kind_rows(n_devices: int = 3, n_rows: int = 3000) -> list[dict]:
+    """Which per-class kind (`predictors train --kind`): gbm, additive and auto side by side on
+    slices of imported *development* devices (the first ``n_devices`` of each dataset; a seeded
+    ``n_rows`` of each device's archs, 80 % fitted, 20 % scored), full data per device."""
+    from predictors.models import LatencyRegressor
+
+    out = []
+    rng = np.random.default_rng(0)
+    print(f"\nper-class kind on development devices ({n_rows}-arch slices, 80/20): acc10 / MAPE")
+    for name in ("help-nb201", "help-fbnet", "latbench", "mobile-ml-benchmark"):
+        T = D.load(name)
+        evald = set(D.EVAL_DEVICES.get(T.name, ()))
+        for dev in [d for d in T.devices if d not in evald][:n_devices]:
+            y = T.column(dev)
+            ok = np.flatnonzero(np.isfinite(y) & (y > 0) & np.isfinite(T.features).all(axis=1))
+            pick = rng.permutation(ok)[:n_rows]
+            cut = int(0.8 * len(pick))
+            tr, te = pick[:cut], pick[cut:]
+            line, held = [], []
+            for kind in ("gbm", "additive", "auto"):
+                est = LatencyRegressor(kind=kind).fit(T.features[tr], y[tr])
+                m = E.metrics(est.predict(T.features[te]), y[te])
+                chosen = getattr(est, "chosen_kind_", kind)
+                out.append({"dataset": name, "device": dev, "kind": kind, "chosen": chosen, **m})
+                line.append(f"{kind}{'=' + chosen if kind == 'auto' else ''} {m['acc10']:.3f} / {m['mape']:.1f}%")
+                if kind != "auto":  # what auto compares: whole variants held out
+                    held.append(f"{est.heldout_log_error_:.3f}")
+            seen = {r.tobytes() for r in T.features[tr]}
+            twins = np.mean([T.features[i].tobytes() in seen for i in te])  # test archs whose features were fitted
+            print(
+                f"  {name:<20} {dev[:32]:<32} n {len(pick):>5}: "
+                + "   ".join(line)
+                + f"   held-out |log err| {'/'.join(held)}   test twins {100 * twins:.0f} %"
+            )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tune", action="store_true")
     ap.add_argument("--json", default=None)
     ap.add_argument("--store", default=None, help="store URL with the fleet's measurements (default: the data dir's)")
     ap.add_argument("--only-fleet", action="store_true", help="only the per-device-class fleet check")
+    ap.add_argument("--kinds", action="store_true", help="only the per-class kind comparison (gbm, additive, auto)")
     args = ap.parse_args()
     if args.only_fleet:
         fleet_rows(args.store)
+        return
+    if args.kinds:
+        kind_rows()
         return
     t0 = time.perf_counter()
     if args.tune:
