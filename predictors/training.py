@@ -574,7 +574,7 @@ def train(
         path=str(path),
         file_sha256=sha,
         data_hash=data.data_hash,
-        metrics={**chall_score, "kind": kind},
+        metrics={**chall_score, "kind": kind, "chosen_kinds": chall.chosen_kinds()},
         libs=libs(),
         status=status,
     )

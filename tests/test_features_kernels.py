@@ -278,7 +278,15 @@ def test_auto_kind_trains_saves_and_reports_its_choices(pred_store, tmp_path):
     kinds = rep["chosen_kinds"]
     assert kinds and all(set(t.values()) <= {"gbm", "additive"} for t in kinds.values())
     rec, pset = load_champion(pred_store)  # the skops file round-trips the nested estimators
-    assert pset.chosen_kinds() == kinds and rec.metrics["kind"] == "auto"
+    assert pset.chosen_kinds() == kinds and rec.metrics["kind"] == "auto" and rec.metrics["chosen_kinds"] == kinds
+    from registry.commands.predictors import group
+
+    out = CliRunner().invoke(group, ["list", "--db", pred_store.url, "--json"])
+    assert out.exit_code == 0, out.output
+    (row,) = [r for r in json.loads(out.output) if r["version"] == rec.version]
+    n = sum(len(t) for t in kinds.values())
+    assert row["kind"].startswith("auto: ") and row["chosen_kinds"] == kinds
+    assert sum(int(part.split()[-1]) for part in row["kind"].removeprefix("auto: ").split(", ")) == n
     F = np.array([features_from_dict(v.features).vector() for v in pred_store.list_variants()[:5]])
     c = next(iter(kinds))
     p = pset.predict(F, device_class=c)

@@ -420,7 +420,8 @@ def list_cmd(db_url: str | None, as_json: bool) -> None:
             "name": p.name,
             "version": p.version,
             "target": p.target,
-            "kind": (p.metrics or {}).get("kind"),
+            "kind": _kind_label(p.metrics or {}),
+            "chosen_kinds": (p.metrics or {}).get("chosen_kinds"),
             "class": p.device_class,
             "status": p.status,
             "acc10": (p.metrics or {}).get("acc10"),
@@ -435,6 +436,18 @@ def list_cmd(db_url: str | None, as_json: bool) -> None:
         err_console.print("no predictor versions yet: run `edgeatlas predictors train` after a sweep or an import")
         return
     emit(rows, as_json, title="predictors")
+
+
+def _kind_label(metrics: dict) -> str | None:
+    """The version's kind; for auto, what it chose, e.g. "auto: additive 5, gbm 1"."""
+    kind, chosen = metrics.get("kind"), metrics.get("chosen_kinds")
+    if kind != "auto" or not chosen:
+        return kind
+    counts: dict[str, int] = {}
+    for targets in chosen.values():
+        for k in targets.values():
+            counts[k] = counts.get(k, 0) + 1
+    return "auto: " + ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
 
 
 @group.command(name="predict")
