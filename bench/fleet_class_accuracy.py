@@ -162,7 +162,7 @@ def main() -> None:
 
     from predictors.evaluate import metrics
     from predictors.features import onnx_features
-    from predictors.models import LatencyRegressor
+    from predictors.models import KINDS, LatencyRegressor
     from probes.fleet import ModelTask, sha256_file
     from registry.store import Store
 
@@ -219,7 +219,7 @@ def main() -> None:
     # fastest run of a job is the one least disturbed by the host), not the product's latency
     for stat in dict.fromkeys([a.statistic, "min"]):
         ys = np.array([lat[i][stat] for i in ids])
-        for kind in ("linear", "gbm", "additive", "auto"):
+        for kind in KINDS:
             pred = LatencyRegressor(kind=kind).fit(X[~test], ys[~test]).predict(X[test])
             s = metrics(pred, ys[test])
             print(

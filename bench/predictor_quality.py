@@ -246,6 +246,7 @@ def fleet_rows(url: str | None) -> list[dict]:
     """Per device class with full data: the fleet's own measurements (source=probe), held-out slice
     by variant id (predictors.training), per-class regressor. nn-Meter's anchor: 99.0 % within 10 %."""
     from predictors import training as TR
+    from predictors.models import KINDS
     from registry.errors import EdgeatlasError
     from registry.store import Store
 
@@ -259,7 +260,7 @@ def fleet_rows(url: str | None) -> list[dict]:
     held = {c: TR._held_out(ids) for c, ids in data.variant_ids.items()}
     out = []
     print(f"\nper device class, full data (fleet measurements in {store.url}; target acc10 >= 0.99, nn-Meter 0.990)")
-    for kind in ("linear", "gbm", "additive", "auto"):
+    for kind in KINDS:
         ok = {c: v for c, v in data.per_class.items() if (~held[c]).sum() >= 20 and held[c].sum() >= 2}
         if not ok:
             print("  every class has < 20 training measurements: measure more variants")
@@ -284,7 +285,7 @@ def kind_rows(n_devices: int = 3, n_rows: int = 3000) -> list[dict]:
     """Which per-class kind (`predictors train --kind`): gbm, additive and auto side by side on
     slices of imported *development* devices (the first ``n_devices`` of each dataset; a seeded
     ``n_rows`` of each device's archs, 80 % fitted, 20 % scored), full data per device."""
-    from predictors.models import LatencyRegressor
+    from predictors.models import AUTO_KINDS, LatencyRegressor
 
     out = []
     rng = np.random.default_rng(0)
@@ -299,7 +300,7 @@ def kind_rows(n_devices: int = 3, n_rows: int = 3000) -> list[dict]:
             cut = int(0.8 * len(pick))
             tr, te = pick[:cut], pick[cut:]
             line, held = [], []
-            for kind in ("gbm", "additive", "auto"):
+            for kind in (*AUTO_KINDS, "auto"):
                 est = LatencyRegressor(kind=kind).fit(T.features[tr], y[tr])
                 m = E.metrics(est.predict(T.features[te]), y[te])
                 chosen = getattr(est, "chosen_kind_", kind)

@@ -46,6 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from predictors.features import CATEGORIES, FEATURE_NAMES, KERNEL_BUCKETS, feature_dict  # noqa: E402
+from predictors.models import KINDS  # noqa: E402
 
 BUDGET_S = 60.0
 BOARDS_PER_CLASS = 2
@@ -292,12 +293,12 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=10_000, help="rows that arrive between (a) and (b)")
     ap.add_argument(
         "--kind",
-        choices=["linear", "gbm", "additive", "auto", "all"],
+        choices=[*KINDS, "all"],
         default="all",
         help="regressor kind (all: each in turn)",
     )
     args = ap.parse_args()
-    kinds = ["linear", "gbm", "additive", "auto"] if args.kind == "all" else [args.kind]
+    kinds = list(KINDS) if args.kind == "all" else [args.kind]
     print(f"retrain bench: {args.rows} rows, target < {BUDGET_S:.0f} s each; {_load()}")
     for kind in kinds:
         run(kind, args)

@@ -531,10 +531,12 @@ def main() -> int:
     ap.add_argument("--rtt-ms", type=float, default=None, help="default: mid-1's link")
     ap.add_argument("--keep", action="store_true", help="print the temp dir and keep the store")
     args = ap.parse_args()
+    from predictors.models import KINDS
+
     kinds = [k.strip() for k in args.kind.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in ("auto", "gbm", "linear", "additive")]
+    bad = [k for k in kinds if k not in KINDS]
     if not kinds or bad:
-        ap.error(f"--kind: {', '.join(bad) or 'none given'}; choose from auto, gbm, linear, additive")
+        ap.error(f"--kind: {', '.join(bad) or 'none given'}; choose from {', '.join(KINDS)}")
     t_start = time.monotonic()
 
     from predictors.training import load_champion, train

@@ -244,8 +244,6 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
             raise ValueError("targets must be > 0 (latency ms / energy mJ)")
         if self.kind == "auto":
             return self._fit_auto(X, y)
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         self.__dict__.pop("chosen_kind_", None)  # from an earlier auto fit of this object
         X_all, X = X, self._select(X)
         n = len(y)

@@ -565,6 +565,7 @@ def train(
         or ("mape" in chall_score and chall_score["mape"] < champ_score["mape"])
     )
     status = "champion" if (promote == "always" or better) else "rejected"
+    chosen_kinds = chall.chosen_kinds()
     path, sha = save(chall, name, data.data_hash)
     lap("save")
     rec = store.add_predictor(
@@ -574,7 +575,7 @@ def train(
         path=str(path),
         file_sha256=sha,
         data_hash=data.data_hash,
-        metrics={**chall_score, "kind": kind, "chosen_kinds": chall.chosen_kinds()},
+        metrics={**chall_score, "kind": kind, "chosen_kinds": chosen_kinds},
         libs=libs(),
         status=status,
     )
@@ -591,7 +592,7 @@ def train(
         "skipped_classes": skipped,
         "evaluation_left_out": list(left_out),
         "challenger": chall_score,
-        "chosen_kinds": chall.chosen_kinds(),
+        "chosen_kinds": chosen_kinds,
         "champion": champ_score,
         "champion_version_before": champ.version if champ else None,
         "seconds": round(time.perf_counter() - t0, 2),

@@ -322,3 +322,19 @@ def test_training_reads_only_the_measured_variants_features(pred_store):
 
     add_featureless_variant(pred_store, "stale-unmeasured", _version_1(onnx_features(_net()).to_dict()))
     assert train(pred_store, kind="linear")["status"] == "promoted"
+
+
+def test_cli_kind_choices_are_the_regressor_kinds():
+    """The CLI keeps its own list (importing predictors.models there would load scikit-learn on
+    every command); it must name exactly the kinds the regressor takes, and the default is auto."""
+    from predictors.models import KINDS
+    from registry.commands.predictors import kind_option
+
+    @kind_option
+    def cmd(kind):  # a bare function carrying the option
+        return kind
+
+    (param,) = cmd.__click_params__
+    assert set(param.type.choices) == set(KINDS) and param.default == "auto"
+    with pytest.raises(ValueError, match="kind must be one of"):
+        LatencyRegressor(kind="nope").fit(np.ones((10, 2)), np.ones(10))

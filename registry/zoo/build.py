@@ -408,6 +408,16 @@ def _features(onnx_path: Path, precision: str) -> dict[str, float] | None:
     return feats
 
 
+def _tflite_features(model: Any, spec: VariantSpec, fp32_onnx: Path) -> dict[str, float] | None:
+    """A TFLite variant's graph features: those of the ONNX graph of the same torch model (exported
+    to ``fp32_onnx``), with the precision flags of the TFLite artifact."""
+    from registry.zoo.export import export_onnx
+    from registry.zoo.families import output_names
+
+    export_onnx(model, spec.resolution, output_names(spec.family), fp32_onnx)
+    return _features(fp32_onnx, spec.precision)
+
+
 def stale_features(v: Variant) -> bool:
     """Whether a variant's stored graph features come from another feature set version."""
     from predictors.features import FEATURES_VERSION
@@ -423,9 +433,6 @@ def refresh_features(store: Any, v: Variant) -> Variant:
     weights come from the cache, or are trained again if the cache was cleared). A TFLite file
     added by hand has no ONNX graph: it is returned unchanged (no features, as when it was added).
     """
-    from registry.zoo.export import export_onnx
-    from registry.zoo.families import output_names
-
     if v.format == "onnx":
         path = artifact_path(v)
         if not path.is_file():
@@ -448,9 +455,7 @@ def refresh_features(store: Any, v: Variant) -> Variant:
                 hint="build the variant again with `edgeatlas zoo build`",
             ) from exc
         with _workdir() as work:
-            fp32_onnx = work / "fp32.onnx"
-            export_onnx(torch_model(spec), spec.resolution, output_names(spec.family), fp32_onnx)
-            feats = _features(fp32_onnx, spec.precision)
+            feats = _tflite_features(torch_model(spec), spec, work / "fp32.onnx")
     return store.set_variant_features(v.id, feats) if feats else v
 
 
@@ -519,9 +524,8 @@ def build(
             runtime_needs = {"runtime": "litert", "ops": stats["op_types"], "input_dtype": stats["input_dtype"]}
             input_shape = stats["input_shape"]
             opset = None
-            try:  # the predictors' features come from the ONNX graph of the same torch model
-                export_onnx(model, spec.resolution, output_names(spec.family), fp32_onnx)
-                features = _features(fp32_onnx, spec.precision)
+            try:
+                features = _tflite_features(model, spec, fp32_onnx)
             except EdgeatlasError:
                 features = None
         data = out.read_bytes()
