@@ -34,8 +34,9 @@ LEASE_S = 3
 N_MODELS = 8
 
 
-def start_worker(url: str, devices: Path, home: Path, log: Path) -> subprocess.Popen:
+def start_worker(url: str, devices: Path, home: Path, log: Path, boards: tuple[str, ...] = ()) -> subprocess.Popen:
     argv = [sys.executable, "-m", "registry.cli", "bench", "worker", "--db", url, "--devices", str(devices)]
+    argv += [a for b in boards for a in ("--boards", b)]
     argv += ["--lease-s", str(LEASE_S), "--poll-s", "0.2", "--retries", "1", "--json"]
     env = {**os.environ, "EDGEATLAS_HOME": str(home)}
     return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=open(log, "wb"))  # noqa: SIM115
@@ -59,19 +60,33 @@ def test_two_workers_one_killed_every_job_completes_exactly_once(pg_url, tmp_pat
     keys = {k for j in store.list_jobs() for k in j.payload["keys"].values()}
     assert len(keys) == 2 * (N_MODELS + 3)
 
-    a = start_worker(pg_url, devices, home, tmp_path / "a.log")
-    b = start_worker(pg_url, devices, home, tmp_path / "b.log")
-    try:
-        # both workers claim jobs; kill A while it holds one (and after B has taken one too)
+    # A works one board, B all of them. A board runs one job at a time across workers, and a worker
+    # re-claims the board it just freed at once, while the others poll: started together, one
+    # worker could take every board and the other none. So A starts first and holds its board;
+    # B then takes the other, and is the one that can re-run A's orphans after the kill.
+    a = start_worker(pg_url, devices, home, tmp_path / "a.log", boards=(boards[0],))
+    b = None
+
+    def wait_for(cond, what: str) -> None:
         deadline = time.monotonic() + 60
-        while True:
-            jobs = store.list_jobs()
-            if any(owned_by(j, b) for j in jobs) and any(owned_by(j, a) for j in jobs if j.status == "claimed"):
-                break
+        while not cond(store.list_jobs()):
             for p, name in ((a, "a"), (b, "b")):
-                assert p.poll() is None, (tmp_path / f"{name}.log").read_text()
-            assert time.monotonic() < deadline
+                assert p is None or p.poll() is None, (
+                    f"worker {name} exited while waiting for {what}: " + (tmp_path / f"{name}.log").read_text()
+                )
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
             time.sleep(0.01)
+
+    try:
+        wait_for(lambda jobs: any(owned_by(j, a) for j in jobs if j.status == "claimed"), "A to claim a job")
+        b = start_worker(pg_url, devices, home, tmp_path / "b.log")
+        # both workers hold jobs; kill A while it holds one (and after B has taken one too)
+        wait_for(
+            lambda jobs: (
+                any(owned_by(j, b) for j in jobs) and any(owned_by(j, a) for j in jobs if j.status == "claimed")
+            ),
+            "both workers to hold a job",
+        )
         os.kill(a.pid, signal.SIGKILL)
         a.wait(10)
         orphans = [j for j in store.list_jobs(status="claimed") if owned_by(j, a)]
