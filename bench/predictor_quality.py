@@ -26,6 +26,8 @@ energy held out, references pi5 darcy + pixel):
   leave-one-*family*-out (:func:`_correction_grid`), and LatBench leave-one-device-out with and
   without it. Unlike the term above, it is fitted to the mix's leave-one-shot-out residuals and
   used only when the device's own shots favour it.
+- the op-count sum form of the same calibrator (the op counts in place of the references), with and
+  without: HELP NB201 leave-one-device-out and leave-one-family-out, LatBench leave-one-device-out.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def _lodo(
     space: str = E.KSHOT_SPACE,
     corrected: bool | None = None,
     family=None,
+    additive: bool = True,
 ) -> dict[str, float]:
     """Each development device in turn as the unseen one, the others as references; with
     ``family`` (device -> kind), the held-out device's whole kind is left out of the references
@@ -82,6 +85,7 @@ def _lodo(
             alpha=alpha,
             space=space,
             corrected=corrected,
+            additive=additive,
         )[0]
         for d in dev
     ]
@@ -153,7 +157,9 @@ def _correction_grid(T: D.Table, proto: E.Protocol) -> None:
             plain = E.metrics(CorrectedKShotCalibrator().fit(R[sh], y[sh]).predict(R[q]), y[q])["spearman"]
             X = np.hstack([R, Z])
             for r in ridges:
-                cal = CorrectedKShotCalibrator(correction_alpha=r, margin=np.inf, n_correction=Z.shape[1])
+                cal = CorrectedKShotCalibrator(
+                    correction_alpha=r, margin=np.inf, n_correction=Z.shape[1], additive=False
+                )
                 cal.fit(X[sh], y[sh])
                 cor = E.metrics(cal.predict(X[q]), y[q])["spearman"]
                 e = cal.loo_errors_
@@ -183,6 +189,10 @@ def tune() -> None:
     """Development devices only: each in turn plays the unseen device, the others are references."""
     T = D.load("help-nb201")
     _correction_grid(T, E.help_protocol(T))
+    for name, fam in (("leave-one-device-out", None), ("leave-one-family-out", _help_family)):
+        for additive in (False, True):
+            r = _lodo(T, E.help_protocol(T), family=fam, additive=additive)
+            print(f"tune help-nb201 op-count sum form={additive}, {name}: {r}")
     for space in ("raw", "log"):
         for alpha in (0.01, 0.1, 1.0):
             print(
@@ -203,6 +213,7 @@ def tune() -> None:
     T = D.load("latbench")
     for corrected in (False, True):
         print(f"tune latbench op-count correction={corrected}: {_lodo(T, E.latbench_protocol(T), corrected=corrected)}")
+    print(f"tune latbench op-count sum form=False: {_lodo(T, E.latbench_protocol(T), additive=False)}")
     _span_lodo(T, E.latbench_protocol(T))
     for space, alpha in (("raw", 0.01), ("raw", 1.0), ("log", 0.01), ("log", 0.1)):
         print(

@@ -20,11 +20,11 @@ from registry.errors import EdgeatlasError, ErrorCode
 
 METRIC_KEYS = ("spearman", "kendall", "acc10", "acc5", "rmse_ms", "mape", "n")
 # kshot_eval's "calibration" beside the metrics: which k-shot form the device's shots chose
-CALIBRATION_NAMES = {False: "mix", True: "mix x op-count correction"}
+CALIBRATION_NAMES = {"mix": "mix", "corrected": "mix x op-count correction", "additive": "op-count sum"}
 KSHOT_ALPHA = 0.1  # chosen by leave-one-dev-device-out on HELP NB201 development devices
 KSHOT_SPACE = "raw"  # HELP / LatBench latency: raw-ms mix (KShotCalibrator); bench --tune compares "log"
 BASE_KIND = "linear"
-# datasets whose k-shot mix gets the op-count correction (CorrectedKShotCalibrator); chosen on
+# datasets whose k-shot mix may give way to the op-count forms (CorrectedKShotCalibrator); chosen on
 # development devices only (bench/predictor_quality.py --tune)
 KSHOT_CORRECTED = frozenset({"help-nb201", "latbench"})
 
@@ -125,11 +125,13 @@ def kshot_eval(
     kind: str = BASE_KIND,
     space: str = KSHOT_SPACE,
     corrected: bool | None = None,
+    additive: bool = True,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Fit reference regressors (development devices, pool rows), calibrate on the shots of
     ``device``, score on the query. Returns (metrics, predicted, measured). ``corrected``: the
     op-count correction (:class:`~predictors.kshot.CorrectedKShotCalibrator`, raw space, NB201-space
-    tables); None = as :data:`KSHOT_CORRECTED` says for the table."""
+    tables); None = as :data:`KSHOT_CORRECTED` says for the table. ``additive``: whether that
+    calibrator may also choose its op-count sum form."""
     y = table.column(device) if target is None else target
     evald = set(D.EVAL_DEVICES.get(table.name, ()))
     refs = list(references) if references is not None else [d for d in table.devices if d not in evald and d != device]
@@ -142,7 +144,7 @@ def kshot_eval(
     Z = table.op_counts() if corrected and space == "raw" else None
     if Z is not None:
         R = np.hstack([R, Z])
-        cal = CorrectedKShotCalibrator(alpha=alpha, n_correction=Z.shape[1])
+        cal = CorrectedKShotCalibrator(alpha=alpha, n_correction=Z.shape[1], additive=additive)
     else:
         cal = make_calibrator(space, alpha)
     cal.fit(R[shots], y[shots])
@@ -151,7 +153,7 @@ def kshot_eval(
         q = _trim(q, y)
     pred = cal.predict(R[q])
     m: dict[str, Any] = metrics(pred, y[q])
-    m["calibration"] = CALIBRATION_NAMES[bool(getattr(cal, "corrected_", False))] if space == "raw" else f"{space} mix"
+    m["calibration"] = CALIBRATION_NAMES[getattr(cal, "form_", "mix")] if space == "raw" else f"{space} mix"
     return m, pred, y[q]
 
 

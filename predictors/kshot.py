@@ -96,32 +96,44 @@ class LogKShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
 
 
 class CorrectedKShotCalibrator(KShotCalibrator):
-    """The raw-ms reference mix, times a correction on architecture features when the shots say so.
+    """The raw-ms reference mix; or, when the shots say so, the mix times a correction on the
+    architecture's op counts, or the op counts' own non-negative sum.
 
     ``X`` = (n, D + n_correction): D reference-device columns, then ``n_correction`` architecture
     features Z (NB201-space data: how many cell edges hold each op, :func:`predictors.nb201.op_counts`).
 
-    1. The mix: ``m(x) = b + sum_d w_d x_d``, w >= 0, ridge ``alpha`` (as
+    Three forms, all fitted on the shots:
+
+    1. ``mix``: ``m(x) = b + sum_d w_d x_d``, w >= 0, ridge ``alpha`` (as
        :class:`~predictors.models.KShotCalibrator`).
-    2. The correction: ridge (``correction_alpha``) of the mix's leave-one-shot-out log residuals on
+    2. ``corrected``: ridge (``correction_alpha``) of the mix's leave-one-shot-out log residuals on
        Z, so the prediction is ``m(x) * exp(c + Z beta)``. It lets the new device weigh an op type
        differently from every reference, which a non-negative mix of references cannot.
-    3. The choice, per device and from its shots only: the corrected form is used when its
-       leave-one-shot-out mean |log error| (the whole procedure refitted without the shot) is below
-       ``margin`` x the mix's own. ``corrected_`` says which was used.
+    3. ``additive``: the same non-negative ridge with the op counts in place of the references,
+       ``b + sum_op v_op z_op`` (v >= 0): the device as a sum of per-op costs, with no reference at
+       all. It serves a device unlike every reference (an accelerator among GPUs, CPUs and phones),
+       whose cost of an op no mix of theirs follows.
 
-    The correction is tried only with at least 4 shots (``--shots 3`` is the plain mix). Fitting
-    refits the whole procedure once per shot (about n^2 small ridge fits): it is meant for k-shot,
-    about 10 shots. The interval is the wider of the two forms' leave-one-shot-out quantiles when
-    the correction is chosen, because the same errors made the choice. ``loo_errors_`` holds both
-    mean errors.
+    The choice, per device and from its shots only: the forms are tried in that order, and one
+    replaces the current choice when its leave-one-shot-out mean |log error| (the whole procedure
+    refitted without the shot) is below ``margin`` x the current choice's. ``form_`` says which was
+    used (``corrected_``: whether it is the corrected one) and ``loo_errors_`` holds every form's
+    error. ``additive=False`` leaves form 3 out.
+
+    Forms 2 and 3 are tried only with at least 4 shots (``--shots 3`` is the plain mix). Fitting
+    refits the procedure once per shot (about n^2 small ridge fits): it is meant for k-shot, about 10
+    shots. The interval is the widest leave-one-shot-out quantile among the forms compared on the
+    way to the choice, because the same errors made the choice.
 
     ``correction_alpha`` = 1 and ``margin`` = 0.7 were chosen on HELP NB201 development devices
     only, by the grid of ``bench/predictor_quality.py --tune`` (ridge 0.3 / 1 / 3 x margin 0.5-1.0;
     at ridge 1, margins 0.6-0.8 give the same best mean): leave-one-device-out mean Spearman
     0.950 -> 0.951, and leave-one-*family*-out (a held-out phone with no other phone among the
     references, and so on for CPUs and each GPU batch size; the case of an unseen kind of device)
-    0.912 -> 0.951. With ``n_correction=0`` this is the plain mix.
+    0.912 -> 0.951. The additive form came later and reuses both (no parameter of its own); the
+    same searches show it neutral on development devices (``--tune``: HELP NB201 leave-one-device-
+    out 0.9510 -> 0.9508, leave-one-family-out 0.9507 -> 0.9503, LatBench acc10 0.740 -> 0.742).
+    With ``n_correction=0`` this is the plain mix.
     """
 
     def __init__(
@@ -130,12 +142,14 @@ class CorrectedKShotCalibrator(KShotCalibrator):
         correction_alpha: float = 1.0,
         margin: float = 0.7,
         n_correction: int = 0,
+        additive: bool = True,
         coverage: float = 0.9,
     ):
         self.alpha = alpha
         self.correction_alpha = correction_alpha
         self.margin = margin
         self.n_correction = n_correction
+        self.additive = additive
         self.coverage = coverage
 
     def _mix_loo_logres(self, R, y) -> np.ndarray:
@@ -161,6 +175,13 @@ class CorrectedKShotCalibrator(KShotCalibrator):
         mix, corr = model
         return np.maximum(mix.predict(R), MIN_VALUE) * np.exp(corr.predict(Z))
 
+    def _loo_errors(self, fit_predict, n: int) -> np.ndarray:
+        """|log(y_i / prediction)| of ``fit_predict(train_mask, i)`` for every shot i."""
+        out = np.empty(n)
+        for i in range(n):
+            out[i] = fit_predict(np.arange(n) != i, i)
+        return out
+
     def fit(self, X, y):
         X, y = validate_data(self, X, y, y_numeric=True)
         y = np.asarray(y, dtype=np.float64)
@@ -173,26 +194,37 @@ class CorrectedKShotCalibrator(KShotCalibrator):
             )
         R, Z = X[:, : X.shape[1] - k], X[:, X.shape[1] - k :]
         n = len(y)
-        # the mix's leave-one-shot-out residuals: its interval, the bar the correction must clear,
-        # and (signed) what the final correction is fitted to
+        # the mix's leave-one-shot-out residuals: its interval, the bar the other forms must clear,
+        # and (signed) what the correction is fitted to
         r_mix = self._mix_loo_logres(R, y) if n >= 3 else np.zeros(1)
-        e_mix = np.abs(r_mix)
-        self.corrected_ = False
-        self.loo_errors_ = {"mix": float(e_mix.mean())}
-        self.log_halfwidth_ = loo_log_halfwidth(n, lambda i: float(e_mix[i]), self.coverage)
+        errors = {"mix": np.abs(r_mix)}
+        self.form_ = "mix"
+        self.log_halfwidth_ = loo_log_halfwidth(n, lambda i: float(errors["mix"][i]), self.coverage)
         if k and n >= 4:
-            e_cor = np.empty(n)
-            for i in range(n):
-                m = np.arange(n) != i
+
+            def corrected(m, i):
                 p = self._predict_corrected(self._fit_corrected(R[m], Z[m], y[m]), R[i : i + 1], Z[i : i + 1])[0]
-                e_cor[i] = abs(math.log(p / y[i]))
-            self.loo_errors_["corrected"] = float(e_cor.mean())
-            if e_cor.mean() < self.margin * e_mix.mean():
-                self.corrected_ = True
-                # the same errors chose the form: keep the wider of the two intervals
-                h = loo_log_halfwidth(n, lambda i: float(e_cor[i]), self.coverage)
-                self.log_halfwidth_ = max(self.log_halfwidth_, h)
-        self._model = self._fit_corrected(R, Z, y, r_mix) if self.corrected_ else (self._fit_one(R, y), None)
+                return abs(math.log(p / y[i]))
+
+            def summed(m, i):
+                p = max(float(self._fit_one(Z[m], y[m]).predict(Z[i : i + 1])[0]), MIN_VALUE)
+                return abs(math.log(p / y[i]))
+
+            for form, one in (("corrected", corrected), ("additive", summed))[: 2 if self.additive else 1]:
+                errors[form] = e = self._loo_errors(one, n)
+                if e.mean() < self.margin * errors[self.form_].mean():
+                    self.form_ = form
+                    # the same errors chose the form: keep the widest of the intervals compared
+                    h = loo_log_halfwidth(n, lambda i, e=e: float(e[i]), self.coverage)
+                    self.log_halfwidth_ = max(self.log_halfwidth_, h)
+        self.corrected_ = self.form_ == "corrected"
+        self.loo_errors_ = {f: float(e.mean()) for f, e in errors.items()}
+        if self.form_ == "corrected":
+            self._model = self._fit_corrected(R, Z, y, r_mix)
+        elif self.form_ == "additive":
+            self._model = (None, self._fit_one(Z, y))
+        else:
+            self._model = (self._fit_one(R, y), None)
         return self
 
     def predict(self, X):
@@ -200,6 +232,8 @@ class CorrectedKShotCalibrator(KShotCalibrator):
         X = validate_data(self, X, reset=False)
         k = int(self.n_correction)
         R, Z = X[:, : X.shape[1] - k], X[:, X.shape[1] - k :]
-        if self.corrected_:
+        if self.form_ == "corrected":
             return self._predict_corrected(self._model, R, Z)
+        if self.form_ == "additive":
+            return np.maximum(self._model[1].predict(Z), MIN_VALUE)
         return np.maximum(self._model[0].predict(R), MIN_VALUE)

@@ -68,11 +68,32 @@ def test_corrected_calibrator_keeps_the_mix_when_the_references_span_the_device(
     y = R @ np.array([0.5, 0.3, 0.2]) + 1.0 + rng.normal(0, 0.05, len(R))
     X = np.hstack([R, Z])
     cor = CorrectedKShotCalibrator(n_correction=4).fit(X[:10], y[:10])
-    assert not cor.corrected_
+    assert not cor.corrected_ and cor.form_ == "mix" and set(cor.loo_errors_) == {"mix", "corrected", "additive"}
     # then it is exactly the plain mix (n_correction=0)
     np.testing.assert_allclose(cor.predict(X[10:]), CorrectedKShotCalibrator().fit(R[:10], y[:10]).predict(R[10:]))
     with pytest.raises(ValueError, match="n_correction"):
         CorrectedKShotCalibrator(n_correction=7).fit(X[:10], y[:10])
+
+
+def test_calibrator_sums_op_costs_for_a_device_unlike_every_reference():
+    """An accelerator among GPUs: its latency is its own sum of per-op costs (op 0 dear, op 3 free),
+    which neither a non-negative mix of the references nor a multiplicative correction of it follows;
+    the shots choose the op-count sum form."""
+    rng, Z, R = _op_world(3)
+    y = Z @ np.array([3.0, 0.2, 1.5, 0.0]) + 2.0 + rng.normal(0, 0.05, len(Z))
+    sh, q = np.arange(10), np.arange(10, len(y))
+    X = np.hstack([R, Z])
+    cal = CorrectedKShotCalibrator(n_correction=4).fit(X[sh], y[sh])
+    two = CorrectedKShotCalibrator(n_correction=4, additive=False).fit(X[sh], y[sh])
+    assert cal.form_ == "additive" and not cal.corrected_ and two.form_ in ("mix", "corrected")
+    e = cal.loo_errors_
+    assert e["additive"] < 0.7 * min(e["mix"], e["corrected"]) and "additive" not in two.loo_errors_
+    m_sum, m_two = E.metrics(cal.predict(X[q]), y[q]), E.metrics(two.predict(X[q]), y[q])
+    assert m_sum["acc10"] > 0.95 and m_sum["mape"] < m_two["mape"] / 2
+    # the errors that chose the form do not narrow its interval below the forms it was compared with
+    assert cal.log_halfwidth_ >= two.log_halfwidth_ > 0
+    p, lo, hi = cal.predict_interval(X[q])
+    assert np.all(lo <= p) and np.all(p <= hi) and np.mean((lo <= y[q]) & (y[q] <= hi)) > 0.7
 
 
 def test_nb201_op_counts_count_each_op_over_the_six_edges():
@@ -197,10 +218,13 @@ def test_kshot_eval_corrects_nb201_tables_with_their_op_counts_and_reads_only_th
     meta = {"arch_str": archs, "graph": "eager"}
     T = D.Table("help-nb201", tuple(f"nb201:{i}" for i in range(n)), np.arange(n), F, devs, lat, meta=meta)
     proto = E.Protocol(pool=np.arange(900), query=np.arange(900, n), shots=np.arange(900, 910), trim=False)
-    m_cor, pred, _ = E.kshot_eval(T, "eyeriss", proto)  # help-nb201 is in KSHOT_CORRECTED
+    m_cor, pred, _ = E.kshot_eval(T, "eyeriss", proto, additive=False)  # help-nb201 is in KSHOT_CORRECTED
     m_plain, _, _ = E.kshot_eval(T, "eyeriss", proto, corrected=False)
     assert m_cor["spearman"] > m_plain["spearman"] + 0.05
     assert (m_cor["calibration"], m_plain["calibration"]) == ("mix x op-count correction", "mix")
+    # by default the op-count sum may win too: here (a sum of per-op costs times a skip factor) it does
+    m_any, _, _ = E.kshot_eval(T, "eyeriss", proto)
+    assert m_any["calibration"] == "op-count sum" and m_any["spearman"] > m_plain["spearman"] + 0.05
     lat_b = lat.copy()
     lat_b[~np.isin(np.arange(n), proto.shots), 3] = np.nan  # the target: shots only
     Tb = D.Table(T.name, T.keys, T.index, F, devs, lat_b, meta=meta)

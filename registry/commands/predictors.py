@@ -83,7 +83,8 @@ def eval_cmd(dataset: str, devices: tuple[str, ...], shots: int, path: str | Non
     Prints spearman, kendall, acc10, acc5, rmse_ms, mape, n. The table (and the JSON list
     for several devices) adds, for HELP's evaluation devices, the Spearman HELP published
     (help_spearman), and for the k-shot datasets the calibration the device's shots chose
-    ("mix", or "mix x op-count correction" on NB201-space data); with several devices, one row
+    ("mix"; on NB201-space data also "mix x op-count correction" or "op-count sum"); with
+    several devices, one row
     each and their mean.
 
     \b
