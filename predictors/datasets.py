@@ -66,7 +66,7 @@ class Table:
     """Latency (ms) [and energy (mJ)] of architectures (rows) on devices (columns)."""
 
     name: str
-    keys: tuple[str, ...]  # variant ids, e.g. "nb201:123"
+    keys: tuple[str, ...]  # variant ids, e.g. "nb201:123" (nb201_key)
     index: np.ndarray  # dataset index of each row (nb201 idx, fbnet idx, ...)
     features: np.ndarray  # (n, len(FEATURE_NAMES))
     devices: tuple[str, ...]
@@ -131,6 +131,13 @@ def _float(v: str, where: str) -> float:
         raise EdgeatlasError(f"{where}: {v!r} is not a number", code=ErrorCode.BAD_DATA) from exc
 
 
+def nb201_key(index: int, graph: str) -> str:
+    """The variant id of NB201 arch ``index`` as built with ``graph``: ``nb201:<i>`` for the eager
+    graph (HELP's), ``nb201-live:<i>`` for the pruned cells (LatBench's). The two graphs are
+    different networks with different features, so one id must not hold both."""
+    return f"nb201:{index}" if graph == "eager" else f"nb201-{graph}:{index}"
+
+
 def load_help_nb201(path: str | Path | None = None, graph: str = "eager", encoding: bool = False) -> Table:
     from predictors import nb201
 
@@ -146,7 +153,7 @@ def load_help_nb201(path: str | Path | None = None, graph: str = "eager", encodi
     keep = ~np.isnan(feats[:, 0])  # drops the 341 disconnected archs
     return Table(
         "help-nb201",
-        tuple(f"nb201:{i}" for i in idx[keep]),
+        tuple(nb201_key(int(i), graph) for i in idx[keep]),
         idx[keep],
         feats[keep],
         tuple(devs),
@@ -211,7 +218,7 @@ def load_latbench(path: str | Path | None = None, graph: str = "live", encoding:
     kept = [a for a, k in zip(archs, keep, strict=True) if k]
     return Table(
         "latbench",
-        tuple(f"nb201:{i}" for i in idx[keep]),
+        tuple(nb201_key(int(i), graph) for i in idx[keep]),
         idx[keep],
         feats[keep],
         tuple(devs[c] for c in cols),
@@ -569,7 +576,12 @@ def import_dataset(
     store, name: str, path: str | Path | None = None, progress: Callable[[int, int], None] | None = None
 ) -> dict:
     """Write a dataset's rows into the store: device classes, variants (with graph features) and
-    measurements with ``source="dataset:<name>"``. Idempotent (measurement keys are content hashes)."""
+    measurements with ``source="dataset:<name>"``. Idempotent (measurement keys are content hashes).
+
+    Rows of this dataset that an older edgeatlas wrote under variant ids the dataset no longer uses
+    (LatBench's archs were ``nb201:<i>``, HELP's eager-graph id, before :func:`nb201_key`) are
+    deleted, so a class never holds one measurement twice under two ids; the summary counts them
+    (``replaced``)."""
     table = load(name, path)
     source = f"dataset:{table.name}"
     for d in table.devices:
@@ -628,7 +640,14 @@ def import_dataset(
         done += len(rows)
         if progress:
             progress(done, n_total)
-    return {"dataset": table.name, "variants": len(table.keys), "devices": len(table.devices), "measurements": done}
+    replaced = store.prune_measurements(source, keep_variant_ids=table.keys)
+    return {
+        "dataset": table.name,
+        "variants": len(table.keys),
+        "devices": len(table.devices),
+        "measurements": done,
+        "replaced": replaced,
+    }
 
 
 def split_tasks(table: Table, tasks: Sequence[str]) -> np.ndarray:

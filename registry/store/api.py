@@ -12,12 +12,12 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, exists, func, or_, select, union, update
+from sqlalchemy import Engine, create_engine, delete, event, exists, func, or_, select, union, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -648,6 +648,24 @@ class Store:
                     s.execute(MeasurementRow.__table__.insert(), fresh)
                     inserted += len(fresh)
         return inserted
+
+    def prune_measurements(self, source: str, keep_variant_ids: Collection[str]) -> int:
+        """Delete, in one transaction, the measurements of ``source`` whose variant id is not in
+        ``keep_variant_ids`` (a re-import whose dataset renamed its variants). Returns rows deleted."""
+        keep = set(keep_variant_ids)
+        with self.session() as s:
+            ids = s.scalars(select(MeasurementRow.variant_id).where(MeasurementRow.source == source).distinct()).all()
+            stale = sorted(v for v in ids if v not in keep)
+            deleted = 0
+            for i in range(0, len(stale), 500):
+                part = stale[i : i + 500]
+                res = s.execute(
+                    delete(MeasurementRow)
+                    .where(MeasurementRow.source == source, MeasurementRow.variant_id.in_(part))
+                    .execution_options(synchronize_session=False)
+                )
+                deleted += int(res.rowcount or 0)
+            return deleted
 
     def list_measurements(
         self,
