@@ -138,6 +138,11 @@ def nb201_key(index: int, graph: str) -> str:
     return f"nb201:{index}" if graph == "eager" else f"nb201-{graph}:{index}"
 
 
+def legacy_ids(keys: Sequence[str]) -> list[str]:
+    """The ids an older edgeatlas gave these variants: ``nb201:<i>`` for ``nb201-live:<i>``."""
+    return ["nb201:" + k.split(":", 1)[1] for k in keys if k.startswith("nb201-live:")]
+
+
 def load_help_nb201(path: str | Path | None = None, graph: str = "eager", encoding: bool = False) -> Table:
     from predictors import nb201
 
@@ -578,12 +583,15 @@ def import_dataset(
     """Write a dataset's rows into the store: device classes, variants (with graph features) and
     measurements with ``source="dataset:<name>"``. Idempotent (measurement keys are content hashes).
 
-    Rows of this dataset that an older edgeatlas wrote under variant ids the dataset no longer uses
-    (LatBench's archs were ``nb201:<i>``, HELP's eager-graph id, before :func:`nb201_key`) are
-    deleted, so a class never holds one measurement twice under two ids; the summary counts them
-    (``replaced``)."""
+    A dataset arch's stored features are replaced by the ones computed here when they differ. Rows
+    that an older edgeatlas wrote under the id the arch had then (:func:`legacy_ids`: LatBench's
+    pruned-cell archs were ``nb201:<i>``, HELP's eager id) are deleted first, in one transaction,
+    with those old variants if nothing else measured them; so a class never holds one measurement
+    twice under two ids. Only those ids are touched: importing part of a dataset deletes nothing.
+    The summary counts the deleted rows (``replaced``) and variants (``replaced_variants``)."""
     table = load(name, path)
     source = f"dataset:{table.name}"
+    replaced, replaced_variants = store.drop_dataset_rows(source, legacy_ids(table.keys))
     for d in table.devices:
         store.upsert_device_class(
             f"{table.name}/{d}",
@@ -602,6 +610,7 @@ def import_dataset(
             input_shape=(1, int(feats["input_c"]), int(feats["input_h"]), int(feats["input_w"])),
             precision="fp32",
             features=feats,
+            replace_features=True,
         )
     rows: list[dict] = []
     n_total = int(np.isfinite(table.latency_ms).sum())
@@ -640,13 +649,13 @@ def import_dataset(
         done += len(rows)
         if progress:
             progress(done, n_total)
-    replaced = store.prune_measurements(source, keep_variant_ids=table.keys)
     return {
         "dataset": table.name,
         "variants": len(table.keys),
         "devices": len(table.devices),
         "measurements": done,
         "replaced": replaced,
+        "replaced_variants": replaced_variants,
     }
 
 

@@ -15,7 +15,8 @@ Where each is used (chosen on development data only, ``bench/predictor_quality.p
   :class:`CorrectedKShotCalibrator`, which may multiply it by a correction on the cell's op counts
   when the device's own shots show that the correction predicts them better (leave-one-device-out:
   HELP NB201 0.950 -> 0.951 Spearman, LatBench 0.717 -> 0.740 acc10; leave-one-family-out on HELP
-  NB201: 0.912 -> 0.951).
+  NB201: 0.912 -> 0.951), or replace it by a non-negative sum of per-op costs on the same counts
+  when the shots favour that (neutral on development devices; see the class).
 - HW-NAS-Bench-360 pi5 energy: :class:`LogKShotCalibrator`, alpha = ``evaluate.HWNAS_ALPHA`` (pi5
   ninapro or darcy energy held out in turn as development stand-ins for cifar100; references = the
   arch's measured values on the other tasks: mean acc10 over both stand-ins 0.938 log at alpha
@@ -118,12 +119,15 @@ class CorrectedKShotCalibrator(KShotCalibrator):
     replaces the current choice when its leave-one-shot-out mean |log error| (the whole procedure
     refitted without the shot) is below ``margin`` x the current choice's. ``form_`` says which was
     used (``corrected_``: whether it is the corrected one) and ``loo_errors_`` holds every form's
-    error. ``additive=False`` leaves form 3 out.
+    error. ``additive=False`` leaves form 3 out. Because each form must beat the one adopted
+    before it, a correction that wins narrowly raises the bar for the sum (a sum at 0.5x the mix's
+    error loses to a correction at 0.69x); the order is the one measured on development devices.
 
     Forms 2 and 3 are tried only with at least 4 shots (``--shots 3`` is the plain mix). Fitting
     refits the procedure once per shot (about n^2 small ridge fits): it is meant for k-shot, about 10
-    shots. The interval is the widest leave-one-shot-out quantile among the forms compared on the
-    way to the choice, because the same errors made the choice.
+    shots. The interval is the widest leave-one-shot-out quantile among the forms adopted on the
+    way to the choice (the mix, and each that replaced it), because the same errors made the
+    choice.
 
     ``correction_alpha`` = 1 and ``margin`` = 0.7 were chosen on HELP NB201 development devices
     only, by the grid of ``bench/predictor_quality.py --tune`` (ridge 0.3 / 1 / 3 x margin 0.5-1.0;

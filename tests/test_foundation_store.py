@@ -26,6 +26,20 @@ def test_open_upgrades_to_head(any_db_url: str) -> None:
     assert before == after == migrate.head_revision()
 
 
+def test_migrations_build_the_schema_the_models_declare(any_db_url: str) -> None:
+    """Column types and lengths included (PostgreSQL enforces VARCHAR lengths, SQLite does not)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from registry.store.models import Base
+
+    store = Store.open(any_db_url)
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == []
+    store.dispose()
+
+
 def test_records_are_frozen_dataclasses(any_db_url: str) -> None:
     store = Store.open(any_db_url)
     store.upsert_device_class("emu", {"cores": 1})

@@ -86,8 +86,7 @@ def eval_cmd(dataset: str, devices: tuple[str, ...], shots: int, path: str | Non
     for several devices) adds, for HELP's evaluation devices, the Spearman HELP published
     (help_spearman), and for the k-shot datasets the calibration the device's shots chose
     ("mix"; on NB201-space data also "mix x op-count correction" or "op-count sum"); with
-    several devices, one row
-    each and their mean.
+    several devices, one row each and their mean.
 
     \b
     Example:

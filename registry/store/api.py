@@ -327,7 +327,12 @@ class Store:
         accuracy_source: str | None = None,
         features: dict[str, Any] | None = None,
         parent_id: str | None = None,
+        replace_features: bool = False,
     ) -> R.Variant:
+        """Add a variant; idempotent on ``id``. An existing row keeps its fields, except its features:
+        features of an older feature set are replaced by newer ones, and with ``replace_features``
+        (dataset imports) a dataset arch's (no artifact) features and sizes are replaced by the
+        given ones whenever they differ: the dataset is the truth about what it measured."""
         if (accuracy is None) != (accuracy_source is None):
             raise EdgeatlasError(
                 "accuracy needs a source (measured:<dataset> or cited:<source>) and vice versa",
@@ -341,6 +346,11 @@ class Store:
                 old = (row.features or {}).get("features_version", 1)
                 if features is not None and features.get("features_version", 1) > old:
                     row.features = dict(features)
+                    s.flush()
+                elif replace_features and features is not None and row.path == "" and row.features != features:
+                    row.features = dict(features)
+                    row.params, row.macs, row.size_bytes = int(params), int(macs), int(size_bytes)
+                    row.input_shape = [int(x) for x in input_shape]
                     s.flush()
                 return self._variant(row)
             row = VariantRow(
@@ -649,23 +659,29 @@ class Store:
                     inserted += len(fresh)
         return inserted
 
-    def prune_measurements(self, source: str, keep_variant_ids: Collection[str]) -> int:
-        """Delete, in one transaction, the measurements of ``source`` whose variant id is not in
-        ``keep_variant_ids`` (a re-import whose dataset renamed its variants). Returns rows deleted."""
-        keep = set(keep_variant_ids)
+    def drop_dataset_rows(self, source: str, variant_ids: Collection[str]) -> tuple[int, int]:
+        """Delete, in one transaction, the measurements of ``source`` under ``variant_ids`` (ids a
+        dataset no longer uses), then those variants that are dataset archs (no artifact) and have
+        no measurement left from any source. Returns (measurements deleted, variants deleted)."""
+        ids = sorted(set(variant_ids))
+        gone_rows = gone_variants = 0
         with self.session() as s:
-            ids = s.scalars(select(MeasurementRow.variant_id).where(MeasurementRow.source == source).distinct()).all()
-            stale = sorted(v for v in ids if v not in keep)
-            deleted = 0
-            for i in range(0, len(stale), 500):
-                part = stale[i : i + 500]
+            for i in range(0, len(ids), 500):
+                part = ids[i : i + 500]
                 res = s.execute(
                     delete(MeasurementRow)
                     .where(MeasurementRow.source == source, MeasurementRow.variant_id.in_(part))
                     .execution_options(synchronize_session=False)
                 )
-                deleted += int(res.rowcount or 0)
-            return deleted
+                gone_rows += int(res.rowcount or 0)
+                used = exists().where(MeasurementRow.variant_id == VariantRow.id)
+                res = s.execute(
+                    delete(VariantRow)
+                    .where(VariantRow.id.in_(part), VariantRow.path == "", ~used)
+                    .execution_options(synchronize_session=False)
+                )
+                gone_variants += int(res.rowcount or 0)
+        return gone_rows, gone_variants
 
     def list_measurements(
         self,

@@ -104,7 +104,7 @@ class MeasurementRow(Base):
     device_class: Mapped[str | None] = mapped_column(String(128), nullable=True)
     variant_id: Mapped[str] = mapped_column(String(128))
     split_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    runtime: Mapped[str] = mapped_column(String(32))
+    runtime: Mapped[str] = mapped_column(String(128))
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16))
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
