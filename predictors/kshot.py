@@ -156,15 +156,18 @@ class CorrectedKShotCalibrator(KShotCalibrator):
         self.additive = additive
         self.coverage = coverage
 
-    def _mix_loo_logres(self, R, y) -> np.ndarray:
-        """log(y_i / mix fitted without shot i (x_i)) for every shot (the mix: the parent's
-        ``_fit_one``)."""
+    @staticmethod
+    def _loo_logres(predict_without, y) -> np.ndarray:
+        """log(y_i / p_i) for every shot i, p_i = ``predict_without(mask, i)``: the form fitted on
+        the shots of ``mask`` (all but i), predicting shot i (clipped at MIN_VALUE)."""
         n = len(y)
-        out = np.empty(n)
-        for i in range(n):
-            m = np.arange(n) != i
-            out[i] = math.log(y[i] / max(float(self._fit_one(R[m], y[m]).predict(R[i : i + 1])[0]), MIN_VALUE))
-        return out
+        return np.array(
+            [math.log(y[i] / max(float(predict_without(np.arange(n) != i, i)), MIN_VALUE)) for i in range(n)]
+        )
+
+    def _mix_loo_logres(self, R, y) -> np.ndarray:
+        """The mix's (the parent's ``_fit_one``) leave-one-shot-out log residuals."""
+        return self._loo_logres(lambda m, i: self._fit_one(R[m], y[m]).predict(R[i : i + 1])[0], y)
 
     def _fit_corrected(self, R, Z, y, logres=None):
         """(mix, correction); ``logres``: the mix's leave-one-shot-out residuals on these rows, when
@@ -178,13 +181,6 @@ class CorrectedKShotCalibrator(KShotCalibrator):
     def _predict_corrected(model, R, Z):
         mix, corr = model
         return np.maximum(mix.predict(R), MIN_VALUE) * np.exp(corr.predict(Z))
-
-    def _loo_errors(self, fit_predict, n: int) -> np.ndarray:
-        """|log(y_i / prediction)| of ``fit_predict(train_mask, i)`` for every shot i."""
-        out = np.empty(n)
-        for i in range(n):
-            out[i] = fit_predict(np.arange(n) != i, i)
-        return out
 
     def fit(self, X, y):
         X, y = validate_data(self, X, y, y_numeric=True)
@@ -205,20 +201,19 @@ class CorrectedKShotCalibrator(KShotCalibrator):
         self.form_ = "mix"
         self.log_halfwidth_ = loo_log_halfwidth(n, lambda i: float(errors["mix"][i]), self.coverage)
         if k and n >= 4:
-
-            def corrected(m, i):
-                p = self._predict_corrected(self._fit_corrected(R[m], Z[m], y[m]), R[i : i + 1], Z[i : i + 1])[0]
-                return abs(math.log(p / y[i]))
-
-            def summed(m, i):
-                p = max(float(self._fit_one(Z[m], y[m]).predict(Z[i : i + 1])[0]), MIN_VALUE)
-                return abs(math.log(p / y[i]))
-
-            for form, one in (("corrected", corrected), ("additive", summed))[: 2 if self.additive else 1]:
-                errors[form] = e = self._loo_errors(one, n)
+            forms = {
+                "corrected": lambda m, i: self._predict_corrected(
+                    self._fit_corrected(R[m], Z[m], y[m]), R[i : i + 1], Z[i : i + 1]
+                )[0],
+                "additive": lambda m, i: self._fit_one(Z[m], y[m]).predict(Z[i : i + 1])[0],
+            }
+            if not self.additive:
+                del forms["additive"]
+            for form, predict_without in forms.items():
+                errors[form] = e = np.abs(self._loo_logres(predict_without, y))
                 if e.mean() < self.margin * errors[self.form_].mean():
                     self.form_ = form
-                    # the same errors chose the form: keep the widest of the intervals compared
+                    # the same errors chose the form: keep the widest of the intervals adopted
                     h = loo_log_halfwidth(n, lambda i, e=e: float(e[i]), self.coverage)
                     self.log_halfwidth_ = max(self.log_halfwidth_, h)
         self.corrected_ = self.form_ == "corrected"

@@ -665,6 +665,7 @@ class Store:
         no measurement left from any source. Returns (measurements deleted, variants deleted)."""
         ids = sorted(set(variant_ids))
         gone_rows = gone_variants = 0
+        used = exists().where(MeasurementRow.variant_id == VariantRow.id)
         with self.session() as s:
             for i in range(0, len(ids), 500):
                 part = ids[i : i + 500]
@@ -674,7 +675,6 @@ class Store:
                     .execution_options(synchronize_session=False)
                 )
                 gone_rows += int(res.rowcount or 0)
-                used = exists().where(MeasurementRow.variant_id == VariantRow.id)
                 res = s.execute(
                     delete(VariantRow)
                     .where(VariantRow.id.in_(part), VariantRow.path == "", ~used)
