@@ -94,7 +94,9 @@ def sample_cnn(rng: np.random.Generator, path: Path) -> Path:
     return path
 
 
-def measure(store, fleet, board: str, tasks: list, force: bool, fast: bool = False) -> dict[str, dict[str, float]]:
+def measure(
+    store, fleet, board: str, tasks: list, force: bool, fast: bool = False, graph_opt: str = "all"
+) -> dict[str, dict[str, float]]:
     from probes.fleet import FleetRunner, SweepConfig
     from probes.protocol import MeasureProtocol
 
@@ -105,14 +107,19 @@ def measure(store, fleet, board: str, tasks: list, force: bool, fast: bool = Fal
         if fast
         else MeasureProtocol()
     )
-    runner = FleetRunner(store, fleet, SweepConfig(protocol=proto, force=force, retries=1), progress=False)
+    cfg = SweepConfig(protocol=proto, force=force, retries=1, graph_opt=graph_opt)
+    runner = FleetRunner(store, fleet, cfg, progress=False)
     try:
         rep = runner.run([board], tasks)
     finally:
         runner.close()
     bad = [o for o in rep.outcomes if o.status != "ok"]
     assert not bad, bad[:3]
-    stats = {m.variant_id: m.stats for m in store.list_measurements(board=board)}  # the newest row per key wins
+    stats = {  # the newest row per key wins
+        m.variant_id: m.stats
+        for m in store.list_measurements(board=board)
+        if (m.config or {}).get("graph_opt", "all") == graph_opt
+    }
     return {
         o.variant_id: {
             "p50": float(o.latency_ms),
@@ -124,9 +131,16 @@ def measure(store, fleet, board: str, tasks: list, force: bool, fast: bool = Fal
     }
 
 
-def load_saved(path: str, ids: list[str], tids: list[str], seed: int) -> tuple[dict, dict]:
+def _prefix(graph_opt: str) -> str:
+    """Saved arrays are ``first <stat>`` / ``again <stat>`` for the default level (as before the
+    option existed) and ``<level> first <stat>`` for another."""
+    return "" if graph_opt == "all" else f"{graph_opt} "
+
+
+def load_saved(path: str, ids: list[str], tids: list[str], seed: int, graph_opt: str = "all") -> tuple[dict, dict]:
     """The first and repeated measurements of a ``--save`` run, keyed like :func:`measure`'s."""
     d = np.load(path)
+    pre = _prefix(graph_opt)
     # (files from before seed and again_ids were saved hold the repeats in the held-out models'
     # order too; their seed cannot be checked)
     if (
@@ -135,10 +149,44 @@ def load_saved(path: str, ids: list[str], tids: list[str], seed: int) -> tuple[d
         or ("seed" in d.files and int(d["seed"]) != seed)
     ):
         sys.exit(f"{path}: saved with another --n or --seed; give the ones it was saved with")
-    stats = [k.removeprefix("first ") for k in d.files if k.startswith("first ")]
-    lat = {i: {k: float(d[f"first {k}"][j]) for k in stats} for j, i in enumerate(ids)}
-    again = {i: {k: float(d[f"again {k}"][j]) for k in stats} for j, i in enumerate(tids)}
+    stats = [k.removeprefix(f"{pre}first ") for k in d.files if k.startswith(f"{pre}first ")]
+    if not stats:
+        sys.exit(f"{path}: holds no measurements at --graph-opt {graph_opt}")
+    lat = {i: {k: float(d[f"{pre}first {k}"][j]) for k in stats} for j, i in enumerate(ids)}
+    again = {i: {k: float(d[f"{pre}again {k}"][j]) for k in stats} for j, i in enumerate(tids)}
     return lat, again
+
+
+def report(graph_opt: str, lat: dict, again: dict, ids: list, tids: list, X, test, statistic: str) -> None:
+    """Repeatability and the held-out accuracy of each regressor kind, at one graph level."""
+    from predictors.evaluate import metrics
+    from predictors.models import KINDS, LatencyRegressor
+
+    print(f"--- onnxruntime graph optimization level {graph_opt!r}")
+    y = np.array([lat[i][statistic] for i in ids])
+    y2 = np.array([again[i][statistic] for i in tids])
+    rep = np.abs(y2 / y[test] - 1.0)
+    for stat in lat[ids[0]]:
+        r = np.abs(np.array([again[i][stat] / lat[i][stat] - 1.0 for i in tids]))
+        print(
+            f"repeatability of the {stat:<24}: within +-10 % {np.mean(r <= 0.10):.3f}, median |diff| {100 * np.median(r):.1f} %"
+        )
+    print(f"latency {statistic} {y.min():.2f}..{y.max():.2f} ms")
+    print(
+        f"repeatability ceiling (held-out models measured twice): within +-10 % {np.mean(rep <= 0.10):.3f}, "
+        f"within +-5 % {np.mean(rep <= 0.05):.3f}, median |diff| {100 * np.median(rep):.1f} %"
+    )
+    # the statistic asked for, then the minimum beside it: a diagnostic of the host noise (the
+    # fastest run of a job is the one least disturbed by the host), not the product's latency
+    for stat in dict.fromkeys([statistic, "min"]):
+        ys = np.array([lat[i][stat] for i in ids])
+        for kind in KINDS:
+            pred = LatencyRegressor(kind=kind).fit(X[~test], ys[~test]).predict(X[test])
+            s = metrics(pred, ys[test])
+            print(
+                f"per-class {kind:<8} on the {stat:<4}: acc10 {s['acc10']:.3f}  acc5 {s['acc5']:.3f}  "
+                f"MAPE {s['mape']:.1f} %  spearman {s['spearman']:.3f}   target acc10 >= 0.99 (nn-Meter 0.990 on a Cortex-A76)"
+            )
 
 
 def main() -> None:
@@ -154,15 +202,19 @@ def main() -> None:
         choices=("p50", "mean", "median of session means", "min"),
         help="the latency to predict",
     )
+    ap.add_argument(
+        "--graph-opt",
+        default="all",
+        help="onnxruntime graph optimization level(s), comma-separated, measured side by side: "
+        "all (the default), layout, extended, basic, disabled",
+    )
     ap.add_argument("--save", default=None, help="also write the features and measurements to this .npz")
     ap.add_argument("--load", default=None, help="re-fit on the measurements of a --save run (no board)")
     a = ap.parse_args()
     load0 = host_load()
     t0 = time.monotonic()
 
-    from predictors.evaluate import metrics
     from predictors.features import onnx_features
-    from predictors.models import KINDS, LatencyRegressor
     from probes.fleet import ModelTask, sha256_file
     from registry.store import Store
 
@@ -174,58 +226,46 @@ def main() -> None:
     test = np.zeros(a.n, bool)
     test[np.random.default_rng(a.seed + 1).permutation(a.n)[: a.n // 5]] = True
     tids = [i for i, h in zip(ids, test, strict=True) if h]
+    levels = [g.strip() for g in a.graph_opt.split(",") if g.strip()]
     if a.load:
-        lat, again = load_saved(a.load, ids, tids, a.seed)
+        runs = {g: load_saved(a.load, ids, tids, a.seed, g) for g in levels}
         print(f"re-fitted on the measurements saved in {a.load} (no board run)")
     else:
         tasks = [ModelTask(p.stem, p, sha256_file(p)) for p in paths]
+        held = [t for t, h in zip(tasks, test, strict=True) if h]
         board = {"name": "cls-1", "emulate": f'{{ cpu_quota = {a.quota}, cpus = "{a.cpus}" }}'}
         with emulated_fleet([board]) as (fleet, tmp):
             store = Store.open(f"sqlite:///{tmp / 'bench.db'}")
-            lat = measure(store, fleet, "cls-1", tasks, force=False, fast=a.fast)
-            again = measure(
-                store, fleet, "cls-1", [t for t, h in zip(tasks, test, strict=True) if h], force=True, fast=a.fast
-            )
+            # the levels side by side: every level's first pass, then every level's repeat
+            first = {g: measure(store, fleet, "cls-1", tasks, force=False, fast=a.fast, graph_opt=g) for g in levels}
+            runs = {
+                g: (first[g], measure(store, fleet, "cls-1", held, force=True, fast=a.fast, graph_opt=g))
+                for g in levels
+            }
             store.dispose()
-    y = np.array([lat[i][a.statistic] for i in ids])
     if a.save:
-        np.savez(
-            a.save,
-            ids=np.array(ids),
-            seed=a.seed,
-            X=X,
-            test=test,
-            **{f"first {k}": np.array([lat[i][k] for i in ids]) for k in lat[ids[0]]},
-            again_ids=np.array(tids),  # the held-out models, in the order of the "again" arrays
-            **{f"again {k}": np.array([again[i][k] for i in tids]) for k in lat[ids[0]]},
-        )
-    y2 = np.array([again[i][a.statistic] for i, h in zip(ids, test, strict=True) if h])
-    rep = np.abs(y2 / y[test] - 1.0)
-    for stat in lat[ids[0]]:
-        r = np.abs(np.array([again[i][stat] / lat[i][stat] - 1.0 for i in tids]))
-        print(
-            f"repeatability of the {stat:<24}: within +-10 % {np.mean(r <= 0.10):.3f}, median |diff| {100 * np.median(r):.1f} %"
-        )
+        arrays: dict[str, np.ndarray] = {}
+        for g, (lat, again) in runs.items():
+            pre = _prefix(g)
+            arrays.update({f"{pre}first {k}": np.array([lat[i][k] for i in ids]) for k in lat[ids[0]]})
+            # the held-out models, in the order of the "again" arrays
+            arrays.update({f"{pre}again {k}": np.array([again[i][k] for i in tids]) for k in lat[ids[0]]})
+        np.savez(a.save, ids=np.array(ids), seed=a.seed, X=X, test=test, again_ids=np.array(tids), **arrays)
     print(
         f"{a.n} sampled CNNs on one emulated board (cpu_quota {a.quota}, cpus {a.cpus}; "
-        f"{'fast' if a.fast else 'default'} protocol); latency p50 "
-        f"{y.min():.2f}..{y.max():.2f} ms; train {int((~test).sum())}, held out {int(test.sum())}"
+        f"{'fast' if a.fast else 'default'} protocol); train {int((~test).sum())}, held out {int(test.sum())}"
     )
-    print(
-        f"repeatability ceiling (held-out models measured twice): within +-10 % {np.mean(rep <= 0.10):.3f}, "
-        f"within +-5 % {np.mean(rep <= 0.05):.3f}, median |diff| {100 * np.median(rep):.1f} %"
-    )
-    # the statistic asked for, then the minimum beside it: a diagnostic of the host noise (the
-    # fastest run of a job is the one least disturbed by the host), not the product's latency
-    for stat in dict.fromkeys([a.statistic, "min"]):
-        ys = np.array([lat[i][stat] for i in ids])
-        for kind in KINDS:
-            pred = LatencyRegressor(kind=kind).fit(X[~test], ys[~test]).predict(X[test])
-            s = metrics(pred, ys[test])
-            print(
-                f"per-class {kind:<8} on the {stat:<4}: acc10 {s['acc10']:.3f}  acc5 {s['acc5']:.3f}  "
-                f"MAPE {s['mape']:.1f} %  spearman {s['spearman']:.3f}   target acc10 >= 0.99 (nn-Meter 0.990 on a Cortex-A76)"
-            )
+    for g, (lat, again) in runs.items():
+        report(g, lat, again, ids, tids, X, test, a.statistic)
+    if "all" in runs and len(runs) > 1:
+        base = np.array([runs["all"][0][i][a.statistic] for i in ids])
+        for g in runs:
+            if g != "all":
+                r = np.array([runs[g][0][i][a.statistic] for i in ids]) / base
+                print(
+                    f"cost of --graph-opt {g}: latency {g} / all, geometric mean {np.exp(np.mean(np.log(r))):.3f} "
+                    f"(p10 {np.quantile(r, 0.1):.3f}, p90 {np.quantile(r, 0.9):.3f})"
+                )
     shutil.rmtree(d, ignore_errors=True)
     print(f"wall {time.monotonic() - t0:.0f} s; host load (1 min) before/after: {load0} / {host_load()}")
 

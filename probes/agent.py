@@ -32,7 +32,10 @@ warm-up of at least ``warmup_runs`` runs and ``warmup_s`` seconds; ``repeat`` se
 each of at least ``number`` runs and ``min_repeat_ms``; every inference timed with
 ``perf_counter_ns``; n/mean/std/cv/min/p50/p90/p99 and per-session medians; intra-op
 threads fixed and the process pinned with ``sched_setaffinity`` where allowed;
-``cooldown_s`` after the job; a system snapshot before and after.
+``cooldown_s`` after the job; a system snapshot before and after. ``graph_opt`` sets
+onnxruntime's graph optimization level (``all``, the runtime's default; ``layout``;
+``extended``, everything but the hardware-specific layout transforms such as NCHWc;
+``basic``; ``disabled``).
 
 Payload codecs (for split jobs) duplicate the tiny encode/decode of
 ``registry/zoo/codecs.py`` on purpose: the board has no registry. Wire format per codec:
@@ -393,11 +396,27 @@ def _pca_basis(params: dict[str, Any]) -> tuple[Any, Any]:
 # ----------------------------------------------------------------------------- runtimes
 
 
+#: onnxruntime graph optimization levels by the name a job gives (``all`` is onnxruntime's default).
+GRAPH_OPT_LEVELS = {
+    "disabled": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "layout": "ORT_ENABLE_LAYOUT",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
 class _Runner:
     """One loaded model: ``run()`` does exactly one inference on fixed inputs."""
 
-    def __init__(self, runtime: str, model: str, threads: int, seed: int = 0):
+    def __init__(self, runtime: str, model: str, threads: int, seed: int = 0, graph_opt: str = "all"):
         self.runtime = runtime
+        if graph_opt not in GRAPH_OPT_LEVELS:
+            raise JobError(
+                ErrorCode.BAD_JOB, f"unknown graph_opt {graph_opt!r} (use one of {', '.join(GRAPH_OPT_LEVELS)})"
+            )
+        if graph_opt != "all" and runtime != "onnxruntime":
+            raise JobError(ErrorCode.BAD_JOB, f"graph_opt {graph_opt!r} applies to onnxruntime only, not {runtime}")
         self.version: str | None = None
         if not os.path.exists(model):
             raise JobError(ErrorCode.MODEL_LOAD_ERROR, f"model file not found on the board: {model}")
@@ -415,6 +434,13 @@ class _Runner:
             so.inter_op_num_threads = 1
             so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             so.log_severity_level = 3
+            level = getattr(ort.GraphOptimizationLevel, GRAPH_OPT_LEVELS[graph_opt], None)
+            if level is None:
+                raise JobError(
+                    ErrorCode.RUNTIME_MISSING,
+                    f"onnxruntime {ort.__version__} on the board has no graph optimization level {graph_opt!r}",
+                )
+            so.graph_optimization_level = level
             try:
                 self.sess = ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
             except Exception as e:  # noqa: BLE001
@@ -635,9 +661,10 @@ def _protocol(job: dict[str, Any]) -> dict[str, Any]:
 def _timed_model(job: dict[str, Any], model: str, p: dict[str, Any], set_input: Any = None) -> dict[str, Any]:
     threads = int(job.get("threads") or 1)
     runtime = job.get("runtime") or "onnxruntime"
+    graph_opt = str(job.get("graph_opt") or "all")
     pinned = _pin(threads, job.get("cpus")) if job.get("pin", True) else _allowed_cpus()
     t_load = time.perf_counter_ns()
-    runner = _Runner(runtime, model, threads)
+    runner = _Runner(runtime, model, threads, graph_opt=graph_opt)
     load_ms = (time.perf_counter_ns() - t_load) / 1e6
     if set_input is not None:
         runner.set_input(set_input)
@@ -670,6 +697,7 @@ def _timed_model(job: dict[str, Any], model: str, p: dict[str, Any], set_input: 
         "runtime": runtime,
         "runtime_version": runner.version,
         "threads": threads,
+        "graph_opt": graph_opt,
         "pinned_cpus": pinned,
         "load_ms": load_ms,
         "warmup": warm,

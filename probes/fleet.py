@@ -728,6 +728,7 @@ class BoardConnection:
 class SweepConfig:
     runtime: str = "onnxruntime"
     threads: int = 1
+    graph_opt: str = "all"  # onnxruntime graph optimization level; "all" is onnxruntime's default
     protocol: MeasureProtocol = field(default_factory=MeasureProtocol)
     timeout_s: float = 300.0
     retries: int = 2
@@ -738,8 +739,21 @@ class SweepConfig:
     connect_timeout: float = 10.0
     persistent_agent: bool = True  # one `agent.py --serve` per board for the sweep (one-shot on error)
 
+    def __post_init__(self) -> None:
+        from probes.agent import GRAPH_OPT_LEVELS
+
+        if self.graph_opt not in GRAPH_OPT_LEVELS:
+            raise ValueError(f"graph_opt {self.graph_opt!r}: use one of {', '.join(GRAPH_OPT_LEVELS)}")
+        if self.graph_opt != "all" and self.runtime != "onnxruntime":
+            raise ValueError(f"graph_opt {self.graph_opt!r} applies to onnxruntime only, not {self.runtime}")
+
     def runtime_config(self) -> dict[str, Any]:
-        return {"runtime": self.runtime, "threads": self.threads, "protocol": self.protocol.to_dict()}
+        """What a measurement is keyed by besides artifact and board (``graph_opt`` only when not
+        the default, so measurements taken before the option existed keep their keys)."""
+        cfg: dict[str, Any] = {"runtime": self.runtime, "threads": self.threads, "protocol": self.protocol.to_dict()}
+        if self.graph_opt != "all":
+            cfg["graph_opt"] = self.graph_opt
+        return cfg
 
 
 @dataclass(frozen=True)
@@ -891,6 +905,7 @@ class FleetRunner:
             model=model,
             runtime=c.runtime,
             threads=c.threads,
+            graph_opt=c.graph_opt,
             protocol=c.protocol,
             timeout_s=c.timeout_s,
             energy=self._energy_spec(board),
@@ -1234,6 +1249,7 @@ def _system(res: Result) -> dict[str, Any] | None:
         "system_after",
         "pinned_cpus",
         "threads",
+        "graph_opt",
         "load_ms",
         "warmup",
         "protocol",

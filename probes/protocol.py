@@ -57,6 +57,7 @@ class Job:
     kind: str = "model"  # model | split_head | split_tail
     runtime: str = "onnxruntime"
     threads: int = 1
+    graph_opt: str = "all"  # onnxruntime graph optimization level (agent.GRAPH_OPT_LEVELS)
     cpus: tuple[int, ...] | None = None
     pin: bool = True
     protocol: MeasureProtocol = field(default_factory=MeasureProtocol)

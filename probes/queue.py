@@ -85,6 +85,7 @@ def config_payload(cfg: SweepConfig) -> dict[str, Any]:
     return {
         "runtime": cfg.runtime,
         "threads": cfg.threads,
+        "graph_opt": cfg.graph_opt,
         "protocol": cfg.protocol.to_dict(),
         "timeout_s": cfg.timeout_s,
         "force": cfg.force,
@@ -97,6 +98,7 @@ def config_from_payload(d: dict[str, Any], base: SweepConfig) -> SweepConfig:
         base,
         runtime=str(d["runtime"]),
         threads=int(d["threads"]),
+        graph_opt=str(d.get("graph_opt") or "all"),
         protocol=MeasureProtocol(**d["protocol"]),
         timeout_s=float(d["timeout_s"]),
         force=bool(d.get("force", False)),

@@ -65,6 +65,35 @@ def test_litert_missing_model_and_bad_jobs_are_results_not_crashes(tiny_models, 
     assert parse_marked(p.stdout)["error_code"] == ErrorCode.BAD_JOB
 
 
+def test_graph_opt_sets_the_onnxruntime_level_and_is_reported(tiny_models, tmp_path):
+    import onnxruntime as ort
+
+    for name, level in agent.GRAPH_OPT_LEVELS.items():
+        if not hasattr(ort.GraphOptimizationLevel, level):
+            continue  # an older onnxruntime without this level (the job then fails with RUNTIME_MISSING)
+        runner = agent._Runner("onnxruntime", str(tiny_models["full"]), 1, graph_opt=name)
+        got = runner.sess.get_session_options().graph_optimization_level
+        assert got == getattr(ort.GraphOptimizationLevel, level), name
+        assert runner.run() is not None
+    job = Job(job_id="g", model=str(tiny_models["full"]), protocol=FAST, graph_opt="extended")
+    d = run_agent(job.to_dict(), tmp_path)
+    assert d["status"] == "ok" and d["graph_opt"] == "extended", d
+    assert (
+        run_agent(Job(job_id="h", model=str(tiny_models["full"]), protocol=FAST).to_dict(), tmp_path)["graph_opt"]
+        == "all"
+    )
+    for job, words in [
+        ({"job_id": "u", "model": str(tiny_models["full"]), "graph_opt": "max"}, ["unknown graph_opt", "extended"]),
+        (
+            {"job_id": "l", "model": str(tiny_models["full"]), "runtime": "litert", "graph_opt": "extended"},
+            ["onnxruntime only", "litert"],
+        ),
+    ]:
+        d = run_agent(job, tmp_path)
+        assert d["status"] == "error" and d["error_code"] == ErrorCode.BAD_JOB, d
+        assert all(w in d["error_message"] for w in words), d["error_message"]
+
+
 def test_timeout_is_a_result(tiny_models, tmp_path):
     slow = MeasureProtocol(warmup_runs=1, warmup_s=0.0, repeat=50, number=5, min_repeat_ms=200.0)
     d = run_agent(Job(job_id="t", model=str(tiny_models["full"]), protocol=slow, timeout_s=0.5).to_dict(), tmp_path)
@@ -136,7 +165,7 @@ def test_stats_and_job_round_trip():
     s = agent.summarize([1.0, 2.0, 3.0, 4.0], [[1.0, 2.0], [3.0, 4.0]])
     assert s["p50_ms"] == 2.5 and s["min_ms"] == 1.0 and s["session_medians_ms"] == [1.5, 3.5]
     assert s["std_ms"] == pytest.approx(np.std([1, 2, 3, 4], ddof=1))
-    j = Job(job_id="a b", model="/m x.onnx", cpus=(0,), codecs=("fp16",))
+    j = Job(job_id="a b", model="/m x.onnx", cpus=(0,), codecs=("fp16",), graph_opt="extended")
     assert Job.from_json(j.to_json()) == j
     r = Result.failure("a", ErrorCode.TIMEOUT, "slow")
     assert Result.from_json(r.to_json()) == r

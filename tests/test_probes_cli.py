@@ -69,6 +69,41 @@ def test_bench_run_results_and_rerun(cli_env):
     assert table.exit_code == 0 and "measurements" in table.output
 
 
+def test_graph_opt_is_its_own_runtime_config(cli_env):
+    """--graph-opt reaches the agent through the queue and keys its own measurements; the default
+    level keeps the keys measurements had before the option existed."""
+    from probes.fleet import SweepConfig
+    from probes.protocol import MeasureProtocol
+
+    r = CliRunner()
+    base = ["--devices", cli_env["devices"], "--db", cli_env["db"]]
+    a = cli_env["boards"]["a"].name
+    first = json.loads(r.invoke(main, ["bench", "run", *base, "--boards", a, "--grid", *FAST, "--json"]).output)
+    assert first["done"] == 1
+    ext = r.invoke(main, ["bench", "run", *base, "--boards", a, "--grid", *FAST, "--graph-opt", "extended", "--json"])
+    assert ext.exit_code == 0, ext.output
+    ext = json.loads(ext.output)
+    assert ext["done"] == 1 and ext["skipped"] == 0 and ext["uploaded_bytes"] == 0  # another config, same artifact
+    again = r.invoke(main, ["bench", "run", *base, "--boards", a, "--grid", *FAST, "--graph-opt", "extended", "--json"])
+    assert json.loads(again.output)["skipped"] == 1
+    rows = json.loads(r.invoke(main, ["bench", "results", "--db", cli_env["db"], "--board", a, "--json"]).output)
+    assert sorted(x["graph_opt"] for x in rows) == ["all", "extended"] and all(x["status"] == "ok" for x in rows)
+    store = Store.open(cli_env["db"])
+    by_level = {(m.config or {}).get("graph_opt", "all"): m for m in store.list_measurements(board=a)}
+    # the agent on the board ran at the level asked for, and said so
+    assert {g: m.system["graph_opt"] for g, m in by_level.items()} == {"all": "all", "extended": "extended"}
+    proto = MeasureProtocol(warmup_s=0.0, repeat=2, number=3, min_repeat_ms=5.0)
+    for g, m in by_level.items():
+        cfg = SweepConfig(graph_opt=g, protocol=proto)
+        assert m.key == store.measurement_key(cli_env["vid"], a, {"kind": "model", **cfg.runtime_config()})
+    store.dispose()
+    assert "graph_opt" not in SweepConfig().runtime_config()
+    out = r.invoke(main, ["bench", "run", *base, "--grid", "--runtime", "litert", "--graph-opt", "extended"])
+    assert out.exit_code == 2 and "onnxruntime only" in out.output
+    with pytest.raises(ValueError, match="use one of"):
+        SweepConfig(graph_opt="max")
+
+
 def test_bench_run_bad_input_is_one_clear_line(cli_env):
     r = CliRunner()
     base = ["--devices", cli_env["devices"], "--db", cli_env["db"]]

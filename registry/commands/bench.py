@@ -44,6 +44,15 @@ def _split(values: tuple[str, ...]) -> list[str]:
 )
 @click.option("--runtime", type=click.Choice(["onnxruntime", "litert"]), default="onnxruntime", show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True, help="Intra-op threads.")
+@click.option(
+    "--graph-opt",
+    type=click.Choice(["all", "layout", "extended", "basic", "disabled"]),
+    default="all",
+    show_default=True,
+    help="onnxruntime graph optimization level. 'extended' leaves out the hardware-specific layout "
+    "transforms (NCHWc on x86), which makes latency far easier to predict (README, Benchmarks). "
+    "Another level is another runtime config: its measurements are stored apart.",
+)
 @click.option("--repeat", type=click.IntRange(1, 1000), default=5, show_default=True, help="Timed sessions.")
 @click.option("--number", type=click.IntRange(1, 100000), default=10, show_default=True, help="Min runs per session.")
 @click.option("--min-repeat-ms", type=click.FloatRange(0), default=200.0, show_default=True, help="Min session length.")
@@ -75,6 +84,7 @@ def run(
     probe_set: str | None,
     runtime: str,
     threads: int,
+    graph_opt: str,
     repeat: int,
     number: int,
     min_repeat_ms: float,
@@ -105,6 +115,7 @@ def run(
     Example:
         edgeatlas bench run --grid
         edgeatlas bench run --boards little-1,big-1 --variants 3fa2,9c1e --threads 1 --repeat 5
+        edgeatlas bench run --grid --graph-opt extended
         edgeatlas bench run --grid --splits --edge edge-1 --codecs fp16,int8,pca --max-splits 2 --json
         edgeatlas bench run --grid --db postgresql://atlas@db/atlas --enqueue-only
         edgeatlas bench run --boards mid-1 --probe-set default
@@ -115,9 +126,12 @@ def run(
     from registry.config import load_devices
 
     fleet = load_devices(devices_path, check_keys=False)
+    if graph_opt != "all" and runtime != "onnxruntime":
+        raise click.UsageError(f"--graph-opt {graph_opt} applies to --runtime onnxruntime only, not {runtime}")
     cfg = SweepConfig(
         runtime=runtime,
         threads=threads,
+        graph_opt=graph_opt,
         protocol=MeasureProtocol(
             warmup_s=warmup_s, repeat=repeat, number=number, min_repeat_ms=min_repeat_ms, cooldown_s=cooldown_s
         ),
