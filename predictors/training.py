@@ -70,7 +70,11 @@ class TrainingData:
 
 
 def collect(
-    store, device_class: str | None = None, source: str | None = None, include_evaluation: bool = False
+    store,
+    device_class: str | None = None,
+    source: str | None = None,
+    include_evaluation: bool = False,
+    graph_opt: str = "all",
 ) -> TrainingData:
     """Measurements (status ok, whole model) joined with variant features, grouped by device class.
 
@@ -78,7 +82,7 @@ def collect(
     variant, classes and the key order by numpy sorts. Rows are in key order within a class and
     classes in order of their first key, as they always were (the fit depends on both).
     """
-    return _group(_load(store, device_class, source, include_evaluation))
+    return _group(_load(store, device_class, source, include_evaluation, graph_opt))
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,9 @@ def evaluation_classes(store) -> set[str]:
     return {c.name for c in store.list_device_classes() if (c.facts or {}).get("evaluation")}
 
 
-def _load(store, device_class: str | None, source: str | None, include_evaluation: bool = False) -> _Loaded:
+def _load(
+    store, device_class: str | None, source: str | None, include_evaluation: bool = False, graph_opt: str = "all"
+) -> _Loaded:
     held_back = set() if include_evaluation else evaluation_classes(store)
     if device_class in held_back:
         raise EdgeatlasError(
@@ -119,6 +125,7 @@ def _load(store, device_class: str | None, source: str | None, include_evaluatio
         source=source,
         status="ok",
         whole_model_only=True,  # split heads/tails have their own features
+        graph_opt=graph_opt,  # one onnxruntime graph level per predictor: levels are different latencies
     )
     left_out = tuple(sorted(held_back.intersection(cols["device_class"]))) if held_back else ()
     if left_out:
@@ -130,6 +137,7 @@ def _load(store, device_class: str | None, source: str | None, include_evaluatio
         raise EdgeatlasError(
             "empty training set: no successful measurements"
             + (f" for class {device_class!r}" if device_class else "")
+            + (f" at --graph-opt {graph_opt}" if graph_opt != "all" else "")
             + (f" outside the evaluation devices ({', '.join(left_out)})" if left_out else ""),
             code=ErrorCode.INSUFFICIENT_DATA,
             hint="run `edgeatlas bench run` or `edgeatlas predictors import NAME --path DIR` first",
@@ -477,6 +485,7 @@ def train(
     report_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
     include_evaluation: bool = False,
+    graph_opt: str = "all",
 ) -> dict[str, Any]:
     """Train a challenger on the training slice, score it and the champion on the held-out slice.
 
@@ -486,7 +495,9 @@ def train(
     for the same target and kind: then nothing is written, no version row, no file, no report.
 
     ``source`` restricts the measurements (e.g. ``probe`` for the fleet's own, ``dataset:*`` for
-    imported ones). The report (JSON: champion and challenger held-out metrics, promoted or not; PNG:
+    imported ones). ``graph_opt`` keeps the measurements taken at that onnxruntime graph optimization
+    level (``bench run --graph-opt``; the default ``all`` includes every row that names no level).
+    The report (JSON: champion and challenger held-out metrics, promoted or not; PNG:
     predicted vs measured) goes to ``report_dir`` (default ``reports_dir()``).
 
     Evaluation devices (:func:`evaluation_classes`) are left out unless ``include_evaluation``; the
@@ -500,11 +511,21 @@ def train(
     def lap(step: str) -> None:
         phases[step] = round(time.perf_counter() - t0 - sum(phases.values()), 2)
 
-    loaded = _load(store, device_class, source, include_evaluation)  # validated, hashed; grouped only if needed
+    # validated, hashed; grouped only if needed
+    loaded = _load(store, device_class, source, include_evaluation, graph_opt)
     left_out = loaded.evaluation_left_out
     if target == "energy" and not np.isfinite(loaded.en).any():
         raise EdgeatlasError("no energy measurements to train on", code=ErrorCode.INSUFFICIENT_DATA)
     champ = store.champion(name)
+    if promote == "if_better" and champ is not None and champ.metrics.get("graph_opt", "all") != graph_opt:
+        raise EdgeatlasError(
+            f"predictor {name!r} v{champ.version} predicts onnxruntime graph level "
+            f"{champ.metrics.get('graph_opt', 'all')!r}, not {graph_opt!r}: a retrain would swap one runtime "
+            "config's latencies for another's",
+            code=ErrorCode.INVALID_ARGUMENT,
+            hint=f"retrain it with --graph-opt {champ.metrics.get('graph_opt', 'all')}, or train another "
+            f"predictor: `edgeatlas predictors train --graph-opt {graph_opt} --name NAME`",
+        )
     if promote == "if_better":
         # the same data, target and kind (a version from before kinds were recorded matches any)
         same = [
@@ -575,7 +596,7 @@ def train(
         path=str(path),
         file_sha256=sha,
         data_hash=data.data_hash,
-        metrics={**chall_score, "kind": kind, "chosen_kinds": chosen_kinds},
+        metrics={**chall_score, "kind": kind, "chosen_kinds": chosen_kinds, "graph_opt": graph_opt},
         libs=libs(),
         status=status,
     )
@@ -583,6 +604,7 @@ def train(
         "status": "promoted" if status == "champion" else "kept champion",
         "promoted": status == "champion",
         "source": source,
+        "graph_opt": graph_opt,
         "name": name,
         "version": rec.version,
         "target": target,

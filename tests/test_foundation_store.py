@@ -296,3 +296,29 @@ def test_with_installed_driver_rewrites_only_bare_postgresql_urls() -> None:
     assert with_installed_driver("postgres://u@h/db") == "postgresql+psycopg2://u@h/db"
     assert with_installed_driver("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
     assert with_installed_driver("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_measurement_columns_filter_by_graph_level(any_db_url: str) -> None:
+    """A row whose config names no onnxruntime graph level was measured at the default ('all')."""
+    store = Store.open(any_db_url)
+    configs = {
+        "none": {},
+        "old": {"kind": "model", "threads": 1},
+        "all": {"kind": "model", "graph_opt": "all"},
+        "ext": {"kind": "model", "graph_opt": "extended"},
+        "basic": {"kind": "model", "graph_opt": "basic"},
+    }
+    store.add_measurements_bulk(
+        [
+            {"key": k, "board": "b", "variant_id": "v", "runtime": "onnxruntime", "config": c, "status": "ok"}
+            for k, c in configs.items()
+        ]
+    )
+
+    def keys(level: str | None) -> list[str]:
+        return sorted(store.measurement_columns(("key",), graph_opt=level)["key"])
+
+    assert keys(None) == sorted(configs)
+    assert keys("all") == ["all", "none", "old"]
+    assert keys("extended") == ["ext"] and keys("basic") == ["basic"] and keys("disabled") == []
+    store.dispose()

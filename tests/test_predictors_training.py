@@ -126,6 +126,57 @@ def test_retrain_promotes_only_when_better(store):
     assert statuses.count("champion") == 1
 
 
+def test_graph_levels_train_apart(store, tmp_path):
+    """Measurements at another onnxruntime graph level (`bench run --graph-opt`) are another runtime
+    config: the default predictor never sees them, and one trained on them predicts them."""
+    first = train(store, kind="linear")
+    assert first["graph_opt"] == "all"
+    pixel3 = store.measurement_columns(("variant_id", "latency_ms"), device_class="pixel3")
+    store.add_measurements_bulk(
+        [
+            {
+                "key": hashlib.sha256(f"{v}-extended".encode()).hexdigest(),
+                "board": "pixel3-b",
+                "variant_id": v,
+                "runtime": "onnxruntime",
+                "config": {"kind": "model", "graph_opt": "extended"},
+                "status": "ok",
+                "latency_ms": 3.0 * lat,
+                "device_class": "pixel3",
+                "source": "probe",
+            }
+            for v, lat in zip(pixel3["variant_id"], pixel3["latency_ms"], strict=True)
+        ]
+    )
+    # the default level's data did not change, so a retrain finds nothing new
+    assert train(store, kind="linear", promote="if_better")["status"] == "no new data"
+    ext = train(store, name="ext", kind="linear", graph_opt="extended")
+    assert ext["graph_opt"] == "extended" and ext["rows"] == len(pixel3["variant_id"])
+    assert ext["classes"] == ["pixel3"] and store.champion("ext").metrics["graph_opt"] == "extended"
+    F = np.array([v.features[n] for v in store.list_variants()[:20] for n in FEATURE_NAMES]).reshape(20, -1)
+    ratio = (
+        predict_matrix(load_champion(store, "ext")[1], F, device_class="pixel3").latency_ms
+        / predict_matrix(load_champion(store)[1], F, device_class="pixel3").latency_ms
+    )
+    assert np.median(ratio) == pytest.approx(3.0, rel=0.1)
+    # a retrain at another level than the champion's would swap one config's latencies for another's
+    with pytest.raises(EdgeatlasError, match="graph level 'all', not 'extended'") as e:
+        train(store, kind="linear", promote="if_better", graph_opt="extended")
+    assert "--name" in e.value.hint
+    runner = CliRunner()
+    env = {"EDGEATLAS_DB": store.url}
+    out = runner.invoke(
+        group, ["train", "--graph-opt", "extended", "--name", "ext2", "--kind", "linear", "--json"], env=env
+    )
+    assert out.exit_code == 0 and json.loads(out.output)["graph_opt"] == "extended", out.output
+    out = runner.invoke(group, ["train", "--graph-opt", "basic", "--name", "b", "--json"], env=env)
+    assert (
+        out.exit_code == 1 and "empty training set" in str(out.exception) and "--graph-opt basic" in str(out.exception)
+    )
+    out = runner.invoke(group, ["retrain", "--graph-opt", "extended", "--name", "ext2", "--schedule"], env=env)
+    assert out.exit_code == 0 and "--graph-opt extended" in out.output
+
+
 def test_bad_training_input(store, tmp_path, monkeypatch):
     from registry.store import Store
 

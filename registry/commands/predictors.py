@@ -144,9 +144,20 @@ report_option = click.option(
 )
 
 
+graph_opt_option = click.option(
+    "--graph-opt",
+    type=click.Choice(["all", "layout", "extended", "basic", "disabled"]),
+    default="all",
+    show_default=True,
+    help="Train on the measurements taken at this onnxruntime graph optimization level "
+    "(`bench run --graph-opt`); rows that name no level count as 'all'.",
+)
+
+
 @group.command(name="train")
 @click.option("--class", "device_class", default=None, help="Train one device class only.")
 @click.option("--source", default=None, help=SOURCE_HELP)
+@graph_opt_option
 @report_option
 @click.option("--target", type=click.Choice(["latency", "energy"]), default="latency", show_default=True)
 @click.option("--name", default=None, help="Predictor name (default: 'default', or 'class:<C>' with --class).")
@@ -157,6 +168,7 @@ report_option = click.option(
 def train_cmd(
     device_class: str | None,
     source: str | None,
+    graph_opt: str,
     report_dir: Path | None,
     target: str,
     name: str | None,
@@ -174,6 +186,7 @@ def train_cmd(
     Example:
         edgeatlas predictors train --source probe --target latency --json
         edgeatlas predictors train --source probe --target energy --name fleet-energy
+        edgeatlas predictors train --source probe --graph-opt extended --name fleet-extended
     """
     from predictors.training import DEFAULT_NAME, train
 
@@ -190,6 +203,7 @@ def train_cmd(
             source=source,
             report_dir=report_dir,
             include_evaluation=include_evaluation,
+            graph_opt=graph_opt,
         ),
         as_json,
     )
@@ -200,6 +214,7 @@ def train_cmd(
 @click.option("--target", type=click.Choice(["latency", "energy"]), default="latency", show_default=True)
 @kind_option
 @click.option("--source", default=None, help=SOURCE_HELP)
+@graph_opt_option
 @report_option
 @click.option(
     "--schedule",
@@ -221,6 +236,7 @@ def retrain_cmd(
     target: str,
     kind: str,
     source: str | None,
+    graph_opt: str,
     report_dir: Path | None,
     schedule: bool,
     on_calendar: str,
@@ -248,6 +264,8 @@ def retrain_cmd(
         args = ["predictors", "retrain", "--name", name, "--target", target, "--kind", kind]
         if source:
             args += ["--source", source]
+        if graph_opt != "all":
+            args += ["--graph-opt", graph_opt]
         if report_dir:
             args += ["--report", str(report_dir.resolve())]
         if include_evaluation:
@@ -267,6 +285,7 @@ def retrain_cmd(
         source=source,
         report_dir=report_dir,
         include_evaluation=include_evaluation,
+        graph_opt=graph_opt,
     )
     if as_json:
         print_json(result)

@@ -720,12 +720,15 @@ class Store:
         source: str | None = None,
         status: str | None = "ok",
         whole_model_only: bool = False,
+        graph_opt: str | None = None,
     ) -> dict[str, list[Any]]:
         """Only the named columns of the matching measurements, one list per column, in id order.
 
         The lean read for bulk consumers (predictor training reads ~1M rows): one SELECT of plain
         values, no ORM objects or records. Filters as :meth:`list_measurements`; ``whole_model_only``
-        keeps the rows without a split (``split_id IS NULL``)."""
+        keeps the rows without a split (``split_id IS NULL``); ``graph_opt`` keeps the rows measured
+        at that onnxruntime graph optimization level (a row whose config names none was measured at
+        the default, ``all``: imported rows, other runtimes, rows from before the option)."""
         table = MeasurementRow.__table__
         unknown = [c for c in columns if c not in table.c]
         if unknown:
@@ -742,6 +745,15 @@ class Store:
         )
         if whole_model_only:
             q = q.where(table.c.split_id.is_(None))
+        if graph_opt is not None:
+            # json_extract on SQLite (the fast path below passes bound values as they are, so no
+            # JSON-path bind processing), ->> on PostgreSQL
+            level = (
+                func.json_extract(table.c.config, "$.graph_opt")
+                if self.engine.dialect.name == "sqlite"
+                else table.c.config["graph_opt"].as_string()
+            )
+            q = q.where(or_(level == graph_opt, level.is_(None)) if graph_opt == "all" else level == graph_opt)
         with self.engine.connect() as conn:
             d = conn.dialect
             if d.name == "sqlite" and all(
