@@ -35,6 +35,49 @@ def test_recommend_over_store(selector_store: str) -> None:
     assert e.value.code == ErrorCode.NOT_FOUND and "dev-1" in e.value.hint
 
 
+def test_measurements_are_read_at_the_predictors_graph_level(selector_store: str, tmp_path: Path) -> None:
+    """Rows measured at another onnxruntime graph level (`bench run --graph-opt`) are another runtime
+    config: a recommendation reads the level its predictor was trained at (the default, 'all')."""
+    import shutil
+
+    from registry.selector.sources import _graph_level, _measured_lookup
+
+    db = tmp_path / "copy.db"
+    shutil.copy(selector_store.removeprefix("sqlite:///"), db)
+    store = Store.open(f"sqlite:///{db}")
+    before = recommend(store, device="dev-1", edge="edge-1", bandwidth_mbit=20, rtt_ms=10, prefs=CAMERA, top_k=3)
+    rows = [m for m in store.list_measurements(device_class="host-1t", status="ok") if m.split_id is None]
+    assert rows
+    store.add_measurements_bulk(
+        [
+            {
+                "key": f"{m.key[:40]}-extended",
+                "board": m.board,
+                "variant_id": m.variant_id,
+                "runtime": m.runtime,
+                "config": {**(m.config or {}), "graph_opt": "extended"},
+                "status": "ok",
+                "latency_ms": 1000.0 * m.latency_ms,
+                "device_class": m.device_class,
+                "source": "probe",
+            }
+            for m in rows
+        ]
+    )
+    after = recommend(store, device="dev-1", edge="edge-1", bandwidth_mbit=20, rtt_ms=10, prefs=CAMERA, top_k=3)
+    assert [p.latency_ms for p in after.pareto] == [p.latency_ms for p in before.pareto]
+    whole, _ = _measured_lookup(store, "host-1t")
+    ext, _ = _measured_lookup(store, "host-1t", "extended")
+    assert set(whole) == set(ext) and all(ext[v][0] == pytest.approx(1000.0 * whole[v][0]) for v in whole)
+    assert _graph_level(store, "default") == "all" and _graph_level(store, None) == "all"
+    store.add_predictor(
+        name="ext", target="latency", device_class=None, path="unused", file_sha256="0" * 64, data_hash="h",
+        metrics={"graph_opt": "extended"}, libs={}, status="champion",
+    )  # fmt: skip
+    assert _graph_level(store, "ext") == "extended"
+    store.dispose()
+
+
 def test_cli_recommend_json_plot_infeasible_and_feedback(selector_store: str, tmp_path: Path) -> None:
     from registry.cli import main
 

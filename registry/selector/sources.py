@@ -219,15 +219,16 @@ class _Side:
 
 
 def _measured_lookup(
-    store: Any, class_name: str | None
+    store: Any, class_name: str | None, graph_opt: str = "all"
 ) -> tuple[dict[str, tuple[float, float | None]], dict[tuple[int, str], dict[str, Any]]]:
-    """Measured whole-model latencies {variant_id: (ms, energy)} and split stats {(split_id, codec): stats}."""
+    """Measured whole-model latencies {variant_id: (ms, energy)} and split stats {(split_id, codec): stats},
+    at one onnxruntime graph level (a row that names none was measured at the default, ``all``)."""
     if class_name is None:
         return {}, {}
     whole: dict[str, tuple[float, float | None]] = {}
     split: dict[tuple[int, str], dict[str, Any]] = {}
     for m in store.list_measurements(device_class=class_name, status="ok"):
-        if m.latency_ms is None:
+        if m.latency_ms is None or (m.config or {}).get("graph_opt", "all") != graph_opt:
             continue
         kind = (m.config or {}).get("kind", "model")
         if m.split_id is None and kind == "model":
@@ -284,6 +285,15 @@ def _with_stored_probes(
     return replace(spec, probe_latencies=probes)
 
 
+def _graph_level(store: Any, predictor: PredictorSource | None | str) -> str:
+    """The onnxruntime graph level the predictor was trained at (``predictors train --graph-opt``):
+    measurements are read at the same level, so one table never mixes two runtime configs."""
+    if predictor is None:
+        return "all"
+    rec = predictor.record if isinstance(predictor, PredictorSource) else store.champion(predictor or "default")
+    return str((rec.metrics or {}).get("graph_opt", "all")) if rec is not None else "all"
+
+
 def load_candidates(
     store: Any,
     device: DeviceSpec,
@@ -300,8 +310,9 @@ def load_candidates(
         raise EdgeatlasError(
             "the store has no model variants", ErrorCode.NOT_FOUND, hint="build some with `edgeatlas zoo build`"
         )
-    dev_whole, dev_split = _measured_lookup(store, device.class_name) if use_measurements else ({}, {})
-    edge_whole, _ = _measured_lookup(store, edge.class_name) if use_measurements else ({}, {})
+    level = _graph_level(store, predictor) if use_measurements else "all"
+    dev_whole, dev_split = _measured_lookup(store, device.class_name, level) if use_measurements else ({}, {})
+    edge_whole, _ = _measured_lookup(store, edge.class_name, level) if use_measurements else ({}, {})
 
     rows: list[dict[str, Any]] = []  # one per candidate, with the feature-row index on each side
     dev_feats: list[np.ndarray] = []
