@@ -18,7 +18,15 @@ measured kernels per device. This bench does the same kind of check on one emula
 6. The same fits on each job's minimum latency, as a diagnostic: the fastest run is the one the
    host disturbed least, so its accuracy shows what the predictor does once host noise is gone.
 
+``--models zoo`` measures the zoo's own families instead (the issue's "zoo variants measured by
+the probes"): mobilenet_v2, mobilenet_v3_small/large, efficientnet_b0 and the multi-task net at
+widths 0.25-1.0, shufflenet_v2 at its four widths, resnet18 and squeezenet, each at 32-128 px:
+155 fp32 ONNX variants built by registry.zoo (random init: only latency is predicted).
+``--graph-opt all,extended`` measures each onnxruntime graph optimization level side by side
+(first passes of every level, then the repeats) and prints what the level costs in latency.
+
 Run: .venv/bin/python bench/fleet_class_accuracy.py [--n 250] [--quota 0.5] [--cpus 1] [--save F.npz]
+     [--models sampled|zoo] [--graph-opt all,extended]
 Needs root (sshd, cgroup v1). ``--load F.npz`` re-fits on the measurements a ``--save`` run wrote,
 without the board: the models are generated again from the same seed and their features computed
 by this code (to compare feature sets or regressors on the same measurements).
@@ -92,6 +100,33 @@ def sample_cnn(rng: np.random.Generator, path: Path) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+#: ``--models zoo``: the zoo's families (random init, 1000 classes, as zoo.toml's ImageNet-shaped
+#: blocks) over a grid of widths and input resolutions, fp32 ONNX, built by registry.zoo's own code
+ZOO_FREE_WIDTH = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "multitask")
+ZOO_WIDTHS = (0.25, 0.35, 0.5, 0.75, 1.0)
+ZOO_RESOLUTIONS = (32, 48, 64, 96, 128)
+
+
+def zoo_models(d: Path, seed: int) -> list[Path]:
+    """The zoo grid (module docstring) exported to ONNX in ``d``, in a fixed order."""
+    import torch
+
+    from registry.zoo.export import export_onnx
+    from registry.zoo.families import FAMILIES, build_model, output_names
+
+    specs = [(f, w) for f in ZOO_FREE_WIDTH for w in ZOO_WIDTHS]
+    specs += [(f, w) for f in ("shufflenet_v2", "resnet18", "squeezenet") for w in FAMILIES[f].widths]
+    paths = []
+    torch.set_num_threads(1)
+    for f, w in specs:
+        for r in ZOO_RESOLUTIONS:
+            path = d / f"{f}-w{w}-r{r}.onnx"
+            torch.manual_seed(seed)
+            export_onnx(build_model(f, w), r, output_names(f), path)
+            paths.append(path)
+    return paths
 
 
 def measure(
@@ -191,6 +226,12 @@ def report(graph_opt: str, lat: dict, again: dict, ids: list, tids: list, X, tes
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--models",
+        choices=("sampled", "zoo"),
+        default="sampled",
+        help="sampled: --n random CNNs; zoo: the zoo's families over widths x resolutions (155 variants)",
+    )
     ap.add_argument("--n", type=int, default=250)
     ap.add_argument("--quota", type=float, default=0.5)
     ap.add_argument("--cpus", default="1")
@@ -220,7 +261,11 @@ def main() -> None:
 
     rng = np.random.default_rng(a.seed)
     d = Path(tempfile.mkdtemp(prefix="edgeatlas-classacc-"))
-    paths = [sample_cnn(rng, d / f"cnn{i:04d}.onnx") for i in range(a.n)]
+    if a.models == "zoo":
+        paths = zoo_models(d, a.seed)
+        a.n = len(paths)
+    else:
+        paths = [sample_cnn(rng, d / f"cnn{i:04d}.onnx") for i in range(a.n)]
     ids = [p.stem for p in paths]
     X = np.array([onnx_features(p).vector() for p in paths])
     test = np.zeros(a.n, bool)
@@ -252,7 +297,7 @@ def main() -> None:
             arrays.update({f"{pre}again {k}": np.array([again[i][k] for i in tids]) for k in lat[ids[0]]})
         np.savez(a.save, ids=np.array(ids), seed=a.seed, X=X, test=test, again_ids=np.array(tids), **arrays)
     print(
-        f"{a.n} sampled CNNs on one emulated board (cpu_quota {a.quota}, cpus {a.cpus}; "
+        f"{a.n} {'zoo variants' if a.models == 'zoo' else 'sampled CNNs'} on one emulated board (cpu_quota {a.quota}, cpus {a.cpus}; "
         f"{'fast' if a.fast else 'default'} protocol); train {int((~test).sum())}, held out {int(test.sum())}"
     )
     for g, (lat, again) in runs.items():
