@@ -172,6 +172,30 @@ def _prefix(graph_opt: str) -> str:
     return "" if graph_opt == "all" else f"{graph_opt} "
 
 
+def measure_host(tasks: list, fast: bool = False, graph_opt: str = "all") -> dict[str, dict[str, float]]:
+    """``--host``: the probe agent's own job code and protocol, in this process on the bare host
+    (one thread, pinned to cpu 0; no sshd, no CPU quota). What the predictor reaches when the
+    latency is not disturbed by an emulated board's quota."""
+    from probes import agent
+
+    proto = (
+        {"warmup_runs": 2, "warmup_s": 0.1, "repeat": 3, "number": 5, "min_repeat_ms": 50.0}
+        if fast
+        else dict(agent.DEFAULT_PROTOCOL)
+    )
+    out = {}
+    for t in tasks:
+        job = {"job_id": t.variant_id, "model": str(t.artifact), "threads": 1, "cpus": [0], "graph_opt": graph_opt}
+        st = agent._run_job({**job, "protocol": proto})["stats"]
+        out[t.variant_id] = {
+            "p50": float(st["p50_ms"]),
+            "mean": float(st["mean_ms"]),
+            "median of session means": float(np.median(st["session_means_ms"])),
+            "min": float(st["min_ms"]),
+        }
+    return out
+
+
 def load_saved(path: str, ids: list[str], tids: list[str], seed: int, graph_opt: str = "all") -> tuple[dict, dict]:
     """The first and repeated measurements of a ``--save`` run, keyed like :func:`measure`'s."""
     d = np.load(path)
@@ -249,6 +273,11 @@ def main() -> None:
         help="onnxruntime graph optimization level(s), comma-separated, measured side by side: "
         "all (the default), layout, extended, basic, disabled",
     )
+    ap.add_argument(
+        "--host",
+        action="store_true",
+        help="measure on the bare host in this process (the agent's job code, no board, no quota)",
+    )
     ap.add_argument("--save", default=None, help="also write the features and measurements to this .npz")
     ap.add_argument("--load", default=None, help="re-fit on the measurements of a --save run (no board)")
     a = ap.parse_args()
@@ -275,6 +304,11 @@ def main() -> None:
     if a.load:
         runs = {g: load_saved(a.load, ids, tids, a.seed, g) for g in levels}
         print(f"re-fitted on the measurements saved in {a.load} (no board run)")
+    elif a.host:
+        tasks = [ModelTask(p.stem, p, "") for p in paths]
+        held = [t for t, h in zip(tasks, test, strict=True) if h]
+        first = {g: measure_host(tasks, a.fast, g) for g in levels}
+        runs = {g: (first[g], measure_host(held, a.fast, g)) for g in levels}
     else:
         tasks = [ModelTask(p.stem, p, sha256_file(p)) for p in paths]
         held = [t for t, h in zip(tasks, test, strict=True) if h]
@@ -297,8 +331,9 @@ def main() -> None:
             arrays.update({f"{pre}again {k}": np.array([again[i][k] for i in tids]) for k in lat[ids[0]]})
         np.savez(a.save, ids=np.array(ids), seed=a.seed, X=X, test=test, again_ids=np.array(tids), **arrays)
     print(
-        f"{a.n} {'zoo variants' if a.models == 'zoo' else 'sampled CNNs'} on one emulated board (cpu_quota {a.quota}, cpus {a.cpus}; "
-        f"{'fast' if a.fast else 'default'} protocol); train {int((~test).sum())}, held out {int(test.sum())}"
+        f"{a.n} {'zoo variants' if a.models == 'zoo' else 'sampled CNNs'} "
+        + ("on the bare host (no board; " if a.host else f"on one emulated board (cpu_quota {a.quota}, cpus {a.cpus}; ")
+        + f"{'fast' if a.fast else 'default'} protocol); train {int((~test).sum())}, held out {int(test.sum())}"
     )
     for g, (lat, again) in runs.items():
         report(g, lat, again, ids, tids, X, test, a.statistic)
