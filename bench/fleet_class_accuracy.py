@@ -35,6 +35,7 @@ by this code (to compare feature sets or regressors on the same measurements).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -172,9 +173,9 @@ def _prefix(graph_opt: str) -> str:
     return "" if graph_opt == "all" else f"{graph_opt} "
 
 
-def measure_host(tasks: list, fast: bool = False, graph_opt: str = "all") -> dict[str, dict[str, float]]:
+def measure_host(tasks: list, fast: bool = False, graph_opt: str = "all", cpu: int = 0) -> dict[str, dict[str, float]]:
     """``--host``: the probe agent's own job code and protocol, in this process on the bare host
-    (one thread, pinned to cpu 0; no sshd, no CPU quota). What the predictor reaches when the
+    (one thread, pinned to ``cpu``; no sshd, no CPU quota). What the predictor reaches when the
     latency is not disturbed by an emulated board's quota."""
     from probes import agent
 
@@ -184,8 +185,9 @@ def measure_host(tasks: list, fast: bool = False, graph_opt: str = "all") -> dic
         else dict(agent.DEFAULT_PROTOCOL)
     )
     out = {}
+    affinity = os.sched_getaffinity(0)  # the job pins this process; the fits after it need every cpu
     for t in tasks:
-        job = {"job_id": t.variant_id, "model": str(t.artifact), "threads": 1, "cpus": [0], "graph_opt": graph_opt}
+        job = {"job_id": t.variant_id, "model": str(t.artifact), "threads": 1, "cpus": [cpu], "graph_opt": graph_opt}
         st = agent._run_job({**job, "protocol": proto})["stats"]
         out[t.variant_id] = {
             "p50": float(st["p50_ms"]),
@@ -193,6 +195,7 @@ def measure_host(tasks: list, fast: bool = False, graph_opt: str = "all") -> dic
             "median of session means": float(np.median(st["session_means_ms"])),
             "min": float(st["min_ms"]),
         }
+    os.sched_setaffinity(0, affinity)
     return out
 
 
@@ -281,6 +284,12 @@ def main() -> None:
     ap.add_argument("--save", default=None, help="also write the features and measurements to this .npz")
     ap.add_argument("--load", default=None, help="re-fit on the measurements of a --save run (no board)")
     a = ap.parse_args()
+    from probes.agent import GRAPH_OPT_LEVELS
+
+    levels = [g.strip() for g in a.graph_opt.split(",") if g.strip()]
+    if not levels or set(levels) - set(GRAPH_OPT_LEVELS):
+        ap.error(f"--graph-opt {a.graph_opt!r}: give levels among {', '.join(GRAPH_OPT_LEVELS)}")
+    cpu = int(a.cpus.split(",")[0].split("-")[0])  # --host pins to this cpu (on a board, --cpus is its cpuset)
     load0 = host_load()
     t0 = time.monotonic()
 
@@ -300,15 +309,14 @@ def main() -> None:
     test = np.zeros(a.n, bool)
     test[np.random.default_rng(a.seed + 1).permutation(a.n)[: a.n // 5]] = True
     tids = [i for i, h in zip(ids, test, strict=True) if h]
-    levels = [g.strip() for g in a.graph_opt.split(",") if g.strip()]
     if a.load:
         runs = {g: load_saved(a.load, ids, tids, a.seed, g) for g in levels}
         print(f"re-fitted on the measurements saved in {a.load} (no board run)")
     elif a.host:
         tasks = [ModelTask(p.stem, p, "") for p in paths]
         held = [t for t, h in zip(tasks, test, strict=True) if h]
-        first = {g: measure_host(tasks, a.fast, g) for g in levels}
-        runs = {g: (first[g], measure_host(held, a.fast, g)) for g in levels}
+        first = {g: measure_host(tasks, a.fast, g, cpu) for g in levels}
+        runs = {g: (first[g], measure_host(held, a.fast, g, cpu)) for g in levels}
     else:
         tasks = [ModelTask(p.stem, p, sha256_file(p)) for p in paths]
         held = [t for t, h in zip(tasks, test, strict=True) if h]
@@ -332,7 +340,11 @@ def main() -> None:
         np.savez(a.save, ids=np.array(ids), seed=a.seed, X=X, test=test, again_ids=np.array(tids), **arrays)
     print(
         f"{a.n} {'zoo variants' if a.models == 'zoo' else 'sampled CNNs'} "
-        + ("on the bare host (no board; " if a.host else f"on one emulated board (cpu_quota {a.quota}, cpus {a.cpus}; ")
+        + (
+            f"on the bare host (no board, cpu {a.cpus}; "
+            if a.host
+            else f"on one emulated board (cpu_quota {a.quota}, cpus {a.cpus}; "
+        )
         + f"{'fast' if a.fast else 'default'} protocol); train {int((~test).sum())}, held out {int(test.sum())}"
     )
     for g, (lat, again) in runs.items():

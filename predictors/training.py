@@ -102,6 +102,34 @@ class _Loaded:
     evaluation_left_out: tuple[str, ...] = ()
 
 
+def predictor_graph_level(store, name: str, graph_opt: str | None = None) -> str:
+    """The onnxruntime graph level a (re)train of predictor ``name`` fits: ``graph_opt`` if given,
+    else its champion's (``all`` without one). A level other than the champion's is refused: one
+    predictor is one runtime config (its retrains, the selector's measured lookups, k-shot probes)."""
+    from probes.agent import GRAPH_OPT_LEVELS
+
+    if graph_opt is not None and graph_opt not in GRAPH_OPT_LEVELS:
+        raise EdgeatlasError(
+            f"unknown graph level {graph_opt!r}",
+            code=ErrorCode.INVALID_ARGUMENT,
+            hint=f"use one of {', '.join(GRAPH_OPT_LEVELS)}",
+        )
+    champ = store.champion(name)
+    have = str((champ.metrics or {}).get("graph_opt", "all")) if champ is not None else None
+    if graph_opt is None:
+        return have or "all"
+    if have is not None and have != graph_opt:
+        raise EdgeatlasError(
+            f"predictor {name!r} v{champ.version} predicts onnxruntime graph level {have!r}, not "
+            f"{graph_opt!r}: training it on the other level's rows would swap one runtime config's "
+            "latencies for another's",
+            code=ErrorCode.INVALID_ARGUMENT,
+            hint=f"train another predictor for that level (`--graph-opt {graph_opt} --name NAME`), or "
+            f"drop --graph-opt to keep {have!r}",
+        )
+    return graph_opt
+
+
 def evaluation_classes(store) -> set[str]:
     """Device classes marked as evaluation devices (imported datasets: ../shared/datasets/README.md).
     They stand for "a device nobody has measured": never fitted on, only predicted k-shot."""
@@ -140,7 +168,9 @@ def _load(
             + (f" at --graph-opt {graph_opt}" if graph_opt != "all" else "")
             + (f" outside the evaluation devices ({', '.join(left_out)})" if left_out else ""),
             code=ErrorCode.INSUFFICIENT_DATA,
-            hint="run `edgeatlas bench run` or `edgeatlas predictors import NAME --path DIR` first",
+            hint=f"run `edgeatlas bench run --graph-opt {graph_opt}` first"
+            if graph_opt != "all"
+            else "run `edgeatlas bench run` or `edgeatlas predictors import NAME --path DIR` first",
         )
     lat = np.array(cols["latency_ms"], dtype=np.float64)  # None -> NaN
     en_none = np.fromiter((e is None for e in cols["energy_mj"]), dtype=bool, count=n)
@@ -485,7 +515,7 @@ def train(
     report_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
     include_evaluation: bool = False,
-    graph_opt: str = "all",
+    graph_opt: str | None = None,
 ) -> dict[str, Any]:
     """Train a challenger on the training slice, score it and the champion on the held-out slice.
 
@@ -496,7 +526,9 @@ def train(
 
     ``source`` restricts the measurements (e.g. ``probe`` for the fleet's own, ``dataset:*`` for
     imported ones). ``graph_opt`` keeps the measurements taken at that onnxruntime graph optimization
-    level (``bench run --graph-opt``; the default ``all`` includes every row that names no level).
+    level (``bench run --graph-opt``; ``all`` includes every row that names no level). None means
+    the level of the predictor's champion, else ``all``; a level other than the champion's is
+    refused (a predictor stays one runtime config: train another name for another level).
     The report (JSON: champion and challenger held-out metrics, promoted or not; PNG:
     predicted vs measured) goes to ``report_dir`` (default ``reports_dir()``).
 
@@ -511,21 +543,13 @@ def train(
     def lap(step: str) -> None:
         phases[step] = round(time.perf_counter() - t0 - sum(phases.values()), 2)
 
+    champ = store.champion(name)
+    graph_opt = predictor_graph_level(store, name, graph_opt)
     # validated, hashed; grouped only if needed
     loaded = _load(store, device_class, source, include_evaluation, graph_opt)
     left_out = loaded.evaluation_left_out
     if target == "energy" and not np.isfinite(loaded.en).any():
         raise EdgeatlasError("no energy measurements to train on", code=ErrorCode.INSUFFICIENT_DATA)
-    champ = store.champion(name)
-    if promote == "if_better" and champ is not None and champ.metrics.get("graph_opt", "all") != graph_opt:
-        raise EdgeatlasError(
-            f"predictor {name!r} v{champ.version} predicts onnxruntime graph level "
-            f"{champ.metrics.get('graph_opt', 'all')!r}, not {graph_opt!r}: a retrain would swap one runtime "
-            "config's latencies for another's",
-            code=ErrorCode.INVALID_ARGUMENT,
-            hint=f"retrain it with --graph-opt {champ.metrics.get('graph_opt', 'all')}, or train another "
-            f"predictor: `edgeatlas predictors train --graph-opt {graph_opt} --name NAME`",
-        )
     if promote == "if_better":
         # the same data, target and kind (a version from before kinds were recorded matches any)
         same = [
@@ -537,6 +561,7 @@ def train(
             return {
                 "status": "no new data",
                 "name": name,
+                "graph_opt": graph_opt,
                 "data_hash": loaded.data_hash,
                 "rows": loaded.n,
                 "champion_version": champ.version if champ else None,

@@ -438,7 +438,8 @@ class _Runner:
             if level is None:
                 raise JobError(
                     ErrorCode.RUNTIME_MISSING,
-                    f"onnxruntime {ort.__version__} on the board has no graph optimization level {graph_opt!r}",
+                    f"onnxruntime {ort.__version__} on the board has no graph optimization level {graph_opt!r}: "
+                    "upgrade onnxruntime on the board, or use extended or all",
                 )
             so.graph_optimization_level = level
             try:

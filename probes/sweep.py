@@ -228,7 +228,6 @@ RESULT_COLUMNS = [
     "variant",
     "runtime",
     "threads",
-    "graph_opt",
     "kind",
     "codec",
     "status",
@@ -239,6 +238,7 @@ RESULT_COLUMNS = [
     "energy_mj",
     "energy_source",
     "error_code",
+    "graph_opt",  # last: CSVs read by column position keep their columns
 ]
 
 

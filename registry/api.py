@@ -83,6 +83,29 @@ class MeasurementsRequest(_Body):
     measurements: list[MeasurementIn] = Field(min_length=1)
 
 
+def _normalise_graph_opt(config: dict[str, Any], runtime: str, i: int) -> dict[str, Any]:
+    """A posted measurement's onnxruntime graph level, as the fleet writes it: a known level, and
+    none for the default ``all`` (so the same measurement gets the same key either way)."""
+    from probes.agent import GRAPH_OPT_LEVELS
+
+    if "graph_opt" not in config:
+        return config
+    level = config["graph_opt"]
+    if level is not None and level not in GRAPH_OPT_LEVELS:
+        raise EdgeatlasError(
+            f"measurements[{i}].config.graph_opt {level!r} is not a graph level",
+            ErrorCode.INVALID_ARGUMENT,
+            hint=f"use one of {', '.join(GRAPH_OPT_LEVELS)}, or leave it out for 'all'",
+        )
+    if level not in (None, "all") and runtime != "onnxruntime":
+        raise EdgeatlasError(
+            f"measurements[{i}].config.graph_opt {level!r} applies to onnxruntime only, not {runtime!r}",
+            ErrorCode.INVALID_ARGUMENT,
+            hint="leave graph_opt out for other runtimes",
+        )
+    return {k: v for k, v in config.items() if k != "graph_opt"} if level in (None, "all") else config
+
+
 def require_token(authorization: str | None = Header(None)) -> None:
     expected = os.environ.get(TOKEN_ENV)
     if not expected:
@@ -237,13 +260,14 @@ def create_app(db_url: str | None = None) -> FastAPI:
                     ErrorCode.INVALID_ARGUMENT,
                     hint="send latency_ms or status='error'",
                 )
-            key = Store.measurement_key(m.artifact_sha256, m.board, m.config)
+            config = _normalise_graph_opt(m.config, m.runtime, i)
+            key = Store.measurement_key(m.artifact_sha256, m.board, config)
             rec = s.add_measurement(
                 key,
                 m.board,
                 m.variant_id,
                 m.runtime,
-                m.config,
+                config,
                 m.status,
                 latency_ms=m.latency_ms,
                 stats=m.stats,

@@ -103,7 +103,8 @@ def _latency_plot(store: Store) -> str | None:
 
     by_board: dict[str, list[float]] = defaultdict(list)
     for m in store.list_measurements(source="probe"):
-        if m.latency_ms is not None and m.split_id is None:
+        # onnxruntime's default graph level only: another level is another runtime config
+        if m.latency_ms is not None and m.split_id is None and (m.config or {}).get("graph_opt", "all") == "all":
             by_board[m.board].append(m.latency_ms)
     if not by_board:
         return None

@@ -120,6 +120,22 @@ def test_writes_need_the_token(client: TestClient) -> None:
     assert r.status_code == 201 and r.json()["stored"] == 1
     r = client.post("/v1/measurements", json={"measurements": [{**m, "latency_ms": None}]}, headers=AUTH)
     assert r.status_code == 422 and "latency_ms" in r.json()["error"]["message"]
+    # the graph level: 'all' spelled out is the same measurement (the fleet leaves it out), a
+    # typo or a level on another runtime is refused with the levels named
+    key = client.post("/v1/measurements", json={"measurements": [m]}, headers=AUTH).json()["measurements"][0]["key"]
+    same = {**m, "config": {**m["config"], "graph_opt": "all"}}
+    r = client.post("/v1/measurements", json={"measurements": [same]}, headers=AUTH)
+    assert r.status_code == 201 and r.json()["measurements"][0]["key"] == key
+    ext = {**m, "config": {**m["config"], "graph_opt": "extended"}}
+    r = client.post("/v1/measurements", json={"measurements": [ext]}, headers=AUTH)
+    assert r.status_code == 201 and r.json()["measurements"][0]["key"] != key
+    for bad, words in [
+        ({**m, "config": {"graph_opt": "ext"}}, ["'ext'", "extended"]),
+        ({**m, "runtime": "litert", "config": {"graph_opt": "basic"}}, ["onnxruntime only"]),
+    ]:
+        r = client.post("/v1/measurements", json={"measurements": [bad]}, headers=AUTH)
+        e = r.json()["error"]
+        assert r.status_code == 422 and all(w in e["message"] + e["hint"] for w in words), e
 
 
 def test_no_token_configured_refuses_writes(selector_store: str, monkeypatch: pytest.MonkeyPatch) -> None:

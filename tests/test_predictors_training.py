@@ -159,22 +159,35 @@ def test_graph_levels_train_apart(store, tmp_path):
         / predict_matrix(load_champion(store)[1], F, device_class="pixel3").latency_ms
     )
     assert np.median(ratio) == pytest.approx(3.0, rel=0.1)
-    # a retrain at another level than the champion's would swap one config's latencies for another's
-    with pytest.raises(EdgeatlasError, match="graph level 'all', not 'extended'") as e:
-        train(store, kind="linear", promote="if_better", graph_opt="extended")
-    assert "--name" in e.value.hint
+    # one predictor is one level: without --graph-opt a retrain keeps the champion's level, and
+    # another level under the same name is refused (train and retrain) before any rows are read
+    assert train(store, name="ext", kind="linear", promote="if_better")["status"] == "no new data"
+    for promote in ("if_better", "always"):
+        with pytest.raises(EdgeatlasError, match="graph level 'all', not 'extended'") as e:
+            train(store, kind="linear", promote=promote, graph_opt="extended")
+        assert "--name NAME" in e.value.hint
+    with pytest.raises(EdgeatlasError, match="unknown graph level 'ext'"):
+        train(store, name="new", graph_opt="ext")
     runner = CliRunner()
     env = {"EDGEATLAS_DB": store.url}
     out = runner.invoke(
         group, ["train", "--graph-opt", "extended", "--name", "ext2", "--kind", "linear", "--json"], env=env
     )
     assert out.exit_code == 0 and json.loads(out.output)["graph_opt"] == "extended", out.output
+    out = runner.invoke(group, ["retrain", "--name", "ext2", "--kind", "linear", "--json"], env=env)
+    assert out.exit_code == 0 and json.loads(out.output)["graph_opt"] == "extended", out.output
     out = runner.invoke(group, ["train", "--graph-opt", "basic", "--name", "b", "--json"], env=env)
     assert (
         out.exit_code == 1 and "empty training set" in str(out.exception) and "--graph-opt basic" in str(out.exception)
     )
-    out = runner.invoke(group, ["retrain", "--graph-opt", "extended", "--name", "ext2", "--schedule"], env=env)
+    assert "bench run --graph-opt basic" in out.exception.hint
+    # the schedule carries the champion's level, and refuses another one up front
+    out = runner.invoke(group, ["retrain", "--name", "ext2", "--schedule"], env=env)
     assert out.exit_code == 0 and "--graph-opt extended" in out.output
+    out = runner.invoke(group, ["retrain", "--name", "ext2", "--graph-opt", "all", "--schedule"], env=env)
+    assert out.exit_code == 1 and "graph level 'extended', not 'all'" in str(out.exception)
+    rows = json.loads(runner.invoke(group, ["list", "--json"], env=env).output)
+    assert {r["name"]: r["graph_opt"] for r in rows} == {"default": "all", "ext": "extended", "ext2": "extended"}
 
 
 def test_bad_training_input(store, tmp_path, monkeypatch):

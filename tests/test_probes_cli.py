@@ -99,9 +99,18 @@ def test_graph_opt_is_its_own_runtime_config(cli_env):
     store.dispose()
     assert "graph_opt" not in SweepConfig().runtime_config()
     out = r.invoke(main, ["bench", "run", *base, "--grid", "--runtime", "litert", "--graph-opt", "extended"])
-    assert out.exit_code == 2 and "onnxruntime only" in out.output
+    assert out.exit_code == 1 and "onnxruntime only" in out.output
     with pytest.raises(ValueError, match="use one of"):
         SweepConfig(graph_opt="max")
+    with pytest.raises(ValueError, match="onnxruntime only"):
+        SweepConfig(runtime="litert", graph_opt="extended")
+    # a queued job carries the level to the worker; a payload queued before the option means 'all'
+    from probes.queue import config_from_payload, config_payload
+
+    payload = config_payload(SweepConfig(graph_opt="extended"))
+    assert config_from_payload(payload, SweepConfig()).graph_opt == "extended"
+    old = {k: v for k, v in payload.items() if k != "graph_opt"}
+    assert config_from_payload(old, SweepConfig()).graph_opt == "all"
 
 
 def test_bench_run_bad_input_is_one_clear_line(cli_env):

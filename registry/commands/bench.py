@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from probes.agent import GRAPH_OPT_LEVELS
 from registry.commands.common import db_option, devices_option, emit, json_option, note, open_store, print_json
 from registry.errors import EdgeatlasError, ErrorCode
 
@@ -46,12 +47,12 @@ def _split(values: tuple[str, ...]) -> list[str]:
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True, help="Intra-op threads.")
 @click.option(
     "--graph-opt",
-    type=click.Choice(["all", "layout", "extended", "basic", "disabled"]),
-    default="all",
-    show_default=True,
-    help="onnxruntime graph optimization level. 'extended' leaves out the hardware-specific layout "
-    "transforms (NCHWc on x86), which makes latency far easier to predict (README, Benchmarks). "
-    "Another level is another runtime config: its measurements are stored apart.",
+    type=click.Choice(list(GRAPH_OPT_LEVELS)),
+    default=None,
+    help="onnxruntime graph optimization level (default: all, onnxruntime's own default; with "
+    "--probe-set, that predictor's level). 'extended' leaves out the hardware-specific layout "
+    "transforms (NCHWc on x86). Another level is another runtime config: its measurements are "
+    "stored apart (README, Benchmarks: what it costs and what it does to prediction).",
 )
 @click.option("--repeat", type=click.IntRange(1, 1000), default=5, show_default=True, help="Timed sessions.")
 @click.option("--number", type=click.IntRange(1, 100000), default=10, show_default=True, help="Min runs per session.")
@@ -84,7 +85,7 @@ def run(
     probe_set: str | None,
     runtime: str,
     threads: int,
-    graph_opt: str,
+    graph_opt: str | None,
     repeat: int,
     number: int,
     min_repeat_ms: float,
@@ -126,8 +127,19 @@ def run(
     from registry.config import load_devices
 
     fleet = load_devices(devices_path, check_keys=False)
+    store = open_store(db_url)
+    if probe_set:
+        from predictors.training import predictor_graph_level
+
+        # the probe models are measured at the predictor's level, or k-shot would never read them
+        graph_opt = predictor_graph_level(store, probe_set, graph_opt)
+    graph_opt = graph_opt or "all"
     if graph_opt != "all" and runtime != "onnxruntime":
-        raise click.UsageError(f"--graph-opt {graph_opt} applies to --runtime onnxruntime only, not {runtime}")
+        raise EdgeatlasError(
+            f"--graph-opt {graph_opt} applies to --runtime onnxruntime only, not {runtime}",
+            ErrorCode.INVALID_ARGUMENT,
+            hint="drop --graph-opt for litert",
+        )
     cfg = SweepConfig(
         runtime=runtime,
         threads=threads,
@@ -141,7 +153,6 @@ def run(
         trust_new_hosts=trust_new_hosts,
         codecs=tuple(_split((codecs,))),
     )
-    store = open_store(db_url)
     chosen = _split(variants)
     if probe_set:
         from predictors.training import load_champion

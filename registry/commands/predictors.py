@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from probes.agent import GRAPH_OPT_LEVELS
 from registry.commands.common import db_option, emit, err_console, json_option, note, open_store, print_json
 from registry.errors import EdgeatlasError, ErrorCode
 
@@ -146,11 +147,11 @@ report_option = click.option(
 
 graph_opt_option = click.option(
     "--graph-opt",
-    type=click.Choice(["all", "layout", "extended", "basic", "disabled"]),
-    default="all",
-    show_default=True,
-    help="Train on the measurements taken at this onnxruntime graph optimization level "
-    "(`bench run --graph-opt`); rows that name no level count as 'all'.",
+    type=click.Choice(list(GRAPH_OPT_LEVELS)),
+    default=None,
+    help="Fit the measurements taken at this onnxruntime graph optimization level (`bench run "
+    "--graph-opt`; rows that name no level count as 'all'). Default: the level of the predictor's "
+    "champion, else 'all'. One predictor is one level: another level needs another --name.",
 )
 
 
@@ -168,7 +169,7 @@ graph_opt_option = click.option(
 def train_cmd(
     device_class: str | None,
     source: str | None,
-    graph_opt: str,
+    graph_opt: str | None,
     report_dir: Path | None,
     target: str,
     name: str | None,
@@ -236,7 +237,7 @@ def retrain_cmd(
     target: str,
     kind: str,
     source: str | None,
-    graph_opt: str,
+    graph_opt: str | None,
     report_dir: Path | None,
     schedule: bool,
     on_calendar: str,
@@ -264,8 +265,11 @@ def retrain_cmd(
         args = ["predictors", "retrain", "--name", name, "--target", target, "--kind", kind]
         if source:
             args += ["--source", source]
-        if graph_opt != "all":
-            args += ["--graph-opt", graph_opt]
+        from predictors.training import predictor_graph_level
+
+        level = predictor_graph_level(store, name, graph_opt)  # refuses a level other than the champion's
+        if level != "all":
+            args += ["--graph-opt", level]
         if report_dir:
             args += ["--report", str(report_dir.resolve())]
         if include_evaluation:
@@ -444,6 +448,7 @@ def list_cmd(db_url: str | None, as_json: bool) -> None:
             "kind": _kind_label(p.metrics or {}),
             "chosen_kinds": (p.metrics or {}).get("chosen_kinds"),
             "class": p.device_class,
+            "graph_opt": (p.metrics or {}).get("graph_opt", "all"),
             "status": p.status,
             "acc10": (p.metrics or {}).get("acc10"),
             "mape": (p.metrics or {}).get("mape"),
