@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures_probes import make_onnx
 from test_queue_sqlite import sweep_tasks
 
-from probes.fleet import SweepConfig
+from probes.fleet import ModelTask, SweepConfig, sha256_file
 from probes.protocol import MeasureProtocol
 from probes.queue import enqueue
 from registry.config import load_devices
@@ -32,6 +33,10 @@ REPO = Path(__file__).resolve().parents[1]
 JOB = MeasureProtocol(warmup_runs=1, warmup_s=0.0, repeat=3, number=3, min_repeat_ms=100.0)
 LEASE_S = 3
 N_MODELS = 8
+#: more model jobs on A's board only, so A is still working when B is up and has taken a job (on a
+#: loaded 2-core CI machine a worker process takes seconds to start; with A's share of the sweep
+#: alone, A could finish everything first and exit)
+N_EXTRA = 12
 
 
 def start_worker(url: str, devices: Path, home: Path, log: Path, boards: tuple[str, ...] = ()) -> subprocess.Popen:
@@ -55,10 +60,15 @@ def test_two_workers_one_killed_every_job_completes_exactly_once(pg_url, tmp_pat
     models, splits = sweep_tasks(tmp_path, n_models=N_MODELS)
     boards = [b.name for b in fleet.devices()]
     enq = enqueue(store, fleet, SweepConfig(protocol=JOB), boards, models, splits)
-    n_jobs = 2 * (N_MODELS + 1)
-    assert enq.queued == n_jobs
+    extra = []
+    for i in range(N_EXTRA):
+        m = make_onnx(tmp_path / f"q extra {i}.onnx", channels=24 + 2 * i)
+        extra.append(ModelTask(m.stem, m, sha256_file(m)))
+    enq_a = enqueue(store, fleet, SweepConfig(protocol=JOB), boards[:1], extra, [])
+    n_jobs = 2 * (N_MODELS + 1) + N_EXTRA
+    assert enq.queued + enq_a.queued == n_jobs
     keys = {k for j in store.list_jobs() for k in j.payload["keys"].values()}
-    assert len(keys) == 2 * (N_MODELS + 3)
+    assert len(keys) == 2 * (N_MODELS + 3) + N_EXTRA
 
     # A works one board, B all of them. A board runs one job at a time across workers, and a worker
     # re-claims the board it just freed at once, while the others poll: started together, one
@@ -119,5 +129,5 @@ def test_two_workers_one_killed_every_job_completes_exactly_once(pg_url, tmp_pat
     split_rows = [r for r in rows if r.config["kind"] == "split"]
     assert len(split_rows) == 6 and {r.config["codec"] for r in split_rows} == {"fp16", "int8", "pca"}
     assert all(r.stats["tail_ms"] > 0 and r.config["edge"] == "q-edge" for r in split_rows)
-    assert store.list_runs()[0].status == "done"
+    assert [r.status for r in store.list_runs()] == ["done", "done"]
     store.dispose()
