@@ -94,6 +94,16 @@ def test_graph_opt_sets_the_onnxruntime_level_and_is_reported(tiny_models, tmp_p
         assert all(w in d["error_message"] for w in words), d["error_message"]
 
 
+def test_a_level_the_boards_onnxruntime_lacks_is_a_clear_error(tiny_models, monkeypatch):
+    # stands in for an older onnxruntime on the board (ORT_ENABLE_LAYOUT is recent): a level name
+    # whose enum member this onnxruntime does not have
+    monkeypatch.setitem(agent.GRAPH_OPT_LEVELS, "future", "ORT_ENABLE_NOT_YET")
+    with pytest.raises(agent.JobError) as e:
+        agent._Runner("onnxruntime", str(tiny_models["full"]), 1, graph_opt="future")
+    assert e.value.code == ErrorCode.RUNTIME_MISSING
+    assert "'future'" in str(e.value) and "upgrade onnxruntime on the board" in str(e.value)
+
+
 def test_timeout_is_a_result(tiny_models, tmp_path):
     slow = MeasureProtocol(warmup_runs=1, warmup_s=0.0, repeat=50, number=5, min_repeat_ms=200.0)
     d = run_agent(Job(job_id="t", model=str(tiny_models["full"]), protocol=slow, timeout_s=0.5).to_dict(), tmp_path)
