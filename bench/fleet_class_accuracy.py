@@ -130,20 +130,33 @@ def zoo_models(d: Path, seed: int) -> list[Path]:
     return paths
 
 
+def _protocol(fast: bool):
+    """The probes' default protocol (DESIGN.md: warm-up >= 0.5 s, 5 sessions of >= 200 ms), or a
+    quick one (3 sessions of >= 50 ms) for a first look."""
+    from probes.protocol import MeasureProtocol
+
+    if fast:
+        return MeasureProtocol(warmup_runs=2, warmup_s=0.1, repeat=3, number=5, min_repeat_ms=50.0)
+    return MeasureProtocol()
+
+
+def _latencies(stats: dict) -> dict[str, float]:
+    """The statistics this bench can predict, from one job's stats."""
+    return {
+        "p50": float(stats["p50_ms"]),
+        "mean": float(stats["mean_ms"]),
+        "median of session means": float(np.median(stats["session_means_ms"])),
+        "min": float(stats["min_ms"]),
+    }
+
+
 def measure(
     store, fleet, board: str, tasks: list, force: bool, fast: bool = False, graph_opt: str = "all"
 ) -> dict[str, dict[str, float]]:
+    from probes.agent import graph_level
     from probes.fleet import FleetRunner, SweepConfig
-    from probes.protocol import MeasureProtocol
 
-    # the probes' default protocol (DESIGN.md: warm-up >= 0.5 s, 5 sessions of >= 200 ms), or a
-    # quick one (3 sessions of >= 50 ms) for a first look
-    proto = (
-        MeasureProtocol(warmup_runs=2, warmup_s=0.1, repeat=3, number=5, min_repeat_ms=50.0)
-        if fast
-        else MeasureProtocol()
-    )
-    cfg = SweepConfig(protocol=proto, force=force, retries=1, graph_opt=graph_opt)
+    cfg = SweepConfig(protocol=_protocol(fast), force=force, retries=1, graph_opt=graph_opt)
     runner = FleetRunner(store, fleet, cfg, progress=False)
     try:
         rep = runner.run([board], tasks)
@@ -152,19 +165,9 @@ def measure(
     bad = [o for o in rep.outcomes if o.status != "ok"]
     assert not bad, bad[:3]
     stats = {  # the newest row per key wins
-        m.variant_id: m.stats
-        for m in store.list_measurements(board=board)
-        if (m.config or {}).get("graph_opt", "all") == graph_opt
+        m.variant_id: m.stats for m in store.list_measurements(board=board) if graph_level(m.config) == graph_opt
     }
-    return {
-        o.variant_id: {
-            "p50": float(o.latency_ms),
-            "mean": float(stats[o.variant_id]["mean_ms"]),
-            "median of session means": float(np.median(stats[o.variant_id]["session_means_ms"])),
-            "min": float(stats[o.variant_id]["min_ms"]),
-        }
-        for o in rep.outcomes
-    }
+    return {o.variant_id: _latencies(stats[o.variant_id]) for o in rep.outcomes}
 
 
 def _prefix(graph_opt: str) -> str:
@@ -179,22 +182,12 @@ def measure_host(tasks: list, fast: bool = False, graph_opt: str = "all", cpu: i
     latency is not disturbed by an emulated board's quota."""
     from probes import agent
 
-    proto = (
-        {"warmup_runs": 2, "warmup_s": 0.1, "repeat": 3, "number": 5, "min_repeat_ms": 50.0}
-        if fast
-        else dict(agent.DEFAULT_PROTOCOL)
-    )
+    proto = _protocol(fast).to_dict()
     out = {}
     affinity = os.sched_getaffinity(0)  # the job pins this process; the fits after it need every cpu
     for t in tasks:
         job = {"job_id": t.variant_id, "model": str(t.artifact), "threads": 1, "cpus": [cpu], "graph_opt": graph_opt}
-        st = agent._run_job({**job, "protocol": proto})["stats"]
-        out[t.variant_id] = {
-            "p50": float(st["p50_ms"]),
-            "mean": float(st["mean_ms"]),
-            "median of session means": float(np.median(st["session_means_ms"])),
-            "min": float(st["min_ms"]),
-        }
+        out[t.variant_id] = _latencies(agent._run_job({**job, "protocol": proto})["stats"])
     os.sched_setaffinity(0, affinity)
     return out
 

@@ -106,7 +106,7 @@ def predictor_graph_level(store, name: str, graph_opt: str | None = None) -> str
     """The onnxruntime graph level a (re)train of predictor ``name`` fits: ``graph_opt`` if given,
     else its champion's (``all`` without one). A level other than the champion's is refused: one
     predictor is one runtime config (its retrains, the selector's measured lookups, k-shot probes)."""
-    from probes.agent import GRAPH_OPT_LEVELS
+    from probes.agent import GRAPH_OPT_LEVELS, graph_level
 
     if graph_opt is not None and graph_opt not in GRAPH_OPT_LEVELS:
         raise EdgeatlasError(
@@ -115,7 +115,7 @@ def predictor_graph_level(store, name: str, graph_opt: str | None = None) -> str
             hint=f"use one of {', '.join(GRAPH_OPT_LEVELS)}",
         )
     champ = store.champion(name)
-    have = str((champ.metrics or {}).get("graph_opt", "all")) if champ is not None else None
+    have = graph_level(champ.metrics) if champ is not None else None
     if graph_opt is None:
         return have or "all"
     if have is not None and have != graph_opt:

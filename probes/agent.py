@@ -406,17 +406,30 @@ GRAPH_OPT_LEVELS = {
 }
 
 
+def graph_opt_problem(graph_opt: Any, runtime: str) -> str | None:
+    """What is wrong with asking ``runtime`` for graph level ``graph_opt`` (None if nothing): the one
+    check the agent, the sweep config, the CLI and the HTTP API all make."""
+    if graph_opt not in GRAPH_OPT_LEVELS:
+        return f"unknown graph_opt {graph_opt!r} (use one of {', '.join(GRAPH_OPT_LEVELS)})"
+    if graph_opt != "all" and runtime != "onnxruntime":
+        return f"graph_opt {graph_opt!r} applies to onnxruntime only, not {runtime}"
+    return None
+
+
+def graph_level(config: dict[str, Any] | None) -> str:
+    """The graph level a measurement's config (or a predictor's metrics) names; one that names none
+    was measured at onnxruntime's default, ``all`` (imported rows, litert, rows from before the option)."""
+    return str((config or {}).get("graph_opt") or "all")
+
+
 class _Runner:
     """One loaded model: ``run()`` does exactly one inference on fixed inputs."""
 
     def __init__(self, runtime: str, model: str, threads: int, seed: int = 0, graph_opt: str = "all"):
         self.runtime = runtime
-        if graph_opt not in GRAPH_OPT_LEVELS:
-            raise JobError(
-                ErrorCode.BAD_JOB, f"unknown graph_opt {graph_opt!r} (use one of {', '.join(GRAPH_OPT_LEVELS)})"
-            )
-        if graph_opt != "all" and runtime != "onnxruntime":
-            raise JobError(ErrorCode.BAD_JOB, f"graph_opt {graph_opt!r} applies to onnxruntime only, not {runtime}")
+        problem = graph_opt_problem(graph_opt, runtime)
+        if problem:
+            raise JobError(ErrorCode.BAD_JOB, problem)
         self.version: str | None = None
         if not os.path.exists(model):
             raise JobError(ErrorCode.MODEL_LOAD_ERROR, f"model file not found on the board: {model}")

@@ -740,12 +740,11 @@ class SweepConfig:
     persistent_agent: bool = True  # one `agent.py --serve` per board for the sweep (one-shot on error)
 
     def __post_init__(self) -> None:
-        from probes.agent import GRAPH_OPT_LEVELS
+        from probes.agent import graph_opt_problem
 
-        if self.graph_opt not in GRAPH_OPT_LEVELS:
-            raise ValueError(f"graph_opt {self.graph_opt!r}: use one of {', '.join(GRAPH_OPT_LEVELS)}")
-        if self.graph_opt != "all" and self.runtime != "onnxruntime":
-            raise ValueError(f"graph_opt {self.graph_opt!r} applies to onnxruntime only, not {self.runtime}")
+        problem = graph_opt_problem(self.graph_opt, self.runtime)
+        if problem:
+            raise ValueError(problem)
 
     def runtime_config(self) -> dict[str, Any]:
         """What a measurement is keyed by besides artifact and board (``graph_opt`` only when not

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from probes.agent import graph_level
 from probes.fleet import ModelTask, SplitTask, SweepConfig, SweepReport, sha256_file
 from probes.queue import EnqueueReport, QueueWorker, WorkerReport, enqueue
 
@@ -271,7 +272,7 @@ def result_rows(
                 "variant": m.variant_id,
                 "runtime": m.runtime,
                 "threads": cfg.get("threads"),
-                "graph_opt": cfg.get("graph_opt", "all") if m.runtime == "onnxruntime" else None,
+                "graph_opt": graph_level(cfg) if m.runtime == "onnxruntime" else None,
                 "kind": cfg.get("kind", "model"),
                 "codec": cfg.get("codec"),
                 "edge": cfg.get("edge"),

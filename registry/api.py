@@ -86,24 +86,19 @@ class MeasurementsRequest(_Body):
 def _normalise_graph_opt(config: dict[str, Any], runtime: str, i: int) -> dict[str, Any]:
     """A posted measurement's onnxruntime graph level, as the fleet writes it: a known level, and
     none for the default ``all`` (so the same measurement gets the same key either way)."""
-    from probes.agent import GRAPH_OPT_LEVELS
+    from probes.agent import graph_opt_problem
 
     if "graph_opt" not in config:
         return config
-    level = config["graph_opt"]
-    if level is not None and level not in GRAPH_OPT_LEVELS:
+    level = "all" if config["graph_opt"] is None else config["graph_opt"]
+    problem = graph_opt_problem(level, runtime)
+    if problem:
         raise EdgeatlasError(
-            f"measurements[{i}].config.graph_opt {level!r} is not a graph level",
+            f"measurements[{i}].config: {problem}",
             ErrorCode.INVALID_ARGUMENT,
-            hint=f"use one of {', '.join(GRAPH_OPT_LEVELS)}, or leave it out for 'all'",
+            hint="leave graph_opt out for the default level, 'all'",
         )
-    if level not in (None, "all") and runtime != "onnxruntime":
-        raise EdgeatlasError(
-            f"measurements[{i}].config.graph_opt {level!r} applies to onnxruntime only, not {runtime!r}",
-            ErrorCode.INVALID_ARGUMENT,
-            hint="leave graph_opt out for other runtimes",
-        )
-    return {k: v for k, v in config.items() if k != "graph_opt"} if level in (None, "all") else config
+    return {k: v for k, v in config.items() if k != "graph_opt"} if level == "all" else config
 
 
 def require_token(authorization: str | None = Header(None)) -> None:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from probes.agent import graph_level
 from registry import __version__
 from registry.store import Store
 
@@ -104,7 +105,7 @@ def _latency_plot(store: Store) -> str | None:
     by_board: dict[str, list[float]] = defaultdict(list)
     for m in store.list_measurements(source="probe"):
         # onnxruntime's default graph level only: another level is another runtime config
-        if m.latency_ms is not None and m.split_id is None and (m.config or {}).get("graph_opt", "all") == "all":
+        if m.latency_ms is not None and m.split_id is None and graph_level(m.config) == "all":
             by_board[m.board].append(m.latency_ms)
     if not by_board:
         return None

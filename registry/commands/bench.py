@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from probes.agent import GRAPH_OPT_LEVELS
+from probes.agent import GRAPH_OPT_LEVELS, graph_opt_problem
 from registry.commands.common import db_option, devices_option, emit, json_option, note, open_store, print_json
 from registry.errors import EdgeatlasError, ErrorCode
 
@@ -134,12 +134,9 @@ def run(
         # the probe models are measured at the predictor's level, or k-shot would never read them
         graph_opt = predictor_graph_level(store, probe_set, graph_opt)
     graph_opt = graph_opt or "all"
-    if graph_opt != "all" and runtime != "onnxruntime":
-        raise EdgeatlasError(
-            f"--graph-opt {graph_opt} applies to --runtime onnxruntime only, not {runtime}",
-            ErrorCode.INVALID_ARGUMENT,
-            hint="drop --graph-opt for litert",
-        )
+    problem = graph_opt_problem(graph_opt, runtime)
+    if problem:
+        raise EdgeatlasError(problem, ErrorCode.INVALID_ARGUMENT, hint="drop --graph-opt for litert")
     cfg = SweepConfig(
         runtime=runtime,
         threads=threads,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from probes.agent import GRAPH_OPT_LEVELS
+from probes.agent import GRAPH_OPT_LEVELS, graph_level
 from registry.commands.common import db_option, emit, err_console, json_option, note, open_store, print_json
 from registry.errors import EdgeatlasError, ErrorCode
 
@@ -448,7 +448,7 @@ def list_cmd(db_url: str | None, as_json: bool) -> None:
             "kind": _kind_label(p.metrics or {}),
             "chosen_kinds": (p.metrics or {}).get("chosen_kinds"),
             "class": p.device_class,
-            "graph_opt": (p.metrics or {}).get("graph_opt", "all"),
+            "graph_opt": graph_level(p.metrics),
             "status": p.status,
             "acc10": (p.metrics or {}).get("acc10"),
             "mape": (p.metrics or {}).get("mape"),

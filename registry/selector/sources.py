@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from probes.agent import graph_level
 from registry.errors import EdgeatlasError, ErrorCode
 from registry.selector.candidates import KIND_DEVICE, KIND_EDGE, KIND_SPLIT, CandidateTable
 
@@ -228,7 +229,7 @@ def _measured_lookup(
     whole: dict[str, tuple[float, float | None]] = {}
     split: dict[tuple[int, str], dict[str, Any]] = {}
     for m in store.list_measurements(device_class=class_name, status="ok"):
-        if m.latency_ms is None or (m.config or {}).get("graph_opt", "all") != graph_opt:
+        if m.latency_ms is None or graph_level(m.config) != graph_opt:
             continue
         kind = (m.config or {}).get("kind", "model")
         if m.split_id is None and kind == "model":
@@ -291,7 +292,7 @@ def _graph_level(store: Any, predictor: PredictorSource | None | str) -> str:
     if predictor is None:
         return "all"
     rec = predictor.record if isinstance(predictor, PredictorSource) else store.champion(predictor or "default")
-    return str((rec.metrics or {}).get("graph_opt", "all")) if rec is not None else "all"
+    return graph_level(rec.metrics) if rec is not None else "all"
 
 
 def load_candidates(
