@@ -141,22 +141,33 @@ def _protocol(fast: bool):
 
 
 def _latencies(stats: dict) -> dict[str, float]:
-    """The statistics this bench can predict, from one job's stats."""
-    return {
+    """The statistics this bench can predict, from one job's stats (``p50 per ref``: the p50 in units of
+    the drift reference's, with ``--drift-ref``)."""
+    out = {
         "p50": float(stats["p50_ms"]),
         "mean": float(stats["mean_ms"]),
         "median of session means": float(np.median(stats["session_means_ms"])),
         "min": float(stats["min_ms"]),
     }
+    if "p50_per_ref" in stats:
+        out["p50 per ref"] = float(stats["p50_per_ref"])
+    return out
 
 
 def measure(
-    store, fleet, board: str, tasks: list, force: bool, fast: bool = False, graph_opt: str = "all"
+    store,
+    fleet,
+    board: str,
+    tasks: list,
+    force: bool,
+    fast: bool = False,
+    graph_opt: str = "all",
+    drift_ref: bool = False,
 ) -> dict[str, dict[str, float]]:
     from probes.agent import graph_level
     from probes.fleet import FleetRunner, SweepConfig
 
-    cfg = SweepConfig(protocol=_protocol(fast), force=force, retries=1, graph_opt=graph_opt)
+    cfg = SweepConfig(protocol=_protocol(fast), force=force, retries=1, graph_opt=graph_opt, drift_ref=drift_ref)
     runner = FleetRunner(store, fleet, cfg, progress=False)
     try:
         rep = runner.run([board], tasks)
@@ -176,17 +187,28 @@ def _prefix(graph_opt: str) -> str:
     return "" if graph_opt == "all" else f"{graph_opt} "
 
 
-def measure_host(tasks: list, fast: bool = False, graph_opt: str = "all", cpu: int = 0) -> dict[str, dict[str, float]]:
+def measure_host(
+    tasks: list, fast: bool = False, graph_opt: str = "all", cpu: int = 0, drift_ref: bool = False
+) -> dict[str, dict[str, float]]:
     """``--host``: the probe agent's own job code and protocol, in this process on the bare host
     (one thread, pinned to ``cpu``; no sshd, no CPU quota). What the predictor reaches when the
     latency is not disturbed by an emulated board's quota."""
     from probes import agent
+    from probes.drift import reference_model
 
     proto = _protocol(fast).to_dict()
+    ref = {"drift_ref": str(reference_model()[0])} if drift_ref else {}
     out = {}
     affinity = os.sched_getaffinity(0)  # the job pins this process; the fits after it need every cpu
     for t in tasks:
-        job = {"job_id": t.variant_id, "model": str(t.artifact), "threads": 1, "cpus": [cpu], "graph_opt": graph_opt}
+        job = {
+            "job_id": t.variant_id,
+            "model": str(t.artifact),
+            "threads": 1,
+            "cpus": [cpu],
+            "graph_opt": graph_opt,
+            **ref,
+        }
         out[t.variant_id] = _latencies(agent._run_job({**job, "protocol": proto})["stats"])
     os.sched_setaffinity(0, affinity)
     return out
@@ -233,7 +255,8 @@ def report(graph_opt: str, lat: dict, again: dict, ids: list, tids: list, X, tes
     )
     # the statistic asked for, then the minimum beside it: a diagnostic of the host noise (the
     # fastest run of a job is the one least disturbed by the host), not the product's latency
-    for stat in dict.fromkeys([statistic, "min"]):
+    extra = ["p50 per ref"] if "p50 per ref" in lat[ids[0]] else []
+    for stat in dict.fromkeys([statistic, "min", *extra]):
         ys = np.array([lat[i][stat] for i in ids])
         for kind in KINDS:
             pred = LatencyRegressor(kind=kind).fit(X[~test], ys[~test]).predict(X[test])
@@ -260,7 +283,7 @@ def main() -> None:
     ap.add_argument(
         "--statistic",
         default="p50",
-        choices=("p50", "mean", "median of session means", "min"),
+        choices=("p50", "mean", "median of session means", "min", "p50 per ref"),
         help="the latency to predict",
     )
     ap.add_argument(
@@ -273,6 +296,11 @@ def main() -> None:
         "--host",
         action="store_true",
         help="measure on the bare host in this process (the agent's job code, no board, no quota)",
+    )
+    ap.add_argument(
+        "--drift-ref",
+        action="store_true",
+        help="interleave the drift reference (bench run --drift-ref) and also predict the p50 in its units",
     )
     ap.add_argument("--save", default=None, help="also write the features and measurements to this .npz")
     ap.add_argument("--load", default=None, help="re-fit on the measurements of a --save run (no board)")
@@ -308,8 +336,8 @@ def main() -> None:
     elif a.host:
         tasks = [ModelTask(p.stem, p, "") for p in paths]
         held = [t for t, h in zip(tasks, test, strict=True) if h]
-        first = {g: measure_host(tasks, a.fast, g, cpu) for g in levels}
-        runs = {g: (first[g], measure_host(held, a.fast, g, cpu)) for g in levels}
+        first = {g: measure_host(tasks, a.fast, g, cpu, a.drift_ref) for g in levels}
+        runs = {g: (first[g], measure_host(held, a.fast, g, cpu, a.drift_ref)) for g in levels}
     else:
         tasks = [ModelTask(p.stem, p, sha256_file(p)) for p in paths]
         held = [t for t, h in zip(tasks, test, strict=True) if h]
@@ -317,11 +345,9 @@ def main() -> None:
         with emulated_fleet([board]) as (fleet, tmp):
             store = Store.open(f"sqlite:///{tmp / 'bench.db'}")
             # the levels side by side: every level's first pass, then every level's repeat
-            first = {g: measure(store, fleet, "cls-1", tasks, force=False, fast=a.fast, graph_opt=g) for g in levels}
-            runs = {
-                g: (first[g], measure(store, fleet, "cls-1", held, force=True, fast=a.fast, graph_opt=g))
-                for g in levels
-            }
+            kw = {"fast": a.fast, "drift_ref": a.drift_ref}
+            first = {g: measure(store, fleet, "cls-1", tasks, force=False, graph_opt=g, **kw) for g in levels}
+            runs = {g: (first[g], measure(store, fleet, "cls-1", held, force=True, graph_opt=g, **kw)) for g in levels}
             store.dispose()
     if a.save:
         arrays: dict[str, np.ndarray] = {}

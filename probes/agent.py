@@ -546,15 +546,31 @@ def _pin(threads: int, cpus: list[int] | None) -> list[int]:
     return want
 
 
-def measure(fn: Any, p: dict[str, Any]) -> tuple[list[list[float]], dict[str, Any]]:
-    """Warm up, then ``repeat`` timed sessions. Returns per-session samples (ms) and details."""
+# drift reference: every DRIFT_EVERY_MS of model runs, DRIFT_CHUNK_MS (at least one run) of the
+# reference model, timed apart from the model's samples
+DRIFT_EVERY_MS = 50.0
+DRIFT_CHUNK_MS = 10.0
+
+
+def measure(
+    fn: Any, p: dict[str, Any], ref: Any = None, ref_samples: list[float] | None = None
+) -> tuple[list[list[float]], dict[str, Any]]:
+    """Warm up, then ``repeat`` timed sessions. Returns per-session samples (ms) and details.
+
+    With ``ref`` (a drift reference: one inference of a fixed model), ``ref`` is warmed up too and
+    interleaved with the timed runs (``DRIFT_CHUNK_MS`` of it after every ``DRIFT_EVERY_MS`` of the
+    model); its run times go to ``ref_samples``, never into the model's."""
     now = time.perf_counter_ns
     warm_n = 0
     t0 = now()
     warm_ns = int(p["warmup_s"] * 1e9)
     while warm_n < p["warmup_runs"] or now() - t0 < warm_ns:
         fn()
+        if ref is not None:
+            ref()
         warm_n += 1
+    every_ns, chunk_ns = int(DRIFT_EVERY_MS * 1e6), int(DRIFT_CHUNK_MS * 1e6)
+    last_ref = now()
     sessions: list[list[float]] = []
     min_ns = int(p["min_repeat_ms"] * 1e6)
     for _ in range(p["repeat"]):
@@ -563,8 +579,23 @@ def measure(fn: Any, p: dict[str, Any]) -> tuple[list[list[float]], dict[str, An
         while len(samples) < p["number"] or now() - s0 < min_ns:
             a = now()
             fn()
-            samples.append((now() - a) / 1e6)
+            b = now()
+            samples.append((b - a) / 1e6)
+            if ref is not None and ref_samples is not None and b - last_ref >= every_ns:
+                c0 = now()
+                while True:
+                    a = now()
+                    ref()
+                    last_ref = now()
+                    ref_samples.append((last_ref - a) / 1e6)
+                    if last_ref - c0 >= chunk_ns:
+                        break
         sessions.append(samples)
+        if ref is not None and ref_samples is not None and not ref_samples:
+            a = now()  # a session shorter than DRIFT_EVERY_MS still gets one reference run
+            ref()
+            last_ref = now()
+            ref_samples.append((last_ref - a) / 1e6)
     return sessions, {"warmup_runs_done": warm_n, "warmup_s_done": (now() - t0) / 1e9}
 
 
@@ -683,6 +714,15 @@ def _timed_model(job: dict[str, Any], model: str, p: dict[str, Any], set_input: 
     if set_input is not None:
         runner.set_input(set_input)
     meter = _open_meter(job)
+    ref, ref_samples = None, []
+    if job.get("drift_ref"):
+        if meter is not None:
+            raise JobError(
+                ErrorCode.BAD_JOB,
+                "drift_ref interleaves a reference model, whose runs the energy meter would count: "
+                "measure energy without the drift reference",
+            )
+        ref = _Runner(runtime, str(job["drift_ref"]), threads, graph_opt=graph_opt)
     try:
         if meter is not None:
             # the meter spans the timed sessions only (not the warm-up)
@@ -690,7 +730,7 @@ def _timed_model(job: dict[str, Any], model: str, p: dict[str, Any], set_input: 
             meter.start()
             sessions, _ = measure(runner.run, {**p, "warmup_runs": 0, "warmup_s": 0})
         else:
-            sessions, warm = measure(runner.run, p)
+            sessions, warm = measure(runner.run, p, ref.run if ref else None, ref_samples)
     except MemoryError:
         raise
     except _Timeout:
@@ -701,6 +741,11 @@ def _timed_model(job: dict[str, Any], model: str, p: dict[str, Any], set_input: 
         raise JobError(_classify(e), f"{runtime} failed while running {os.path.basename(model)}: {e}") from e
     flat = [x for s in sessions for x in s]
     stats = summarize(flat, sessions)
+    if ref_samples:
+        ref_p50 = _percentile(sorted(ref_samples), 50)
+        # the job's latency in units of the reference's, measured in the same seconds: a change of
+        # the host's speed during the job moves both (README: the drift reference)
+        stats.update(ref_p50_ms=ref_p50, ref_n=len(ref_samples), p50_per_ref=stats["p50_ms"] / ref_p50)
     energy_mj, energy_source = _energy(job, stats["mean_ms"], meter, len(flat))
     return {
         "runner": runner,

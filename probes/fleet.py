@@ -738,6 +738,9 @@ class SweepConfig:
     codecs: tuple[str, ...] = ("fp32", "fp16", "int8")
     connect_timeout: float = 10.0
     persistent_agent: bool = True  # one `agent.py --serve` per board for the sweep (one-shot on error)
+    # interleave the drift reference (probes.drift) with each whole-model job's runs; its sha256
+    # joins the measurement key (another reference, another measurement)
+    drift_ref: bool = False
 
     def __post_init__(self) -> None:
         from probes.agent import graph_opt_problem
@@ -745,6 +748,8 @@ class SweepConfig:
         problem = graph_opt_problem(self.graph_opt, self.runtime)
         if problem:
             raise ValueError(problem)
+        if self.drift_ref and self.runtime != "onnxruntime":
+            raise ValueError(f"the drift reference is an ONNX model; runtime {self.runtime!r} cannot run it")
 
     def runtime_config(self) -> dict[str, Any]:
         """What a measurement is keyed by besides artifact and board (``graph_opt`` only when not
@@ -752,6 +757,16 @@ class SweepConfig:
         cfg: dict[str, Any] = {"runtime": self.runtime, "threads": self.threads, "protocol": self.protocol.to_dict()}
         if self.graph_opt != "all":
             cfg["graph_opt"] = self.graph_opt
+        return cfg
+
+    def model_config(self) -> dict[str, Any]:
+        """A whole-model job's key config: the runtime config, and the drift reference's sha256
+        when one is interleaved (split jobs never run one)."""
+        cfg: dict[str, Any] = {"kind": "model", **self.runtime_config()}
+        if self.drift_ref:
+            from probes.drift import reference_model
+
+            cfg["drift_ref"] = reference_model()[1]
         return cfg
 
 
@@ -913,7 +928,7 @@ class FleetRunner:
         )
 
     def model_key(self, board: str, task: ModelTask) -> str:
-        return self.store.measurement_key(task.sha256, board, {"kind": "model", **self.config.runtime_config()})
+        return self.store.measurement_key(task.sha256, board, self.config.model_config())
 
     def split_keys(self, board: str, task: SplitTask) -> dict[str, str]:
         base = {"kind": "split", "edge": task.edge, "tail_sha256": task.tail_sha256, **self.config.runtime_config()}
@@ -960,14 +975,19 @@ class FleetRunner:
         def go() -> Result:
             with self._board_locks[board.name]:
                 remote = conn.ensure_artifact(task.artifact, task.sha256)
-                return conn.run_agent(self._job(board, remote, job_id))
+                ref = None
+                if self.config.drift_ref:
+                    from probes.drift import reference_model
+
+                    ref = conn.ensure_artifact(*reference_model())
+                return conn.run_agent(self._job(board, remote, job_id, drift_ref=ref))
 
         res, attempts = self._attempts(board.name, go, healthy)
         if isinstance(res, BoardError):
             res = Result.failure(job_id, res.code, res.message + (f" (fix: {res.hint})" if res.hint else ""))
         else:
             healthy[board.name] = True
-        config = {"kind": "model", **self.config.runtime_config()}
+        config = self.config.model_config()
         self._record(
             key=key,
             board=board.name,

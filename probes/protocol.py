@@ -68,6 +68,7 @@ class Job:
     codec_params: dict[str, Any] | None = None
     payload_dir: str | None = None
     payloads: dict[str, str] | None = None  # split_tail: codec -> payload path on the board
+    drift_ref: str | None = None  # the drift reference model on the board (probes.drift); None: none
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

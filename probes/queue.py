@@ -89,6 +89,7 @@ def config_payload(cfg: SweepConfig) -> dict[str, Any]:
         "protocol": cfg.protocol.to_dict(),
         "timeout_s": cfg.timeout_s,
         "force": cfg.force,
+        "drift_ref": cfg.drift_ref,
     }
 
 
@@ -102,6 +103,7 @@ def config_from_payload(d: dict[str, Any], base: SweepConfig) -> SweepConfig:
         protocol=MeasureProtocol(**d["protocol"]),
         timeout_s=float(d["timeout_s"]),
         force=bool(d.get("force", False)),
+        drift_ref=bool(d.get("drift_ref", False)),  # a payload queued before the option: no reference
     )
 
 

@@ -239,7 +239,9 @@ RESULT_COLUMNS = [
     "energy_mj",
     "energy_source",
     "error_code",
-    "graph_opt",  # last: CSVs read by column position keep their columns
+    "graph_opt",  # from here on, new columns go last: CSVs read by column position keep theirs
+    "ref_p50_ms",
+    "p50_per_ref",
 ]
 
 
@@ -281,6 +283,8 @@ def result_rows(
                 "p90_ms": s.get("p90_ms") if "head" not in s else None,
                 "cv": s.get("cv"),
                 "n": s.get("n"),
+                "ref_p50_ms": s.get("ref_p50_ms"),
+                "p50_per_ref": s.get("p50_per_ref"),
                 "energy_mj": m.energy_mj,
                 "energy_source": m.energy_source,
                 "error_code": m.error_code,

@@ -54,6 +54,13 @@ def _split(values: tuple[str, ...]) -> list[str]:
     "transforms (NCHWc on x86). Another level is another runtime config: its measurements are "
     "stored apart (README, Benchmarks: what it costs and what it does to prediction).",
 )
+@click.option(
+    "--drift-ref",
+    is_flag=True,
+    help="Interleave a fixed reference model with each whole-model job (10 ms after every 50 ms) and "
+    "record the model's p50 in reference units (results: ref_p50_ms, p50_per_ref), which repeats "
+    "where the raw p50 drifts with a shared host's speed. onnxruntime only; not with an energy meter.",
+)
 @click.option("--repeat", type=click.IntRange(1, 1000), default=5, show_default=True, help="Timed sessions.")
 @click.option("--number", type=click.IntRange(1, 100000), default=10, show_default=True, help="Min runs per session.")
 @click.option("--min-repeat-ms", type=click.FloatRange(0), default=200.0, show_default=True, help="Min session length.")
@@ -86,6 +93,7 @@ def run(
     runtime: str,
     threads: int,
     graph_opt: str | None,
+    drift_ref: bool,
     repeat: int,
     number: int,
     min_repeat_ms: float,
@@ -117,6 +125,7 @@ def run(
         edgeatlas bench run --grid
         edgeatlas bench run --boards little-1,big-1 --variants 3fa2,9c1e --threads 1 --repeat 5
         edgeatlas bench run --grid --graph-opt extended
+        edgeatlas bench run --boards mid-1 --grid --drift-ref
         edgeatlas bench run --grid --splits --edge edge-1 --codecs fp16,int8,pca --max-splits 2 --json
         edgeatlas bench run --grid --db postgresql://atlas@db/atlas --enqueue-only
         edgeatlas bench run --boards mid-1 --probe-set default
@@ -137,6 +146,12 @@ def run(
     problem = graph_opt_problem(graph_opt, runtime)
     if problem:
         raise EdgeatlasError(problem, ErrorCode.INVALID_ARGUMENT, hint="drop --graph-opt for litert")
+    if drift_ref and runtime != "onnxruntime":
+        raise EdgeatlasError(
+            f"--drift-ref runs an ONNX reference model; --runtime {runtime} cannot",
+            ErrorCode.INVALID_ARGUMENT,
+            hint="drop --drift-ref for litert",
+        )
     cfg = SweepConfig(
         runtime=runtime,
         threads=threads,
@@ -149,6 +164,7 @@ def run(
         force=force,
         trust_new_hosts=trust_new_hosts,
         codecs=tuple(_split((codecs,))),
+        drift_ref=drift_ref,
     )
     chosen = _split(variants)
     if probe_set:
