@@ -713,16 +713,16 @@ def _timed_model(job: dict[str, Any], model: str, p: dict[str, Any], set_input: 
     load_ms = (time.perf_counter_ns() - t_load) / 1e6
     if set_input is not None:
         runner.set_input(set_input)
-    meter = _open_meter(job)
     ref, ref_samples = None, []
     if job.get("drift_ref"):
-        if meter is not None:
+        if (job.get("energy") or {}).get("backend"):
             raise JobError(
                 ErrorCode.BAD_JOB,
                 "drift_ref interleaves a reference model, whose runs the energy meter would count: "
                 "measure energy without the drift reference",
             )
         ref = _Runner(runtime, str(job["drift_ref"]), threads, graph_opt=graph_opt)
+    meter = _open_meter(job)
     try:
         if meter is not None:
             # the meter spans the timed sessions only (not the warm-up)

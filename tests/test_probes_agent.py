@@ -243,3 +243,33 @@ def test_litert_job_on_a_real_tflite(tiny_tflite, tmp_path):
     # a .tflite given to onnxruntime is a model-load error, not a crash
     wrong = run_agent(Job(job_id="w", model=str(tiny_tflite["tflite"]), protocol=FAST).to_dict(), tmp_path)
     assert wrong["error_code"] == ErrorCode.MODEL_LOAD_ERROR
+
+
+def test_drift_reference_is_interleaved_and_reported_apart(tiny_models, tmp_path):
+    """--drift-ref: the agent runs the reference model between the model's runs and reports its
+    p50 and the model's p50 in its units; the model's own samples hold no reference run."""
+    from probes.drift import reference_model
+
+    ref, _ = reference_model(tmp_path)
+    proto = MeasureProtocol(warmup_runs=1, warmup_s=0.02, repeat=3, number=5, min_repeat_ms=120.0)
+    job = Job(job_id="d", model=str(tiny_models["full"]), protocol=proto, drift_ref=str(ref))
+    d = run_agent(job.to_dict(), tmp_path)
+    assert d["status"] == "ok", d
+    s = d["stats"]
+    # 360 ms of timed sessions, a 10 ms chunk after every 50 ms of the model: several chunks
+    assert s["ref_n"] >= 5 and s["ref_p50_ms"] > 0
+    assert s["p50_per_ref"] == pytest.approx(s["p50_ms"] / s["ref_p50_ms"])
+    assert s["n"] == sum(s["session_n"])  # the model's samples are its own runs only
+    plain = run_agent(Job(job_id="p", model=str(tiny_models["full"]), protocol=FAST).to_dict(), tmp_path)
+    assert "ref_p50_ms" not in plain["stats"] and "p50_per_ref" not in plain["stats"]
+    # a session shorter than the 50 ms interval still times the reference once
+    short = Job(job_id="s", model=str(tiny_models["full"]), protocol=FAST, drift_ref=str(ref))
+    assert run_agent(short.to_dict(), tmp_path)["stats"]["ref_n"] >= 1
+    # an energy meter would count the reference's runs: refused, as a result
+    bad = agent.run_job(
+        {**job.to_dict(), "energy": {"backend": "rapl", "options": {"root": str(tmp_path)}}, "protocol": FAST.to_dict()}
+    )
+    assert bad["status"] == "error" and bad["error_name"] == "BAD_JOB" and "energy" in bad["error_message"]
+    # a reference the board lacks is a load error that names it
+    gone = agent.run_job({**short.to_dict(), "drift_ref": str(tmp_path / "nope.onnx")})
+    assert gone["status"] == "error" and "nope.onnx" in gone["error_message"]

@@ -113,6 +113,34 @@ def test_graph_opt_is_its_own_runtime_config(cli_env):
     assert config_from_payload(old, SweepConfig()).graph_opt == "all"
 
 
+def test_drift_ref_end_to_end_on_a_board(cli_env):
+    """bench run --drift-ref over real sshd: the reference is uploaded once like an artifact, the
+    measurement gets its own key, and bench results shows the reference's columns."""
+    r = CliRunner()
+    base = ["--devices", cli_env["devices"], "--db", cli_env["db"]]
+    a = cli_env["boards"]["a"].name
+    plain = json.loads(r.invoke(main, ["bench", "run", *base, "--boards", a, "--grid", *FAST, "--json"]).output)
+    assert plain["done"] == 1
+    out = r.invoke(main, ["bench", "run", *base, "--boards", a, "--grid", *FAST, "--drift-ref", "--json"])
+    assert out.exit_code == 0, out.output
+    res = json.loads(out.output)
+    assert res["done"] == 1 and res["skipped"] == 0 and 0 < res["uploaded_bytes"] < 20000  # the reference only
+    again = json.loads(
+        r.invoke(main, ["bench", "run", *base, "--boards", a, "--grid", *FAST, "--drift-ref", "--json"]).output
+    )
+    assert again["skipped"] == 1 and again["uploaded_bytes"] == 0
+    rows = json.loads(r.invoke(main, ["bench", "results", "--db", cli_env["db"], "--board", a, "--json"]).output)
+    assert len(rows) == 2 and all(x["status"] == "ok" for x in rows)
+    ref_rows = [x for x in rows if x["ref_p50_ms"] is not None]
+    assert len(ref_rows) == 1 and ref_rows[0]["p50_per_ref"] == pytest.approx(
+        ref_rows[0]["p50_ms"] / ref_rows[0]["ref_p50_ms"]
+    )
+    text = r.invoke(main, ["bench", "results", "--db", cli_env["db"], "--board", a, "--csv"]).output
+    assert text.splitlines()[0].endswith("graph_opt,ref_p50_ms,p50_per_ref,edge,error_message,created_at")
+    bad = r.invoke(main, ["bench", "run", *base, "--grid", "--runtime", "litert", "--drift-ref"])
+    assert bad.exit_code == 1 and "--drift-ref" in bad.output and "Traceback" not in bad.output
+
+
 def test_bench_run_bad_input_is_one_clear_line(cli_env):
     r = CliRunner()
     base = ["--devices", cli_env["devices"], "--db", cli_env["db"]]
