@@ -75,6 +75,7 @@ def collect(
     source: str | None = None,
     include_evaluation: bool = False,
     graph_opt: str = "all",
+    drift_correct: bool = False,
 ) -> TrainingData:
     """Measurements (status ok, whole model) joined with variant features, grouped by device class.
 
@@ -82,7 +83,7 @@ def collect(
     variant, classes and the key order by numpy sorts. Rows are in key order within a class and
     classes in order of their first key, as they always were (the fit depends on both).
     """
-    return _group(_load(store, device_class, source, include_evaluation, graph_opt))
+    return _group(_load(store, device_class, source, include_evaluation, graph_opt, drift_correct))
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class _Loaded:
     classes: list[str]
     data_hash: str
     evaluation_left_out: tuple[str, ...] = ()
+    drift: dict[str, Any] | None = None  # with drift correction: what was corrected (the report's)
 
 
 def predictor_graph_level(store, name: str, graph_opt: str | None = None) -> str:
@@ -130,6 +132,42 @@ def predictor_graph_level(store, name: str, graph_opt: str | None = None) -> str
     return graph_opt
 
 
+def predictor_drift_correct(store, name: str, drift_correct: bool | None = None) -> bool:
+    """Whether a (re)train of predictor ``name`` corrects latencies by the drift reference:
+    ``drift_correct`` if given, else its champion's setting (off without one)."""
+    if drift_correct is not None:
+        return bool(drift_correct)
+    champ = store.champion(name)
+    return bool(champ is not None and (champ.metrics or {}).get("drift_correct"))
+
+
+def drift_corrected(
+    lat: np.ndarray, per_ref: np.ndarray, ref_ms: np.ndarray, ccode: np.ndarray, classes: Sequence[str]
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Latencies with host drift taken out, by the drift reference (``bench run --drift-ref``).
+
+    A row measured with the reference has its p50 in reference units (``per_ref``, the model's p50
+    over the reference's, timed over the same seconds) and the reference's p50 (``ref_ms``). Its
+    corrected latency is ``per_ref`` times its class's median reference p50: the model's latency at
+    the class's typical speed, still in ms. Rows without a reference (NaN) keep their raw p50.
+    Returns the latencies and a summary per class (rows corrected, of how many; the median
+    reference p50 used)."""
+    with np.errstate(invalid="ignore"):
+        has = np.isfinite(per_ref) & (per_ref > 0) & np.isfinite(ref_ms) & (ref_ms > 0)
+    out = lat.copy()
+    summary: dict[str, Any] = {}
+    for c, name in enumerate(classes):
+        rows = ccode == c
+        m = rows & has
+        if not m.any():
+            summary[name] = {"rows_corrected": 0, "rows": int(rows.sum())}
+            continue
+        med = float(np.median(ref_ms[m]))
+        out[m] = per_ref[m] * med
+        summary[name] = {"rows_corrected": int(m.sum()), "rows": int(rows.sum()), "ref_p50_ms": med}
+    return out, summary
+
+
 def evaluation_classes(store) -> set[str]:
     """Device classes marked as evaluation devices (imported datasets: ../shared/datasets/README.md).
     They stand for "a device nobody has measured": never fitted on, only predicted k-shot."""
@@ -137,7 +175,12 @@ def evaluation_classes(store) -> set[str]:
 
 
 def _load(
-    store, device_class: str | None, source: str | None, include_evaluation: bool = False, graph_opt: str = "all"
+    store,
+    device_class: str | None,
+    source: str | None,
+    include_evaluation: bool = False,
+    graph_opt: str = "all",
+    drift_correct: bool = False,
 ) -> _Loaded:
     held_back = set() if include_evaluation else evaluation_classes(store)
     if device_class in held_back:
@@ -147,8 +190,9 @@ def _load(
             hint="predict it k-shot (`edgeatlas predictors predict --probe-latencies FILE`) or score it with "
             "`edgeatlas predictors eval`; --include-evaluation trains on it anyway",
         )
+    drift_cols = ("stats.p50_per_ref", "stats.ref_p50_ms") if drift_correct else ()  # read only when asked
     cols = store.measurement_columns(
-        ("key", "variant_id", "device_class", "board", "latency_ms", "energy_mj"),
+        ("key", "variant_id", "device_class", "board", "latency_ms", "energy_mj", *drift_cols),
         device_class=device_class,
         source=source,
         status="ok",
@@ -203,6 +247,22 @@ def _load(
             hint="re-run `edgeatlas zoo build` (it stores features) or import the dataset again",
         )
     F = np.array([feats[v] for v in measured], dtype=np.float64).reshape(len(measured), len(FEATURE_NAMES))
+    labels = cols["device_class"]
+    if not all(labels):  # a row without a class is grouped under its board
+        labels = [d or b for d, b in zip(labels, cols["board"], strict=True)]
+    names, ccode = _codes(labels)
+    drift = None
+    if drift_correct:
+        per_ref, ref_ms = (np.array(cols[c], dtype=np.float64) for c in drift_cols)  # None -> NaN
+        lat, by_class = drift_corrected(lat, per_ref, ref_ms, ccode, names)
+        done = sum(v["rows_corrected"] for v in by_class.values())
+        if not done:
+            raise EdgeatlasError(
+                f"--drift-correct: none of the {n} measurements was taken with the drift reference",
+                code=ErrorCode.INSUFFICIENT_DATA,
+                hint="measure with `edgeatlas bench run --drift-ref` first, or train without --drift-correct",
+            )
+        drift = {"rows_corrected": done, "rows": n, "classes": by_class}
     # key order (UTF-8 bytes sort as code points do, i.e. as Python sorts the str keys)
     kb = np.array([k.encode() for k in keys])
     order = np.argsort(kb, kind="stable")
@@ -210,14 +270,12 @@ def _load(
     # bytes. Deterministic, and any added/removed row or changed value changes it. (Version 2: the
     # row-by-row text hash it replaces differs, so the first retrain after the change trains once.)
     # The feature set version is part of it: after an upgrade the first retrain trains.
-    h = hashlib.sha256(f"edgeatlas-training-data/2|features {FEATURES_VERSION}|{n}|{kb.dtype.str}\n".encode())
+    # Drift-corrected latencies are other numbers: they hash apart from the raw ones.
+    tag = "|drift-corrected" if drift_correct else ""
+    h = hashlib.sha256(f"edgeatlas-training-data/2|features {FEATURES_VERSION}{tag}|{n}|{kb.dtype.str}\n".encode())
     for part in (kb[order], lat[order].astype("<f8"), en[order].astype("<f8")):
         h.update(np.ascontiguousarray(part).tobytes())
-    labels = cols["device_class"]
-    if not all(labels):  # a row without a class is grouped under its board
-        labels = [d or b for d, b in zip(labels, cols["board"], strict=True)]
-    names, ccode = _codes(labels)
-    return _Loaded(n, lat, en, order, F, vcode, measured, ccode, names, h.hexdigest(), left_out)
+    return _Loaded(n, lat, en, order, F, vcode, measured, ccode, names, h.hexdigest(), left_out, drift)
 
 
 def _group(d: _Loaded) -> TrainingData:
@@ -516,6 +574,7 @@ def train(
     progress: Callable[[str], None] | None = None,
     include_evaluation: bool = False,
     graph_opt: str | None = None,
+    drift_correct: bool | None = None,
 ) -> dict[str, Any]:
     """Train a challenger on the training slice, score it and the champion on the held-out slice.
 
@@ -534,6 +593,10 @@ def train(
 
     Evaluation devices (:func:`evaluation_classes`) are left out unless ``include_evaluation``; the
     report names them (``evaluation_left_out``).
+
+    ``drift_correct`` fits latencies with the host's drift taken out (:func:`drift_corrected`: rows
+    measured with ``bench run --drift-ref``; the others keep their p50). None keeps the champion's
+    setting (off without one); the report's ``drift_correct`` says how many rows were corrected.
     """
     if target not in ("latency", "energy"):
         raise EdgeatlasError(f"--target must be latency or energy, not {target!r}", code=ErrorCode.INVALID_ARGUMENT)
@@ -545,8 +608,10 @@ def train(
 
     champ = store.champion(name)
     graph_opt = predictor_graph_level(store, name, graph_opt)
+    drift_correct = predictor_drift_correct(store, name, drift_correct)
     # validated, hashed; grouped only if needed
-    loaded = _load(store, device_class, source, include_evaluation, graph_opt)
+    loaded = _load(store, device_class, source, include_evaluation, graph_opt, drift_correct)
+    drift = loaded.drift
     left_out = loaded.evaluation_left_out
     if target == "energy" and not np.isfinite(loaded.en).any():
         raise EdgeatlasError("no energy measurements to train on", code=ErrorCode.INSUFFICIENT_DATA)
@@ -562,6 +627,7 @@ def train(
                 "status": "no new data",
                 "name": name,
                 "graph_opt": graph_opt,
+                "drift_correct": drift,
                 "data_hash": loaded.data_hash,
                 "rows": loaded.n,
                 "champion_version": champ.version if champ else None,
@@ -621,7 +687,13 @@ def train(
         path=str(path),
         file_sha256=sha,
         data_hash=data.data_hash,
-        metrics={**chall_score, "kind": kind, "chosen_kinds": chosen_kinds, "graph_opt": graph_opt},
+        metrics={
+            **chall_score,
+            "kind": kind,
+            "chosen_kinds": chosen_kinds,
+            "graph_opt": graph_opt,
+            "drift_correct": drift_correct,
+        },
         libs=libs(),
         status=status,
     )
@@ -630,6 +702,7 @@ def train(
         "promoted": status == "champion",
         "source": source,
         "graph_opt": graph_opt,
+        "drift_correct": drift,
         "name": name,
         "version": rec.version,
         "target": target,

@@ -322,3 +322,32 @@ def test_measurement_columns_filter_by_graph_level(any_db_url: str) -> None:
     assert keys("all") == ["all", "none", "old"]
     assert keys("extended") == ["ext"] and keys("basic") == ["basic"] and keys("disabled") == []
     store.dispose()
+
+
+def test_measurement_columns_read_numbers_from_stats(any_db_url: str) -> None:
+    """``stats.FIELD`` reads a number out of the stats JSON (the drift reference's ratio), None where
+    a row has no stats or no such field; anything else is refused with the names it knows."""
+    store = Store.open(any_db_url)
+    stats = {"ref": {"p50_ms": 2.0, "p50_per_ref": 2.5, "ref_p50_ms": 0.8}, "plain": {"p50_ms": 3.0}, "none": None}
+    store.add_measurements_bulk(
+        [
+            {
+                "key": k,
+                "board": "b",
+                "variant_id": "v",
+                "runtime": "onnxruntime",
+                "config": {},
+                "status": "ok",
+                "stats": s,
+            }
+            for k, s in stats.items()
+        ]
+    )
+    cols = store.measurement_columns(("key", "stats.p50_per_ref", "stats.ref_p50_ms"))
+    got = dict(zip(cols["key"], zip(cols["stats.p50_per_ref"], cols["stats.ref_p50_ms"], strict=True), strict=True))
+    assert got == {"ref": (2.5, 0.8), "plain": (None, None), "none": (None, None)}
+    for bad in ("stats.", "stats.a-b", "config.graph_opt"):
+        with pytest.raises(EdgeatlasError, match=f"no column {bad}") as e:
+            store.measurement_columns(("key", bad))
+        assert "stats.FIELD" in e.value.hint
+    store.dispose()

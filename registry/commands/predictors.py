@@ -154,11 +154,20 @@ graph_opt_option = click.option(
     "champion, else 'all'. One predictor is one level: another level needs another --name.",
 )
 
+drift_correct_option = click.option(
+    "--drift-correct/--no-drift-correct",
+    default=None,
+    help="Fit latencies with the host's speed drift taken out: a row measured with `bench run "
+    "--drift-ref` counts as its p50 in reference units times its class's median reference p50 (ms); "
+    "rows without the reference keep their p50. Default: the predictor champion's setting, else off.",
+)
+
 
 @group.command(name="train")
 @click.option("--class", "device_class", default=None, help="Train one device class only.")
 @click.option("--source", default=None, help=SOURCE_HELP)
 @graph_opt_option
+@drift_correct_option
 @report_option
 @click.option("--target", type=click.Choice(["latency", "energy"]), default="latency", show_default=True)
 @click.option("--name", default=None, help="Predictor name (default: 'default', or 'class:<C>' with --class).")
@@ -170,6 +179,7 @@ def train_cmd(
     device_class: str | None,
     source: str | None,
     graph_opt: str | None,
+    drift_correct: bool | None,
     report_dir: Path | None,
     target: str,
     name: str | None,
@@ -188,6 +198,7 @@ def train_cmd(
         edgeatlas predictors train --source probe --target latency --json
         edgeatlas predictors train --source probe --target energy --name fleet-energy
         edgeatlas predictors train --source probe --graph-opt extended --name fleet-extended
+        edgeatlas predictors train --source probe --drift-correct --name fleet-drift
     """
     from predictors.training import DEFAULT_NAME, train
 
@@ -205,6 +216,7 @@ def train_cmd(
             report_dir=report_dir,
             include_evaluation=include_evaluation,
             graph_opt=graph_opt,
+            drift_correct=drift_correct,
         ),
         as_json,
     )
@@ -216,6 +228,7 @@ def train_cmd(
 @kind_option
 @click.option("--source", default=None, help=SOURCE_HELP)
 @graph_opt_option
+@drift_correct_option
 @report_option
 @click.option(
     "--schedule",
@@ -238,6 +251,7 @@ def retrain_cmd(
     kind: str,
     source: str | None,
     graph_opt: str | None,
+    drift_correct: bool | None,
     report_dir: Path | None,
     schedule: bool,
     on_calendar: str,
@@ -270,6 +284,10 @@ def retrain_cmd(
         level = predictor_graph_level(store, name, graph_opt)  # refuses a level other than the champion's
         if level != "all":
             args += ["--graph-opt", level]
+        from predictors.training import predictor_drift_correct
+
+        if predictor_drift_correct(store, name, drift_correct):
+            args += ["--drift-correct"]
         if report_dir:
             args += ["--report", str(report_dir.resolve())]
         if include_evaluation:
@@ -290,6 +308,7 @@ def retrain_cmd(
         report_dir=report_dir,
         include_evaluation=include_evaluation,
         graph_opt=graph_opt,
+        drift_correct=drift_correct,
     )
     if as_json:
         print_json(result)
@@ -449,6 +468,7 @@ def list_cmd(db_url: str | None, as_json: bool) -> None:
             "chosen_kinds": (p.metrics or {}).get("chosen_kinds"),
             "class": p.device_class,
             "graph_opt": graph_level(p.metrics),
+            "drift_correct": bool((p.metrics or {}).get("drift_correct")),
             "status": p.status,
             "acc10": (p.metrics or {}).get("acc10"),
             "mape": (p.metrics or {}).get("mape"),

@@ -103,6 +103,12 @@ def with_installed_driver(url: str) -> str:
     return f"postgresql://{rest}"
 
 
+def _stats_field(column: str) -> str | None:
+    """``FIELD`` of a ``stats.FIELD`` column name (a plain identifier), else None."""
+    head, _, field = column.partition(".")
+    return field if head == "stats" and field.isidentifier() else None
+
+
 def _filter_measurements(
     q: Any,
     *,
@@ -728,17 +734,29 @@ class Store:
         values, no ORM objects or records. Filters as :meth:`list_measurements`; ``whole_model_only``
         keeps the rows without a split (``split_id IS NULL``); ``graph_opt`` keeps the rows measured
         at that onnxruntime graph optimization level (a row whose config names none was measured at
-        the default, ``all``: imported rows, other runtimes, rows from before the option)."""
+        the default, ``all``: imported rows, other runtimes, rows from before the option).
+
+        A column named ``stats.FIELD`` reads that number from the row's ``stats`` JSON (None where
+        the row has none), e.g. ``stats.p50_per_ref`` of a run with the drift reference."""
         table = MeasurementRow.__table__
-        unknown = [c for c in columns if c not in table.c]
+        unknown = [c for c in columns if c not in table.c and not _stats_field(c)]
         if unknown:
             raise EdgeatlasError(
                 f"measurements have no column {', '.join(unknown)}",
                 ErrorCode.INVALID_ARGUMENT,
-                hint=f"known: {', '.join(table.c.keys())}",
+                hint=f"known: {', '.join(table.c.keys())}, and stats.FIELD for a number in stats",
             )
+        sqlite = self.engine.dialect.name == "sqlite"
+
+        def expr(c: str) -> Any:
+            if c in table.c:
+                return table.c[c]
+            # json_extract on SQLite (a JSON number comes back as one), ->> cast on PostgreSQL
+            field = _stats_field(c)
+            return func.json_extract(table.c.stats, f"$.{field}") if sqlite else table.c.stats[field].as_float()
+
         q = _filter_measurements(
-            select(*(table.c[c] for c in columns)).order_by(table.c.id),
+            select(*(expr(c) for c in columns)).order_by(table.c.id),
             device_class=device_class,
             source=source,
             status=status,
@@ -749,15 +767,13 @@ class Store:
             # json_extract on SQLite (the fast path below passes bound values as they are, so no
             # JSON-path bind processing), ->> on PostgreSQL
             level = (
-                func.json_extract(table.c.config, "$.graph_opt")
-                if self.engine.dialect.name == "sqlite"
-                else table.c.config["graph_opt"].as_string()
+                func.json_extract(table.c.config, "$.graph_opt") if sqlite else table.c.config["graph_opt"].as_string()
             )
             q = q.where(or_(level == graph_opt, level.is_(None)) if graph_opt == "all" else level == graph_opt)
         with self.engine.connect() as conn:
             d = conn.dialect
             if d.name == "sqlite" and all(
-                table.c[c].type.dialect_impl(d).result_processor(d, None) is None for c in columns
+                table.c[c].type.dialect_impl(d).result_processor(d, None) is None for c in columns if c in table.c
             ):
                 # plain values need no result processing: read the DBAPI cursor itself (a million
                 # Row objects cost ~2 s more than the tuples under them)
