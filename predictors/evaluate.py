@@ -6,6 +6,7 @@ reference-device regressors are fitted on development devices only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from scipy.stats import kendalltau, spearmanr
 
 from predictors import datasets as D
 from predictors.kshot import CorrectedKShotCalibrator, LogKShotCalibrator
-from predictors.models import KShotCalibrator, LatencyRegressor
+from predictors.models import MIN_MS, KShotCalibrator, LatencyRegressor
 from registry.errors import EdgeatlasError, ErrorCode
 
 METRIC_KEYS = ("spearman", "kendall", "acc10", "acc5", "rmse_ms", "mape", "n")
@@ -82,16 +83,90 @@ def help_protocol(table: D.Table, shots: int = 10) -> Protocol:
     )
 
 
-def latbench_protocol(table: D.Table, shots: int = 10) -> Protocol:
-    """Reference regressors on NB201 idx [0:900); shots = HELP's NB201 reference archs; query = every
-    other measured arch of the device."""
+# LatBench's probe set: the NB201 archs (dataset index) a new device measures for its k shots, in
+# the order :func:`select_probe_set` picked them (``--shots k`` takes the first k). Chosen on the
+# development devices only (bench/predictor_quality.py --tune prints the selection again); the
+# evaluation devices never took part. ``probe_set="help"`` keeps HELP's 10 NB201 reference archs.
+LATBENCH_PROBE_SET: tuple[int, ...] = (604, 677, 643, 663, 806, 835, 829, 158, 671, 574)
+PROBE_SETS = ("selected", "help")
+
+
+def latbench_protocol(table: D.Table, shots: int = 10, probe_set: str = "selected") -> Protocol:
+    """Reference regressors on NB201 idx [0:900); shots = the probe set (``"selected"``:
+    :data:`LATBENCH_PROBE_SET`, ``"help"``: HELP's NB201 reference archs); query = every other
+    measured arch of the device. The query leaves out both probe sets, so the two score the same rows."""
+    if probe_set not in PROBE_SETS:
+        raise EdgeatlasError(
+            f"unknown probe set {probe_set!r}",
+            code=ErrorCode.INVALID_ARGUMENT,
+            hint=f"use one of: {', '.join(PROBE_SETS)}",
+        )
     pos = {int(i): k for k, i in enumerate(table.index)}
     pool = np.array([pos[i] for i in range(900) if i in pos])
-    sh = np.array([pos[i] for i in D.help_reference_indices("nb201")[:shots] if i in pos])
+    helps = D.help_reference_indices("nb201")
+    chosen = LATBENCH_PROBE_SET if probe_set == "selected" else helps
+    sh = np.array([pos[i] for i in chosen[:shots] if i in pos], dtype=int)
     mask = np.ones(len(table.keys), bool)
     mask[pool] = False
-    mask[sh] = False
+    mask[[pos[i] for i in (*helps, *LATBENCH_PROBE_SET) if i in pos]] = False
     return Protocol(pool=pool, query=np.flatnonzero(mask), shots=sh, trim=False)
+
+
+def _mix_acc10(R: np.ndarray, y: np.ndarray, shots: np.ndarray, query: np.ndarray, alpha: float) -> float:
+    """acc10 on ``query`` of the non-negative raw mix ``b + sum_d w_d R_d`` (ridge ``alpha`` on w,
+    b free) fitted on ``shots``; with one shot, the mean reference column scaled to it. The fast
+    stand-in for the k-shot calibrator that :func:`select_probe_set` scores thousands of times."""
+    from scipy.optimize import nnls
+
+    if len(shots) < 2:
+        m = R.mean(axis=1)
+        pred = m[query] * float(np.median(y[shots] / m[shots]))
+    else:
+        d = R.shape[1]
+        A = np.hstack([R[shots], np.ones((len(shots), 1)), -np.ones((len(shots), 1))])
+        reg = np.hstack([math.sqrt(alpha) * np.eye(d), np.zeros((d, 2))])
+        w, _ = nnls(np.vstack([A, reg]), np.concatenate([y[shots], np.zeros(d)]))
+        pred = R[query] @ w[:d] + w[d] - w[d + 1]
+    return float(np.mean(np.abs(np.maximum(pred, MIN_MS) / y[query] - 1.0) <= 0.10))
+
+
+def select_probe_set(
+    table: D.Table, protocol: Protocol, k: int = 10, *, alpha: float = KSHOT_ALPHA, progress=None
+) -> list[int]:
+    """Greedy forward selection of a k-arch probe set, on the development devices only.
+
+    Each development device in turn plays the new device; the others are its references
+    (:func:`reference_columns`, fitted on ``protocol.pool``). Step by step, the pool arch that most
+    raises the mean acc10 on the query rows (the plain mix on the shots so far,
+    :func:`_mix_acc10`) joins the set; candidates are the pool archs every development device
+    measured. Returns dataset indices (``table.index``), in the order
+    chosen; the evaluation devices' columns are never read."""
+    evald = set(D.EVAL_DEVICES.get(table.name, ()))
+    dev = [d for d in table.devices if d not in evald]
+    if len(dev) < 3:
+        raise EdgeatlasError(
+            f"{table.name}: {len(dev)} development devices; a probe set needs >= 3", code=ErrorCode.INSUFFICIENT_DATA
+        )
+    folds = []
+    for t in dev:
+        y = table.column(t)
+        R = reference_columns(table, protocol, [r for r in dev if r != t])
+        folds.append((R, y, protocol.query[np.isfinite(y[protocol.query])]))
+    measured = np.isfinite(np.column_stack([y for _, y, _ in folds])).all(axis=1)
+    chosen: list[int] = []
+    for step in range(k):
+        best, best_row = -1.0, -1
+        for c in protocol.pool[measured[protocol.pool]]:
+            if c in chosen:
+                continue
+            s = np.array([*chosen, c])
+            score = float(np.mean([_mix_acc10(R, y, s, q, alpha) for R, y, q in folds]))
+            if score > best:
+                best, best_row = score, int(c)
+        chosen.append(best_row)
+        if progress is not None:
+            progress(step + 1, k, int(table.index[best_row]), best)
+    return [int(table.index[i]) for i in chosen]
 
 
 def reference_columns(
@@ -157,11 +232,20 @@ def kshot_eval(
     return m, pred, y[q]
 
 
-def evaluate(dataset: str, device: str, shots: int = 10, path: str | None = None) -> dict[str, Any]:
+def evaluate(
+    dataset: str, device: str, shots: int = 10, path: str | None = None, probe_set: str | None = None
+) -> dict[str, Any]:
     """`predictors eval`: the k-shot protocol of ``dataset`` on ``device``: the METRIC_KEYS, and
-    ``calibration`` where the k-shot form was chosen from the shots (kshot_eval)."""
+    ``calibration`` where the k-shot form was chosen from the shots (kshot_eval). ``probe_set``
+    (LatBench only; default ``"selected"``): which archs are the shots (:func:`latbench_protocol`)."""
     if shots < 3 or shots > 10:
         raise EdgeatlasError("--shots must be between 3 and 10", code=ErrorCode.INVALID_ARGUMENT)
+    if probe_set is not None and dataset != "latbench":
+        raise EdgeatlasError(
+            f"--probe-set applies to latbench only; {dataset} always uses HELP's reference archs as shots",
+            code=ErrorCode.INVALID_ARGUMENT,
+            hint="drop --probe-set",
+        )
     table = D.load(dataset, path)
     if device not in table.devices:
         raise EdgeatlasError(
@@ -172,7 +256,7 @@ def evaluate(dataset: str, device: str, shots: int = 10, path: str | None = None
     if table.name in ("help-nb201", "help-fbnet"):
         m, _, _ = kshot_eval(table, device, help_protocol(table, shots))
     elif table.name == "latbench":
-        m, _, _ = kshot_eval(table, device, latbench_protocol(table, shots))
+        m, _, _ = kshot_eval(table, device, latbench_protocol(table, shots, probe_set or "selected"))
     elif table.name == "hwnasbench360":
         m = hwnas_energy_eval(table, device, shots)
     else:

@@ -71,7 +71,7 @@ def import_cmd(name: str, path: Path | None, db_url: str | None, as_json: bool) 
     default=10,
     show_default=True,
     type=click.IntRange(3, 10),
-    help="k reference measurements on the device (3-10; HELP's reference archs).",
+    help="k reference measurements on the device (3-10; HELP's reference archs, on latbench its probe set).",
 )
 @click.option(
     "--path",
@@ -79,8 +79,17 @@ def import_cmd(name: str, path: Path | None, db_url: str | None, as_json: bool) 
     default=None,
     help="Dataset folder (default: $EDGEATLAS_DATASETS/<folder>, else /work/shared/datasets/<folder>).",
 )
+@click.option(
+    "--probe-set",
+    type=click.Choice(["selected", "help"]),
+    default=None,
+    help="latbench only: the shots are the probe set selected on its development devices (default) "
+    "or HELP's 10 NB201 reference archs.",
+)
 @json_option
-def eval_cmd(dataset: str, devices: tuple[str, ...], shots: int, path: str | None, as_json: bool) -> None:
+def eval_cmd(
+    dataset: str, devices: tuple[str, ...], shots: int, path: str | None, probe_set: str | None, as_json: bool
+) -> None:
     """k-shot evaluation on an unseen device (HELP protocol for help-*).
 
     Prints spearman, kendall, acc10, acc5, rmse_ms, mape, n. The table (and the JSON list
@@ -93,13 +102,14 @@ def eval_cmd(dataset: str, devices: tuple[str, ...], shots: int, path: str | Non
     Example:
         edgeatlas predictors eval --dataset help-nb201 --device pixel2 --shots 10 --json
         edgeatlas predictors eval --dataset help-nb201 --device pixel2,raspi4,eyeriss
+        edgeatlas predictors eval --dataset latbench --device mobile-dsp-snapdragon-855-hexagon-690-int8 --probe-set help
     """
     from predictors.datasets import HELP_PUBLISHED
     from predictors.evaluate import METRIC_KEYS, evaluate
 
     names = [d.strip() for v in devices for d in v.split(",") if d.strip()]
     published = HELP_PUBLISHED.get(dataset, {})
-    rows = [dict(evaluate(dataset, dev, shots, path)) for dev in names]
+    rows = [dict(evaluate(dataset, dev, shots, path, probe_set)) for dev in names]
     if len(rows) == 1 and as_json:  # exactly the documented keys
         print_json({k: rows[0][k] for k in METRIC_KEYS})
         return
