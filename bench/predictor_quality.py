@@ -185,6 +185,16 @@ def _span_lodo(T: D.Table, proto: E.Protocol) -> None:
         )
 
 
+def _probe_set_tune(T: D.Table) -> None:
+    """LatBench's probe set (evaluate.LATBENCH_PROBE_SET): the greedy selection again, on the
+    development devices, and leave-one-device-out acc10 of HELP's reference archs against it."""
+    sel = E.select_probe_set(T, E.latbench_protocol(T, probe_set="help"))
+    same = "the same as" if tuple(sel) == E.LATBENCH_PROBE_SET else "DIFFERENT FROM"
+    print(f"tune latbench probe set selected {sel}: {same} evaluate.LATBENCH_PROBE_SET")
+    for ps in E.PROBE_SETS:
+        print(f"tune latbench probe set {ps}: {_lodo(T, E.latbench_protocol(T, probe_set=ps))}")
+
+
 def tune() -> None:
     """Development devices only: each in turn plays the unseen device, the others are references."""
     T = D.load("help-nb201")
@@ -208,17 +218,22 @@ def tune() -> None:
     for graph, enc, kind in (("eager", False, "linear"), ("live", False, "linear"), ("live", True, "gbm")):
         T = D.load_latbench(graph=graph, encoding=enc)
         print(
-            f"tune latbench graph={graph} encoding={enc} kind={kind}: {_lodo(T, E.latbench_protocol(T), kind=kind, corrected=False)}"
+            f"tune latbench graph={graph} encoding={enc} kind={kind}: {_lodo(T, E.latbench_protocol(T, probe_set='help'), kind=kind, corrected=False)}"
         )
     T = D.load("latbench")
     for corrected in (False, True):
-        print(f"tune latbench op-count correction={corrected}: {_lodo(T, E.latbench_protocol(T), corrected=corrected)}")
-    print(f"tune latbench op-count sum form=False: {_lodo(T, E.latbench_protocol(T), additive=False)}")
-    _span_lodo(T, E.latbench_protocol(T))
+        print(
+            f"tune latbench op-count correction={corrected}: {_lodo(T, E.latbench_protocol(T, probe_set='help'), corrected=corrected)}"
+        )
+    print(
+        f"tune latbench op-count sum form=False: {_lodo(T, E.latbench_protocol(T, probe_set='help'), additive=False)}"
+    )
+    _span_lodo(T, E.latbench_protocol(T, probe_set="help"))
     for space, alpha in (("raw", 0.01), ("raw", 1.0), ("log", 0.01), ("log", 0.1)):
         print(
-            f"tune latbench space={space} alpha={alpha}: {_lodo(T, E.latbench_protocol(T), alpha=alpha, space=space, corrected=False)}"
+            f"tune latbench space={space} alpha={alpha}: {_lodo(T, E.latbench_protocol(T, probe_set='help'), alpha=alpha, space=space, corrected=False)}"
         )
+    _probe_set_tune(T)
     for enc, kind in ((False, "linear"), (True, "gbm")):
         T = D.load_hwnasbench360(encoding=enc)
         ref = E.hwnas_reference_matrix(T, "ninapro", ["cifar100", "ninapro"], kind=kind, measured=False)
@@ -358,12 +373,18 @@ def main() -> None:
         mean = float(np.mean([x["spearman"] for x in r]))
         print(f"  {'mean':<15} ours {mean:.3f}  HELP {D.HELP_PUBLISHED[name]['mean']:.3f}")
     T = D.load("latbench")
-    proto = E.latbench_protocol(T)
-    print("\nlatbench evaluation devices, 10-shot (target acc10 >= 0.90)")
-    for dev in D.EVAL_DEVICES["latbench"]:
-        m, _, _ = E.kshot_eval(T, dev, proto)
-        rows.append({"dataset": "latbench", "device": dev, **m})
-        print(f"  {dev:<45} acc10 {m['acc10']:.3f}  spearman {m['spearman']:.3f}  mape {m['mape']:.1f}%  n {m['n']}")
+    for ps in E.PROBE_SETS:
+        proto = E.latbench_protocol(T, probe_set=ps)
+        print(f"\nlatbench evaluation devices, 10-shot, probe set {ps} (target acc10 >= 0.90)")
+        acc = []
+        for dev in D.EVAL_DEVICES["latbench"]:
+            m, _, _ = E.kshot_eval(T, dev, proto)
+            acc.append(m["acc10"])
+            rows.append({"dataset": "latbench", "probe_set": ps, "device": dev, **m})
+            print(
+                f"  {dev:<45} acc10 {m['acc10']:.3f}  spearman {m['spearman']:.3f}  mape {m['mape']:.1f}%  n {m['n']}  {m['calibration']}"
+            )
+        print(f"  {'mean':<45} acc10 {np.mean(acc):.3f}")
     T = D.load("hwnasbench360")
     print(
         f"\nhwnasbench360 pi5 cifar100 energy, refs = the arch on pi5 ninapro+darcy and the pixel "
