@@ -28,6 +28,9 @@ energy held out, references pi5 darcy + pixel):
   used only when the device's own shots favour it.
 - the op-count sum form of the same calibrator (the op counts in place of the references), with and
   without: HELP NB201 leave-one-device-out and leave-one-family-out, LatBench leave-one-device-out.
+- LatBench's probe set (evaluate.LATBENCH_PROBE_SET): the greedy selection rerun on the development
+  devices (it must give the shipped set back), and leave-one-device-out acc10 with HELP's reference
+  archs against it. The searches above were made with HELP's archs as shots and keep them.
 """
 
 from __future__ import annotations
