@@ -125,3 +125,14 @@ def test_cli_latbench_eval_with_either_probe_set(tmp_path, monkeypatch) -> None:
     assert res["selected"]["acc10"] > res["help"]["acc10"]  # 0.885 against 0.780 when measured
     default = CliRunner().invoke(group, ["eval", "--dataset", "latbench", "--device", dev, "--json"])
     assert json.loads(default.output) == res["selected"]
+    other = "mobile-gpu-snapdragon-855-adreno-640-int8"
+    table = CliRunner().invoke(
+        group,
+        ["eval", "--dataset", "latbench", "--device", f"{dev},{other}", "--probe-set", "help"],
+        env={"COLUMNS": "200"},
+    )
+    assert table.exit_code == 0, table.output
+    assert "latbench 10-shot, probe set help" in table.output and "HELP's published" not in table.output
+    mean_row = next(line for line in table.output.splitlines() if "│ mean" in line)
+    cells = [c.strip() for c in mean_row.split("│")]
+    assert cells[1] == "mean" and 0 < float(cells[4]) < 1  # mean acc10 of the two devices

@@ -110,6 +110,7 @@ def eval_cmd(
     names = [d.strip() for v in devices for d in v.split(",") if d.strip()]
     published = HELP_PUBLISHED.get(dataset, {})
     rows = [dict(evaluate(dataset, dev, shots, path, probe_set)) for dev in names]
+    shots_from = f", probe set {probe_set or 'selected'}" if dataset == "latbench" else ""
     if len(rows) == 1 and as_json:  # exactly the documented keys
         print_json({k: rows[0][k] for k in METRIC_KEYS})
         return
@@ -117,17 +118,18 @@ def eval_cmd(
         if dev in published:
             row["help_spearman"] = published[dev]
     if len(rows) == 1:
-        emit(rows[0], False, title=f"{dataset} {names[0]} {shots}-shot")
+        emit(rows[0], False, title=f"{dataset} {names[0]} {shots}-shot{shots_from}")
         return
     if as_json:
         print_json([{"device": d, **r} for d, r in zip(names, rows, strict=True)])
         return
     table = [{"device": d, **r} for d, r in zip(names, rows, strict=True)]
-    mean = {"device": "mean", "spearman": sum(r["spearman"] for r in rows) / len(rows)}
+    mean = {"device": "mean", **{k: sum(r[k] for r in rows) / len(rows) for k in ("spearman", "acc10")}}
     helps = [r["help_spearman"] for r in rows if "help_spearman" in r]
     if len(helps) == len(rows):
         mean["help_spearman"] = sum(helps) / len(helps)
-    emit([*table, mean], False, title=f"{dataset} {shots}-shot (help_spearman: HELP's published figure)")
+    note = " (help_spearman: HELP's published figure)" if helps else ""
+    emit([*table, mean], False, title=f"{dataset} {shots}-shot{shots_from}{note}")
 
 
 SOURCE_HELP = "Only measurements from this source: probe (the fleet), dataset:<name>, or a glob like dataset:*."
