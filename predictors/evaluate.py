@@ -7,7 +7,7 @@ reference-device regressors are fitted on development devices only.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,7 +131,12 @@ def _mix_acc10(R: np.ndarray, y: np.ndarray, shots: np.ndarray, query: np.ndarra
 
 
 def select_probe_set(
-    table: D.Table, protocol: Protocol, k: int = 10, *, alpha: float = KSHOT_ALPHA, progress=None
+    table: D.Table,
+    protocol: Protocol,
+    k: int = 10,
+    *,
+    alpha: float = KSHOT_ALPHA,
+    progress: Callable[[int, int, int, float], None] | None = None,
 ) -> list[int]:
     """Greedy forward selection of a k-arch probe set, on the development devices only.
 
@@ -139,8 +144,9 @@ def select_probe_set(
     (:func:`reference_columns`, fitted on ``protocol.pool``). Step by step, the pool arch that most
     raises the mean acc10 on the query rows (the plain mix on the shots so far,
     :func:`_mix_acc10`) joins the set; candidates are the pool archs every development device
-    measured. Returns dataset indices (``table.index``), in the order
-    chosen; the evaluation devices' columns are never read."""
+    measured. ``progress(step, k, picked dataset index, objective)`` after each pick. Returns
+    dataset indices (``table.index``), in the order chosen; the evaluation devices' columns are
+    never read."""
     evald = set(D.EVAL_DEVICES.get(table.name, ()))
     dev = [d for d in table.devices if d not in evald]
     if len(dev) < 3:
