@@ -6,7 +6,6 @@ reference-device regressors are fitted on development devices only.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +14,7 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 from predictors import datasets as D
-from predictors.kshot import CorrectedKShotCalibrator, LogKShotCalibrator
+from predictors.kshot import CorrectedKShotCalibrator, LogKShotCalibrator, nonneg_ridge
 from predictors.models import MIN_MS, KShotCalibrator, LatencyRegressor
 from registry.errors import EdgeatlasError, ErrorCode
 
@@ -116,17 +115,12 @@ def _mix_acc10(R: np.ndarray, y: np.ndarray, shots: np.ndarray, query: np.ndarra
     """acc10 on ``query`` of the non-negative raw mix ``b + sum_d w_d R_d`` (ridge ``alpha`` on w,
     b free) fitted on ``shots``; with one shot, the mean reference column scaled to it. The fast
     stand-in for the k-shot calibrator that :func:`select_probe_set` scores thousands of times."""
-    from scipy.optimize import nnls
-
     if len(shots) < 2:
         m = R.mean(axis=1)
         pred = m[query] * float(np.median(y[shots] / m[shots]))
     else:
-        d = R.shape[1]
-        A = np.hstack([R[shots], np.ones((len(shots), 1)), -np.ones((len(shots), 1))])
-        reg = np.hstack([math.sqrt(alpha) * np.eye(d), np.zeros((d, 2))])
-        w, _ = nnls(np.vstack([A, reg]), np.concatenate([y[shots], np.zeros(d)]))
-        pred = R[query] @ w[:d] + w[d] - w[d + 1]
+        w, b = nonneg_ridge(R[shots], y[shots], alpha)
+        pred = R[query] @ w + b
     return float(np.mean(np.abs(np.maximum(pred, MIN_MS) / y[query] - 1.0) <= 0.10))
 
 

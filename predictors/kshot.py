@@ -37,6 +37,21 @@ from predictors.models import KShotCalibrator, LogIntervalMixin, _positive_tags,
 MIN_VALUE = 1e-6  # references and targets are clipped here before the log (ms / mJ)
 
 
+def nonneg_ridge(X: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+    """Exact non-negative ridge ``y ~ b + X w`` (w >= 0, ``alpha`` on w, b unpenalised): bounded
+    least squares on the centred rows plus sqrt(alpha) I rows. Returns (w, b). sklearn's
+    ``Ridge(positive=True)`` runs L-BFGS-B, whose stopping tolerance moved a 10-shot solution by up
+    to 6 % in a prediction."""
+    from scipy.optimize import lsq_linear
+
+    mu, ym = X.mean(axis=0), float(y.mean())
+    d = X.shape[1]
+    A = np.vstack([X - mu, math.sqrt(alpha) * np.eye(d)])
+    rhs = np.concatenate([y - ym, np.zeros(d)])
+    w = lsq_linear(A, rhs, bounds=(0.0, np.inf), method="bvls").x if d else np.zeros(0)
+    return w, ym - float(mu @ w)
+
+
 class LogKShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
     """Reference predictions (n, D) -> the new device's value, fitted on k shots in log space.
 
@@ -53,17 +68,7 @@ class LogKShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
         return _positive_tags(super().__sklearn_tags__())
 
     def _fit_one(self, L, logy):
-        """Exact non-negative ridge (bounded least squares on the centred shots plus sqrt(alpha) I
-        rows): (w, b). sklearn's ``Ridge(positive=True)`` runs L-BFGS-B, whose stopping tolerance
-        moved the 10-shot solution by up to 6 % in a prediction."""
-        from scipy.optimize import lsq_linear
-
-        mu, ym = L.mean(axis=0), float(logy.mean())
-        d = L.shape[1]
-        A = np.vstack([L - mu, math.sqrt(self.alpha) * np.eye(d)])
-        rhs = np.concatenate([logy - ym, np.zeros(d)])
-        w = lsq_linear(A, rhs, bounds=(0.0, np.inf), method="bvls").x if d else np.zeros(0)
-        return w, ym - float(mu @ w)
+        return nonneg_ridge(L, logy, self.alpha)
 
     @staticmethod
     def _apply(model, L):
