@@ -28,6 +28,8 @@ energy held out, references pi5 darcy + pixel):
   used only when the device's own shots favour it.
 - the op-count sum form of the same calibrator (the op counts in place of the references), with and
   without: HELP NB201 leave-one-device-out and leave-one-family-out, LatBench leave-one-device-out.
+- ``--ceiling`` (:func:`_ceiling`): on LatBench development devices, the plain mix at 10, 20, 50,
+  100 and 300 shots beside a linear and a gbm regressor fitted on ~900 of the device's own archs.
 - LatBench's probe set (evaluate.LATBENCH_PROBE_SET): the greedy selection rerun on the development
   devices (it must give the shipped set back), and leave-one-device-out acc10 with HELP's reference
   archs against it. The searches above were made with HELP's archs as shots and keep them.
@@ -186,6 +188,40 @@ def _span_lodo(T: D.Table, proto: E.Protocol) -> None:
         print(
             f"tune {T.name} span {t}: acc10 mix fitted on 10 shots {a['10 shots']:.3f}, on all query rows {a['all query rows']:.3f}"
         )
+
+
+def _ceiling(T: D.Table, ks: tuple[int, ...] = (10, 20, 50, 100, 300)) -> None:
+    """LatBench: shots or model form? Development devices only, each in turn the new device. The
+    plain reference mix (:func:`evaluate._mix_acc10`, the probe set then random pool archs) at k
+    shots, beside a regressor fitted on the device's own measured pool rows (NB201 idx [0:900),
+    about 900 archs; ``linear`` and ``gbm``), all scored by acc10 on the query rows."""
+    from predictors.models import LatencyRegressor
+
+    proto = E.latbench_protocol(T)
+    evald = set(D.EVAL_DEVICES[T.name])
+    dev = [d for d in T.devices if d not in evald]
+    pos = {int(i): k for k, i in enumerate(T.index)}
+    probe = [pos[i] for i in E.LATBENCH_PROBE_SET]
+    order = probe + [int(i) for i in np.random.default_rng(0).permutation(proto.pool) if i not in probe]
+    X = T.inputs()
+    table = []
+    for t in dev:
+        y = T.column(t)
+        R = E.reference_columns(T, proto, [r for r in dev if r != t])
+        q = proto.query[np.isfinite(y[proto.query])]
+        row = []
+        for k in ks:
+            sh = np.array(order[:k])
+            row.append(E._mix_acc10(R, y, sh[np.isfinite(y[sh])], q, E.KSHOT_ALPHA))
+        own = proto.pool[np.isfinite(y[proto.pool])]
+        for kind in ("linear", "gbm"):
+            pred = LatencyRegressor(kind=kind, cv=1).fit(X[own], y[own]).predict(X[q])
+            row.append(E.metrics(pred, y[q])["acc10"])
+        table.append(row)
+        print(f"ceiling latbench {t:<45} " + " ".join(f"{v:.3f}" for v in row))
+    heads = [f"mix@{k}" for k in ks] + ["own-linear", "own-gbm"]
+    print(f"ceiling latbench {'(columns)':<45} " + " ".join(heads))
+    print(f"ceiling latbench {'mean':<45} " + " ".join(f"{v:.3f}" for v in np.mean(table, axis=0)))
 
 
 def _probe_set_tune(T: D.Table) -> None:
@@ -354,7 +390,15 @@ def main() -> None:
     ap.add_argument("--store", default=None, help="store URL with the fleet's measurements (default: the data dir's)")
     ap.add_argument("--only-fleet", action="store_true", help="only the per-device-class fleet check")
     ap.add_argument("--kinds", action="store_true", help="only the per-class kind comparison (gbm, additive, auto)")
+    ap.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="only LatBench's ceiling check on development devices: the mix at 10-300 shots beside own-data regressors",
+    )
     args = ap.parse_args()
+    if args.ceiling:
+        _ceiling(D.load("latbench"))
+        return
     if args.only_fleet:
         fleet_rows(args.store)
         return
