@@ -141,8 +141,8 @@ def _protocol(fast: bool):
 
 
 def _latencies(stats: dict) -> dict[str, float]:
-    """The statistics this bench can predict, from one job's stats (``p50 per ref``: the p50 in units of
-    the drift reference's, with ``--drift-ref``)."""
+    """The statistics this bench can predict, from one job's stats (``p50 per ref`` / ``min per ref``:
+    the p50 / min in units of the drift reference's p50 / min, with ``--drift-ref``)."""
     out = {
         "p50": float(stats["p50_ms"]),
         "mean": float(stats["mean_ms"]),
@@ -151,6 +151,8 @@ def _latencies(stats: dict) -> dict[str, float]:
     }
     if "p50_per_ref" in stats:
         out["p50 per ref"] = float(stats["p50_per_ref"])
+    if "min_per_ref" in stats:
+        out["min per ref"] = float(stats["min_per_ref"])
     return out
 
 
@@ -255,7 +257,7 @@ def report(graph_opt: str, lat: dict, again: dict, ids: list, tids: list, X, tes
     )
     # the statistic asked for, then the minimum beside it: a diagnostic of the host noise (the
     # fastest run of a job is the one least disturbed by the host), not the product's latency
-    extra = ["p50 per ref"] if "p50 per ref" in lat[ids[0]] else []
+    extra = [k for k in ("p50 per ref", "min per ref") if k in lat[ids[0]]]
     for stat in dict.fromkeys([statistic, "min", *extra]):
         ys = np.array([lat[i][stat] for i in ids])
         for kind in KINDS:
@@ -283,7 +285,7 @@ def main() -> None:
     ap.add_argument(
         "--statistic",
         default="p50",
-        choices=("p50", "mean", "median of session means", "min", "p50 per ref"),
+        choices=("p50", "mean", "median of session means", "min", "p50 per ref", "min per ref"),
         help="the latency to predict",
     )
     ap.add_argument(

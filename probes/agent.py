@@ -745,7 +745,14 @@ def _timed_model(job: dict[str, Any], model: str, p: dict[str, Any], set_input: 
         ref_p50 = _percentile(sorted(ref_samples), 50)
         # the job's latency in units of the reference's, measured in the same seconds: a change of
         # the host's speed during the job moves both (README: the drift reference)
-        stats.update(ref_p50_ms=ref_p50, ref_n=len(ref_samples), p50_per_ref=stats["p50_ms"] / ref_p50)
+        ref_min = min(ref_samples)
+        stats.update(
+            ref_p50_ms=ref_p50,
+            ref_min_ms=ref_min,
+            ref_n=len(ref_samples),
+            p50_per_ref=stats["p50_ms"] / ref_p50,
+            min_per_ref=stats["min_ms"] / ref_min,
+        )
     energy_mj, energy_source = _energy(job, stats["mean_ms"], meter, len(flat))
     return {
         "runner": runner,

@@ -259,9 +259,10 @@ def test_drift_reference_is_interleaved_and_reported_apart(tiny_models, tmp_path
     # 360 ms of timed sessions, a 10 ms chunk after every 50 ms of the model: several chunks
     assert s["ref_n"] >= 5 and s["ref_p50_ms"] > 0
     assert s["p50_per_ref"] == pytest.approx(s["p50_ms"] / s["ref_p50_ms"])
+    assert 0 < s["ref_min_ms"] <= s["ref_p50_ms"] and s["min_per_ref"] == pytest.approx(s["min_ms"] / s["ref_min_ms"])
     assert s["n"] == sum(s["session_n"])  # the model's samples are its own runs only
     plain = run_agent(Job(job_id="p", model=str(tiny_models["full"]), protocol=FAST).to_dict(), tmp_path)
-    assert "ref_p50_ms" not in plain["stats"] and "p50_per_ref" not in plain["stats"]
+    assert not {"ref_p50_ms", "p50_per_ref", "ref_min_ms", "min_per_ref"} & set(plain["stats"])
     # a session shorter than the 50 ms interval still times the reference once
     short = Job(job_id="s", model=str(tiny_models["full"]), protocol=FAST, drift_ref=str(ref))
     assert run_agent(short.to_dict(), tmp_path)["stats"]["ref_n"] >= 1
