@@ -645,11 +645,12 @@ def start_board(board: Any, python_bin_dir: str | None = None) -> BoardProcess:
         cfg = d / "sshd_config"
         path_env = f"{bindir}:/usr/local/bin:/usr/bin:/bin"
         cfg.write_text(sshd_config_text(d, sshd_port, path_env, python, listen_address=sshd_host))
+        # privilege separation dir: sshd -t refuses the config without it, and /run is emptied at boot
+        Path("/run/sshd").mkdir(exist_ok=True)
         test = subprocess.run([SSHD, "-t", "-f", str(cfg)], capture_output=True, text=True)
         if test.returncode != 0:
             raise _fleet_error(f"sshd rejects {cfg}: {test.stderr.strip()}")
         cg = _make_cgroup(safe_name(board.name), em.cpu_quota, em.cpus)
-        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation dir
         log = d / "sshd.log"
         tasks = [Path(cg["cpu"]) / "tasks", Path(cg["cpuset"]) / "tasks"]
         netns_path = str(NETNS_DIR / link["netns"]) if use_netns else None
