@@ -4,7 +4,8 @@ A shared or virtual host changes speed from second to second (another tenant, fr
 hypervisor), and a measurement taken minutes later can differ by 30 % or more while the model is the
 same. With ``bench run --drift-ref`` the agent runs this reference for 10 ms after every 50 ms of the
 model (``probes.agent.measure``) and reports its p50 beside the model's: ``stats.ref_p50_ms`` and
-``stats.p50_per_ref`` (the model's p50 in reference units). A drift that slows the host slows both,
+``stats.p50_per_ref`` (the model's p50 in reference units), and likewise ``stats.ref_min_ms`` and
+``stats.min_per_ref`` for the fastest runs. A drift that slows the host slows both,
 so the ratio repeats where the raw p50 does not (README, Benchmarks: the drift reference).
 
 The model is built here, deterministically (fixed opset, IR version and seeded weights), so every
