@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -61,7 +62,8 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def emulated_fleet(boards: list[dict]) -> Iterator[tuple[object, Path]]:
-    """Bring up emulated boards in a fresh EDGEATLAS_HOME; yields (Fleet, tmp dir); always brings them down.
+    """Bring up emulated boards in a fresh EDGEATLAS_HOME; yields (Fleet, tmp dir); always brings them down
+    and removes the tmp dir.
 
     ``boards``: dicts with name, emulate (TOML inline table) and optional role.
     """
@@ -96,3 +98,4 @@ def emulated_fleet(boards: list[dict]) -> Iterator[tuple[object, Path]]:
             os.environ.pop("EDGEATLAS_HOME", None)
         else:
             os.environ["EDGEATLAS_HOME"] = old
+        shutil.rmtree(tmp, ignore_errors=True)  # the boards' homes, keys, store and uploads
