@@ -239,6 +239,8 @@ def load_saved(path: str, ids: list[str], tids: list[str], seed: int, graph_opt:
 
 def report(graph_opt: str, lat: dict, again: dict, ids: list, tids: list, X, test, statistic: str) -> None:
     """Repeatability and the held-out accuracy of each regressor kind, at one graph level."""
+    from sklearn.model_selection import cross_val_predict
+
     from predictors.evaluate import metrics
     from predictors.models import KINDS, LatencyRegressor
 
@@ -262,16 +264,13 @@ def report(graph_opt: str, lat: dict, again: dict, ids: list, tids: list, X, tes
     # the held-out fifth is a few dozen models, so one split's acc10 moves by a model or two; 5-fold
     # cross-validation predicts every model once, from a fit without it
     folds = np.array_split(np.random.default_rng(len(ids)).permutation(len(ids)), 5)
+    splits = [(np.setdiff1d(np.arange(len(ids)), f), f) for f in folds]
     for stat in dict.fromkeys([statistic, "min", *extra]):
         ys = np.array([lat[i][stat] for i in ids])
         for kind in KINDS:
             pred = LatencyRegressor(kind=kind).fit(X[~test], ys[~test]).predict(X[test])
             s = metrics(pred, ys[test])
-            cv = np.empty_like(ys)
-            for f in folds:
-                rest = np.setdiff1d(np.arange(len(ys)), f)
-                cv[f] = LatencyRegressor(kind=kind).fit(X[rest], ys[rest]).predict(X[f])
-            c = metrics(cv, ys)
+            c = metrics(cross_val_predict(LatencyRegressor(kind=kind), X, ys, cv=splits), ys)
             print(
                 f"per-class {kind:<8} on the {stat:<4}: acc10 {s['acc10']:.3f}  acc5 {s['acc5']:.3f}  "
                 f"MAPE {s['mape']:.1f} %  spearman {s['spearman']:.3f}; 5-fold CV over all {len(ys)}: acc10 "

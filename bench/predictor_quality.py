@@ -198,17 +198,12 @@ def _ceiling(T: D.Table, ks: tuple[int, ...] = (10, 20, 50, 100, 300)) -> None:
     from predictors.models import LatencyRegressor
 
     proto = E.latbench_protocol(T)
-    evald = set(D.EVAL_DEVICES[T.name])
-    dev = [d for d in T.devices if d not in evald]
-    pos = {int(i): k for k, i in enumerate(T.index)}
-    probe = [pos[i] for i in E.LATBENCH_PROBE_SET]
+    dev, ref = _dev_references(T, proto)
+    probe = list(proto.shots)  # the probe set's rows, in pick order
     order = probe + [int(i) for i in np.random.default_rng(0).permutation(proto.pool) if i not in probe]
     X = T.inputs()
     table = []
-    for t in dev:
-        y = T.column(t)
-        R = E.reference_columns(T, proto, [r for r in dev if r != t])
-        q = proto.query[np.isfinite(y[proto.query])]
+    for t, y, R, _, q in _held_out_devices(T, proto, dev, ref):
         row = []
         for k in ks:
             sh = np.array(order[:k])

@@ -742,10 +742,10 @@ def _timed_model(job: dict[str, Any], model: str, p: dict[str, Any], set_input: 
     flat = [x for s in sessions for x in s]
     stats = summarize(flat, sessions)
     if ref_samples:
-        ref_p50 = _percentile(sorted(ref_samples), 50)
+        ref_sorted = sorted(ref_samples)
+        ref_p50, ref_min = _percentile(ref_sorted, 50), ref_sorted[0]
         # the job's latency in units of the reference's, measured in the same seconds: a change of
         # the host's speed during the job moves both (README: the drift reference)
-        ref_min = min(ref_samples)
         stats.update(
             ref_p50_ms=ref_p50,
             ref_min_ms=ref_min,
