@@ -64,6 +64,49 @@ def test_additive_kind_learns_op_costs_and_extrapolates():
     assert np.mean((ybig >= lo) & (ybig <= hi)) > 0.8
 
 
+def test_additive_residual_trees_follow_a_shape_effect_the_sum_cannot(tmp_path):
+    """Small inputs pay less per conv MAC (as a 32 px variant's small GEMMs do on a board): a sum of
+    per-unit costs cannot follow that, the shrunk residual trees of the additive kind partly can.
+    Held out, they beat the sum alone; a skops round trip of a set holding them predicts the same."""
+    import skops.io as sio
+
+    from predictors.models import RESIDUAL_SHRINK, _additive_predict, _fit_additive
+    from predictors.training import TRUSTED_TYPES
+
+    rng = np.random.default_rng(7)
+    idx = {n: i for i, n in enumerate(FEATURE_NAMES)}
+
+    def models(n):
+        X = np.zeros((n, len(FEATURE_NAMES)))
+        X[:, idx["conv_macs"]] = rng.uniform(1e6, 5e7, n)
+        X[:, idx["macs"]] = X[:, idx["conv_macs"]]
+        X[:, idx["n_nodes"]] = rng.integers(10, 80, n)
+        X[:, idx["input_h"]] = X[:, idx["input_w"]] = rng.choice([32, 64, 128], n)
+        per_mac = np.where(X[:, idx["input_h"]] <= 32, 0.6, 1.0) / 2e10 * 1e3
+        lat = 0.05 + X[:, idx["conv_macs"]] * per_mac + X[:, idx["n_nodes"]] * 0.004
+        return X, lat * np.exp(rng.normal(0, 0.02, n))
+
+    X, y = models(200)
+    Xt, yt = models(200)
+    m = LatencyRegressor(kind="additive").fit(X, y)
+    assert m._model["residual"] is not None and m._model["residual_shrink"] == RESIDUAL_SHRINK
+    plain = _fit_additive(X, y, residual=False)
+    assert "residual" not in plain
+    err_trees = np.mean(np.abs(np.log(m.predict(Xt) / yt)))
+    err_sum = np.mean(np.abs(np.log(_additive_predict(plain, Xt) / yt)))
+    assert err_trees < 0.9 * err_sum, (err_trees, err_sum)
+    # too few variants: no trees
+    assert "residual" not in LatencyRegressor(kind="additive").fit(X[:30], y[:30])._model
+
+    pset = PredictorSet.fit({"a": (X, y, None)}, kind="additive")
+    sio.dump(pset, tmp_path / "p.skops")
+    back = sio.load(tmp_path / "p.skops", trusted=list(TRUSTED_TYPES))
+    np.testing.assert_allclose(
+        back.predict(Xt, device_class="a").latency_ms, pset.predict(Xt, device_class="a").latency_ms
+    )
+    assert "_residual_trees" in pset.classes["a"]["latency"].__getstate__()
+
+
 def test_interval_covers_most_points():
     X, y = _data(400)
     m = LatencyRegressor(kind="linear").fit(X[:300], y[:300])
