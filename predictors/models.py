@@ -503,8 +503,11 @@ def _fit_residual_trees(X: np.ndarray, y: np.ndarray, counts: np.ndarray | None)
         tr = folds != f
         inner = _fit_additive(X[tr], y[tr], counts=None if counts is None else counts[tr], residual=False)
         oof[~tr] = _additive_predict(inner, X[~tr])
-    cols = _model_columns(X.shape[1], 0)
-    cols = np.arange(X.shape[1], dtype=np.int64) if isinstance(cols, slice) else cols
+    # the graph features without their kernel terms, as the gbm kind reads them; data of another
+    # width (as in _fit_additive): every column
+    cols = np.arange(X.shape[1], dtype=np.int64)
+    if X.shape[1] == len(FEATURE_NAMES):
+        cols = np.asarray(_model_columns(X.shape[1], 0))
     trees = HistGradientBoostingRegressor(
         max_iter=200, learning_rate=0.05, max_depth=3, min_samples_leaf=10, random_state=0, early_stopping=False
     )

@@ -97,6 +97,11 @@ def test_additive_residual_trees_follow_a_shape_effect_the_sum_cannot(tmp_path):
     assert err_trees < 0.9 * err_sum, (err_trees, err_sum)
     # too few variants: no trees
     assert "residual" not in LatencyRegressor(kind="additive").fit(X[:30], y[:30])._model
+    # the trees read the graph features without their kernel terms; on wider data (extra columns
+    # in front, as a facts block) every column, as the additive sum itself does
+    assert len(m._model["residual_columns"]) < len(FEATURE_NAMES)
+    wide = LatencyRegressor(kind="additive").fit(np.hstack([np.ones((len(X), 2)), X]), y)
+    assert len(wide._model["residual_columns"]) == len(FEATURE_NAMES) + 2
 
     pset = PredictorSet.fit({"a": (X, y, None)}, kind="additive")
     sio.dump(pset, tmp_path / "p.skops")
