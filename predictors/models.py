@@ -90,6 +90,23 @@ def row_groups(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return first, inv, counts
 
 
+def fold_repeats(X: np.ndarray, logy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Identical rows (a variant's repeats) as one row each, in :func:`row_groups`' canonical order:
+    (the distinct rows, the mean of each one's log targets, how many rows each stands for)."""
+    first, inv, counts = row_groups(X)
+    return X[first], np.bincount(inv, weights=logy) / counts, counts
+
+
+def _tree_predict(m, X: np.ndarray) -> np.ndarray:
+    """``m.predict(X)`` for a gradient-boosting model; below SMALL_FIT_ROWS rows on one OpenMP thread:
+    prediction runs one OpenMP region per tree, and on a busy host each waits for a scheduler tick
+    (300 trees: 3.5 s for 10k rows against 0.1 s on one thread)."""
+    if len(X) < SMALL_FIT_ROWS:
+        with _threadpools().limit(limits=1, user_api="openmp"):
+            return m.predict(X)
+    return m.predict(X)
+
+
 def _conformal_quantile(r: np.ndarray, coverage: float) -> float:
     """The conformal quantile of absolute residuals: the ceil((n + 1) * coverage)-th smallest."""
     q = min(1.0, math.ceil((len(r) + 1) * coverage) / len(r))
@@ -217,8 +234,7 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
         """
         logy = np.log(y)
         # (distinct rows in a canonical order: the fit does not depend on the order rows came in)
-        first, inv, counts = row_groups(X)
-        X, logy = X[first], np.bincount(inv, weights=logy) / counts
+        X, logy, _ = fold_repeats(X, logy)
         m = self._make(large=True)
         if len(logy) >= EARLY_STOPPING_MIN_VARIANTS:  # a validation split of >= 50 variants
             m.set_params(early_stopping=True, validation_fraction=0.1, n_iter_no_change=10, tol=1e-7)
@@ -229,14 +245,9 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
             return m.predict(X)
         if self.kind == "additive":
             return _additive_predict(m, X)
-        if self.kind == "gbm" and len(X) < SMALL_FIT_ROWS:
-            # prediction runs one OpenMP region per tree: on a busy host each waits for a scheduler
-            # tick (300 trees: 3.5 s for 10k rows against 0.1 s on one thread)
-            with _threadpools().limit(limits=1, user_api="openmp"):
-                p = m.predict(X)
-        else:
-            p = m.predict(X)
-        return np.exp(p) if self.kind == "gbm" else np.maximum(p, MIN_MS)
+        if self.kind == "gbm":
+            return np.exp(_tree_predict(m, X))
+        return np.maximum(m.predict(X), MIN_MS)
 
     def fit(self, X, y):
         X, y = validate_data(self, X, y, y_numeric=True)
@@ -448,10 +459,9 @@ def _output_calibration(A: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.nd
     Needs OUTPUT_CALIBRATION_MIN_ROWS distinct variants; repeats of one variant are folded into one
     row (their geometric mean), so a variant measured often does not dominate the map.
     """
-    first, inv, counts = row_groups(A)
-    if len(first) < OUTPUT_CALIBRATION_MIN_ROWS:
+    A, ly, _ = fold_repeats(A, np.log(y))
+    if len(ly) < OUTPUT_CALIBRATION_MIN_ROWS:
         return None
-    A, ly = A[first], np.bincount(inv, weights=np.log(y)) / counts
     yv = np.exp(ly)
     folds = np.random.default_rng(0).permutation(len(ly)) % OUTPUT_CALIBRATION_FOLDS
     lx = np.empty(len(ly))
@@ -473,17 +483,12 @@ def _additive_predict(m: dict[str, Any], X: np.ndarray) -> np.ndarray:
     if m.get("calibration_x") is not None:
         p = np.exp(_apply_knots((m["calibration_x"], m["calibration_y"]), np.log(p)))
     if m.get("residual") is not None:  # (predictor files from before the residual trees have none)
-        Xr = X[:, m["residual_columns"]]
-        if len(X) < SMALL_FIT_ROWS:  # one OpenMP region per tree: see LatencyRegressor._raw
-            with _threadpools().limit(limits=1, user_api="openmp"):
-                r = m["residual"].predict(Xr)
-        else:
-            r = m["residual"].predict(Xr)
+        r = _tree_predict(m["residual"], X[:, m["residual_columns"]])
         p = p * np.exp(m["residual_shrink"] * r)
     return p
 
 
-def _fit_residual_trees(X: np.ndarray, y: np.ndarray, counts: np.ndarray | None) -> dict[str, Any]:
+def _fit_residual_trees(X: np.ndarray, y: np.ndarray, counts: np.ndarray) -> dict[str, Any]:
     """Shallow trees on what the sum of costs gets wrong: the additive kind's second stage.
 
     A sum of per-unit costs cannot follow effects that depend on a layer's shape (a 32 px variant's
@@ -496,7 +501,7 @@ def _fit_residual_trees(X: np.ndarray, y: np.ndarray, counts: np.ndarray | None)
     on a 0.5-core and a whole-core board, both graph levels): 5-fold acc10 rose on 15 of 16 of them,
     by 0.02 on average; half the correction did better on the steady boards and worse on the
     quota-bent ones, the whole correction worse on most. ``X``, ``y``: one row per distinct variant
-    (``counts``: how many rows each stands for, or None). Returns the keys the model dict gets.
+    (``counts``: how many rows each stands for). Returns the keys the model dict gets.
     """
     from sklearn.ensemble import HistGradientBoostingRegressor
 
@@ -504,7 +509,7 @@ def _fit_residual_trees(X: np.ndarray, y: np.ndarray, counts: np.ndarray | None)
     oof = np.empty(len(y))
     for f in range(RESIDUAL_FOLDS):
         tr = folds != f
-        inner = _fit_additive(X[tr], y[tr], counts=None if counts is None else counts[tr], residual=False)
+        inner = _fit_additive(X[tr], y[tr], counts=counts[tr], residual=False)
         oof[~tr] = _additive_predict(inner, X[~tr])
     # the graph features without their kernel terms, as the gbm kind reads them; data of another
     # width (as in _fit_additive): every column
@@ -546,8 +551,8 @@ def _fit_additive(
     """
     cols = ADDITIVE_COLUMNS if X.shape[1] == len(FEATURE_NAMES) else np.arange(X.shape[1], dtype=np.int64)
     if fold:
-        first, inv, counts = row_groups(X)
-        X, y = X[first], np.exp(np.bincount(inv, weights=np.log(y)) / counts)
+        X, ly, counts = fold_repeats(X, np.log(y))
+        y = np.exp(ly)
     coef, overhead = _nnls_fit(X[:, cols], y, None if counts is None else counts.astype(np.float64))
     cal = _output_calibration(X[:, cols], y)
     m: dict[str, Any] = {
@@ -559,12 +564,12 @@ def _fit_additive(
     }
     if residual:
         # one row per distinct variant (a variant's repeats: their geometric mean), so that the
-        # out-of-fold errors are those of variants the fit never saw
-        first, inv, n = row_groups(X)
-        if len(first) >= RESIDUAL_MIN_VARIANTS:
-            Xv, yv = X[first], np.exp(np.bincount(inv, weights=np.log(y)) / n)
-            w = n.astype(np.float64) if counts is None else np.bincount(inv, weights=counts).astype(np.float64)
-            m.update(_fit_residual_trees(Xv, yv, None if np.all(w == 1) else w))
+        # out-of-fold errors are those of variants the fit never saw; folded rows are that already
+        if counts is None:
+            X, ly, counts = fold_repeats(X, np.log(y))
+            y = np.exp(ly)
+        if len(y) >= RESIDUAL_MIN_VARIANTS:
+            m.update(_fit_residual_trees(X, y, counts.astype(np.float64)))
     return m
 
 
