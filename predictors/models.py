@@ -7,7 +7,8 @@ Estimators (all pass ``sklearn.utils.estimator_checks.parametrize_with_checks``)
   features); ``kind="gbm"`` fits gradient boosting on log targets; ``kind="additive"`` a
   non-negative cost per unit of each additive feature and kernel-level term, then a monotone map
   to latency when it helps, and from 40 distinct variants on shallow trees on its out-of-fold log
-  errors, a quarter of whose correction is applied; ``kind="auto"`` (the training default) keeps
+  errors, a quarter of whose correction is applied, and up to 600 a Gaussian process on what is
+  left (:func:`_fit_residual_gp`); ``kind="auto"`` (the training default) keeps
   gbm or additive, whichever has the lower held-out error. Intervals: conformal quantiles of cross-validated log-ratio
   residuals (split-conformal from 10k rows).
 - :class:`KShotCalibrator`: the unseen-device model. Its inputs are the predictions of the reference
