@@ -409,6 +409,7 @@ RESIDUAL_TREES = {"max_iter": 200, "learning_rate": 0.05, "max_depth": 3, "min_s
 # model-level features (standardised)
 KRIGING_MAX_VARIANTS = 600
 KRIGING_MAX_ITER = 50
+KRIGING_KEEP = 0.9  # kept when its leave-one-out error is under this share of the error it corrects
 KRIGING_FEATURES = (
     "macs",
     "params",
@@ -567,9 +568,20 @@ def _fit_residual_gp(X: np.ndarray, y: np.ndarray, p: np.ndarray) -> dict[str, A
     Z = (Z - mean) / scale
     kernel = Constant(0.01, (1e-5, 10.0)) * RBF(np.ones(Z.shape[1]), (1e-2, 1e3)) + WhiteKernel(1e-3, (1e-6, 1e-1))
     gp = GaussianProcessRegressor(kernel, optimizer=_kriging_optimizer, random_state=0)
+    r = np.log(y / p)
     with warnings.catch_warnings():  # a length scale at its bound: that input does not matter
         warnings.simplefilter("ignore", ConvergenceWarning)
-        gp.fit(Z, np.log(y / p))
+        gp.fit(Z, r)
+    # kept only if it predicts each variant from the others better than no correction does: the
+    # process's leave-one-out errors in closed form, alpha_i / (K^-1)_ii (Rasmussen & Williams,
+    # 5.4.2). A wall-clock staircase (a CPU quota's throttle) is no smooth function of the features,
+    # and there an interpolating process would do harm.
+    from scipy.linalg import cho_solve
+
+    k_inv_diag = np.diag(cho_solve((gp.L_, True), np.eye(len(r))))
+    loo = np.asarray(gp.alpha_).ravel() / k_inv_diag
+    if np.abs(loo).mean() >= KRIGING_KEEP * np.abs(r).mean():
+        return {}
     k = gp.kernel_.k1
     return {
         "kriging": {

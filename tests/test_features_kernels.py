@@ -234,6 +234,9 @@ def test_additive_output_calibration_learns_a_monotone_wall_clock_map():
     plain = np.maximum(X[te] @ m["coef"] + m["overhead"], 1e-6)
     err_cal, err_plain = np.abs(np.log(cal / y[te])), np.abs(np.log(plain / y[te]))
     assert err_cal.mean() < 0.5 * err_plain.mean()
+    # a staircase is no smooth function of the features: the Gaussian process stage fails its own
+    # leave-one-out check and is left out
+    assert "kriging" not in m
     # beyond the largest measured model, the ratio at the end carries over (no clipped constant)
     big = LatencyRegressor(kind="additive").fit(X[tr], y[tr]).predict(X[te][:1] * 10)
     assert big[0] > 5 * y[tr].max()
