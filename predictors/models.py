@@ -420,6 +420,7 @@ KRIGING_FEATURES = (
     "conv_macs",
     "pointwise_macs",
 )
+KRIGING_COLUMNS = np.array([FEATURE_NAMES.index(n) for n in KRIGING_FEATURES], dtype=np.int64)
 
 
 def _model_columns(width: int, features_at: int) -> np.ndarray | slice:
@@ -514,7 +515,7 @@ def _kriging_inputs(X: np.ndarray) -> np.ndarray:
     """The Gaussian process's inputs: log(1 + x) of KRIGING_FEATURES on graph features; on data of
     another width (as in _fit_additive) every column as it is."""
     if X.shape[1] == len(FEATURE_NAMES):
-        return np.log1p(np.maximum(X[:, [FEATURE_NAMES.index(n) for n in KRIGING_FEATURES]], 0.0))
+        return np.log1p(np.maximum(X[:, KRIGING_COLUMNS], 0.0))
     return np.asarray(X, dtype=np.float64)
 
 
@@ -556,7 +557,8 @@ def _fit_residual_gp(X: np.ndarray, y: np.ndarray, p: np.ndarray) -> dict[str, A
     zoo variants' 5-fold acc10 from 0.871 / 0.852 to 0.935 / 0.961 (graph levels all / extended)
     and left the 250 sampled CNNs, which have no neighbours, where they were. ``X``, ``y``, ``p``:
     one row per distinct variant, its latency and the prediction before this stage. Returns the
-    model dict's ``kriging`` key: plain arrays (skops stores them as they are).
+    model dict's ``kriging`` key, plain arrays (skops stores them as they are), or nothing when the
+    process fails its leave-one-out check (below).
     """
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import RBF, WhiteKernel
@@ -588,7 +590,7 @@ def _fit_residual_gp(X: np.ndarray, y: np.ndarray, p: np.ndarray) -> dict[str, A
             "inputs": Z,
             "mean": mean,
             "scale": scale,
-            "length_scale": np.broadcast_to(np.asarray(k.k2.length_scale, dtype=np.float64), (Z.shape[1],)).copy(),
+            "length_scale": np.asarray(k.k2.length_scale, dtype=np.float64),
             "amplitude": np.array(k.k1.constant_value, dtype=np.float64),
             "dual_coef": np.asarray(gp.alpha_, dtype=np.float64).ravel(),
         }
