@@ -32,24 +32,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from predictors.models import KShotCalibrator, LogIntervalMixin, _positive_tags, loo_log_halfwidth
+from predictors.models import KShotCalibrator, LogIntervalMixin, _positive_tags, loo_log_halfwidth, nonneg_ridge
 
 MIN_VALUE = 1e-6  # references and targets are clipped here before the log (ms / mJ)
-
-
-def nonneg_ridge(X: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
-    """Exact non-negative ridge ``y ~ b + X w`` (w >= 0, ``alpha`` on w, b unpenalised): bounded
-    least squares on the centred rows plus sqrt(alpha) I rows. Returns (w, b). sklearn's
-    ``Ridge(positive=True)`` runs L-BFGS-B, whose stopping tolerance moved a 10-shot solution by up
-    to 6 % in a prediction."""
-    from scipy.optimize import lsq_linear
-
-    mu, ym = X.mean(axis=0), float(y.mean())
-    d = X.shape[1]
-    A = np.vstack([X - mu, math.sqrt(alpha) * np.eye(d)])
-    rhs = np.concatenate([y - ym, np.zeros(d)])
-    w = lsq_linear(A, rhs, bounds=(0.0, np.inf), method="bvls").x if d else np.zeros(0)
-    return w, ym - float(mu @ w)
 
 
 class LogKShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
@@ -70,10 +55,7 @@ class LogKShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
     def _fit_one(self, L, logy):
         return nonneg_ridge(L, logy, self.alpha)
 
-    @staticmethod
-    def _apply(model, L):
-        w, b = model
-        return L @ w + b
+    _apply = staticmethod(KShotCalibrator._apply)  # (w, b): L @ w + b
 
     @staticmethod
     def _log(X):
@@ -172,7 +154,7 @@ class CorrectedKShotCalibrator(KShotCalibrator):
 
     def _mix_loo_logres(self, R, y) -> np.ndarray:
         """The mix's (the parent's ``_fit_one``) leave-one-shot-out log residuals."""
-        return self._loo_logres(lambda m, i: self._fit_one(R[m], y[m]).predict(R[i : i + 1])[0], y)
+        return self._loo_logres(lambda m, i: self._apply(self._fit_one(R[m], y[m]), R[i : i + 1])[0], y)
 
     def _fit_corrected(self, R, Z, y, logres=None):
         """(mix, correction); ``logres``: the mix's leave-one-shot-out residuals on these rows, when
@@ -185,7 +167,7 @@ class CorrectedKShotCalibrator(KShotCalibrator):
     @staticmethod
     def _predict_corrected(model, R, Z):
         mix, corr = model
-        return np.maximum(mix.predict(R), MIN_VALUE) * np.exp(corr.predict(Z))
+        return np.maximum(KShotCalibrator._apply(mix, R), MIN_VALUE) * np.exp(corr.predict(Z))
 
     def fit(self, X, y):
         X, y = validate_data(self, X, y, y_numeric=True)
@@ -210,7 +192,7 @@ class CorrectedKShotCalibrator(KShotCalibrator):
                 "corrected": lambda m, i: self._predict_corrected(
                     self._fit_corrected(R[m], Z[m], y[m]), R[i : i + 1], Z[i : i + 1]
                 )[0],
-                "additive": lambda m, i: self._fit_one(Z[m], y[m]).predict(Z[i : i + 1])[0],
+                "additive": lambda m, i: self._apply(self._fit_one(Z[m], y[m]), Z[i : i + 1])[0],
             }
             if not self.additive:
                 del forms["additive"]
@@ -239,5 +221,5 @@ class CorrectedKShotCalibrator(KShotCalibrator):
         if self.form_ == "corrected":
             return self._predict_corrected(self._model, R, Z)
         if self.form_ == "additive":
-            return np.maximum(self._model[1].predict(Z), MIN_VALUE)
-        return np.maximum(self._model[0].predict(R), MIN_VALUE)
+            return np.maximum(self._apply(self._model[1], Z), MIN_VALUE)
+        return np.maximum(self._apply(self._model[0], R), MIN_VALUE)

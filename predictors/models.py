@@ -708,6 +708,21 @@ def _unpack_trees(packed: Mapping[str, Any]) -> list[list[Any]]:
     return [trees[i : i + k] for i in range(0, len(trees), k)] if k else []
 
 
+def nonneg_ridge(X: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+    """Exact non-negative ridge ``y ~ b + X w`` (w >= 0, ``alpha`` on w, b unpenalised): bounded
+    least squares on the centred rows plus sqrt(alpha) I rows. Returns (w, b). sklearn's
+    ``Ridge(positive=True)`` runs L-BFGS-B, whose stopping tolerance moved a 10-shot solution by up
+    to 6 % in a prediction."""
+    from scipy.optimize import lsq_linear
+
+    mu, ym = X.mean(axis=0), float(y.mean())
+    d = X.shape[1]
+    A = np.vstack([X - mu, math.sqrt(alpha) * np.eye(d)])
+    rhs = np.concatenate([y - ym, np.zeros(d)])
+    w = lsq_linear(A, rhs, bounds=(0.0, np.inf), method="bvls").x if d else np.zeros(0)
+    return w, ym - float(mu @ w)
+
+
 class KShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
     """Reference-device predictions (n, D) -> the new device's latency, fitted on k shots.
 
@@ -722,10 +737,13 @@ class KShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
     def __sklearn_tags__(self):
         return _positive_tags(super().__sklearn_tags__())
 
-    def _fit_one(self, X, y):
-        from sklearn.linear_model import Ridge
+    def _fit_one(self, X, y) -> tuple[np.ndarray, float]:
+        return nonneg_ridge(np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64), self.alpha)
 
-        return Ridge(alpha=self.alpha, positive=True).fit(X, y)
+    @staticmethod
+    def _apply(model: tuple[np.ndarray, float], X) -> np.ndarray:
+        w, b = model
+        return np.asarray(X, dtype=np.float64) @ w + b
 
     def fit(self, X, y):
         X, y = validate_data(self, X, y, y_numeric=True)
@@ -737,7 +755,7 @@ class KShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
 
         def loo(i: int) -> float:
             mask = np.arange(n) != i
-            p = max(float(self._fit_one(X[mask], y[mask]).predict(X[i : i + 1])[0]), MIN_MS)
+            p = max(float(self._apply(self._fit_one(X[mask], y[mask]), X[i : i + 1])[0]), MIN_MS)
             return abs(math.log(p / y[i]))
 
         self.log_halfwidth_ = loo_log_halfwidth(n, loo, self.coverage)
@@ -746,7 +764,7 @@ class KShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
     def predict(self, X):
         check_is_fitted(self, "log_halfwidth_")
         X = validate_data(self, X, reset=False)
-        return np.maximum(self._model.predict(X), MIN_MS)
+        return np.maximum(self._apply(self._model, X), MIN_MS)
 
 
 # ----------------------------------------------------------------------------- validation helpers
