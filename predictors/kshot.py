@@ -70,11 +70,10 @@ class LogKShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
         self._model = self._fit_one(L, logy)
         n = len(y)
 
-        def loo(i: int) -> float:
-            mask = np.arange(n) != i
-            return abs(float(self._apply(self._fit_one(L[mask], logy[mask]), L[i : i + 1])[0]) - logy[i])
+        def errors(test: np.ndarray) -> np.ndarray:
+            return np.abs(self._apply(self._fit_one(L[~test], logy[~test]), L[test]) - logy[test])
 
-        self.log_halfwidth_ = loo_log_halfwidth(n, loo, self.coverage)
+        self.log_halfwidth_ = loo_log_halfwidth(n, errors, self.coverage)
         return self
 
     def predict(self, X):
@@ -186,7 +185,7 @@ class CorrectedKShotCalibrator(KShotCalibrator):
         r_mix = self._mix_loo_logres(R, y) if n >= 3 else np.zeros(1)
         errors = {"mix": np.abs(r_mix)}
         self.form_ = "mix"
-        self.log_halfwidth_ = loo_log_halfwidth(n, lambda i: float(errors["mix"][i]), self.coverage)
+        self.log_halfwidth_ = loo_log_halfwidth(n, lambda test: errors["mix"][test], self.coverage)
         if k and n >= 4:
             forms = {
                 "corrected": lambda m, i: self._predict_corrected(
@@ -201,7 +200,7 @@ class CorrectedKShotCalibrator(KShotCalibrator):
                 if e.mean() < self.margin * errors[self.form_].mean():
                     self.form_ = form
                     # the same errors chose the form: keep the widest of the intervals adopted
-                    h = loo_log_halfwidth(n, lambda i, e=e: float(e[i]), self.coverage)
+                    h = loo_log_halfwidth(n, lambda test, e=e: e[test], self.coverage)
                     self.log_halfwidth_ = max(self.log_halfwidth_, h)
         self.corrected_ = self.form_ == "corrected"
         self.loo_errors_ = {f: float(e.mean()) for f, e in errors.items()}

@@ -100,9 +100,12 @@ def test_calibrator_sums_op_costs_for_a_device_unlike_every_reference():
 
     # its interval is at least its own leave-one-shot-out quantile (the whole procedure refitted
     # without each shot), and at least the mix's, which it was compared with
-    def sum_loo(i: int) -> float:
-        m = np.arange(10) != i
-        return abs(math.log(CorrectedKShotCalibrator().fit(Z[sh][m], y[sh][m]).predict(Z[sh][i : i + 1])[0] / y[i]))
+    def sum_loo(test: np.ndarray) -> np.ndarray:
+        (i,) = np.flatnonzero(test)  # ten shots: each one left out alone
+        m = ~test
+        return np.array(
+            [abs(math.log(CorrectedKShotCalibrator().fit(Z[sh][m], y[sh][m]).predict(Z[sh][i : i + 1])[0] / y[i]))]
+        )
 
     own = loo_log_halfwidth(10, sum_loo, cal.coverage)
     mix = CorrectedKShotCalibrator().fit(R[sh], y[sh]).log_halfwidth_
