@@ -14,8 +14,8 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 from predictors import datasets as D
-from predictors.kshot import CorrectedKShotCalibrator, LogKShotCalibrator, nonneg_ridge
-from predictors.models import MIN_MS, KShotCalibrator, LatencyRegressor
+from predictors.kshot import CorrectedKShotCalibrator, LogKShotCalibrator
+from predictors.models import MIN_MS, KShotCalibrator, LatencyRegressor, nonneg_ridge
 from registry.errors import EdgeatlasError, ErrorCode
 
 METRIC_KEYS = ("spearman", "kendall", "acc10", "acc5", "rmse_ms", "mape", "n")

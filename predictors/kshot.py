@@ -46,8 +46,9 @@ class LogKShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
     """Reference predictions (n, D) -> the new device's value, fitted on k shots in log space.
 
     Non-negative ridge: ``log y = b + sum_d w_d log x_d`` with ``w >= 0``, ``b`` unpenalised (the
-    device's scale), ``alpha`` on ``w``. The interval is the conformal quantile of leave-one-shot-out
-    log-ratio residuals (as :class:`~predictors.models.KShotCalibrator`).
+    device's scale), ``alpha`` on ``w``. The interval is the conformal quantile of held-out log-ratio
+    residuals (each shot left out alone; folds beyond LOO_MAX_ROWS rows: as
+    :class:`~predictors.models.KShotCalibrator`, :func:`~predictors.models.loo_log_halfwidth`).
     """
 
     def __init__(self, alpha: float = 0.1, coverage: float = 0.9):

@@ -14,7 +14,7 @@ Estimators (all pass ``sklearn.utils.estimator_checks.parametrize_with_checks``)
 - :class:`KShotCalibrator`: the unseen-device model. Its inputs are the predictions of the reference
   devices' regressors; it fits non-negative weights (plus an offset) on the k probe-set measurements
   of the new device, i.e. "this device behaves like a mix of devices we know". Interval from
-  leave-one-out residuals on the shots.
+  held-out residuals on the shots (leave-one-out up to LOO_MAX_ROWS rows; :func:`loo_log_halfwidth`).
 - The cross-device / zero-shot model is a ``LatencyRegressor(kind="gbm")`` whose inputs are
   [device facts | model features] (see :class:`PredictorSet`).
 

@@ -212,7 +212,7 @@ def test_kshot_mix_is_the_exact_non_negative_ridge_optimum():
     np.testing.assert_allclose(cal.predict(R), np.maximum(R @ w_ref + ym - mu @ w_ref, 1e-6), rtol=1e-9)
 
 
-def test_kshot_interval_on_many_rows_uses_folds_not_one_fit_per_row():
+def test_kshot_interval_on_many_rows_uses_folds_not_one_fit_per_row(monkeypatch):
     """A calibrator fitted on thousands of rows (a span check, not k-shot) takes its interval from
     HOLDOUT_FOLDS held-out folds, not one refit per row, and the interval still covers about its
     coverage of fresh rows; on ten shots every shot is left out alone."""
@@ -227,15 +227,12 @@ def test_kshot_interval_on_many_rows_uses_folds_not_one_fit_per_row():
     R, y = rows(3000)
     calls = []
     real = pm.KShotCalibrator._fit_one
-    pm.KShotCalibrator._fit_one = lambda self, X, t: calls.append(len(t)) or real(self, X, t)
-    try:
-        cal = pm.KShotCalibrator().fit(R, y)
-        assert len(calls) == 1 + pm.HOLDOUT_FOLDS and min(calls[1:]) >= 3000 * 0.85
-        calls.clear()
-        pm.KShotCalibrator().fit(R[:10], y[:10])
-        assert calls == [10] + [9] * 10
-    finally:
-        pm.KShotCalibrator._fit_one = real
+    monkeypatch.setattr(pm.KShotCalibrator, "_fit_one", lambda self, X, t: calls.append(len(t)) or real(self, X, t))
+    cal = pm.KShotCalibrator().fit(R, y)
+    assert len(calls) == 1 + pm.HOLDOUT_FOLDS and min(calls[1:]) >= 3000 * 0.85
+    calls.clear()
+    pm.KShotCalibrator().fit(R[:10], y[:10])
+    assert calls == [10] + [9] * 10
     Rq, yq = rows(2000)
     p, lo, hi = cal.predict_interval(Rq)
     assert 0.85 <= np.mean((yq >= lo) & (yq <= hi)) <= 0.95
