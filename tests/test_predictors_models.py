@@ -112,7 +112,7 @@ def test_additive_residual_trees_follow_a_shape_effect_the_sum_cannot(tmp_path):
     assert "_residual_trees" in pset.classes["a"]["latency"].__getstate__()
 
 
-def test_additive_kriging_carries_a_family_error_to_its_neighbours(tmp_path):
+def test_additive_kriging_carries_a_family_error_to_its_neighbours(tmp_path, monkeypatch):
     """A zoo: 10 families x 5 widths x 5 resolutions, each family with a cost factor (0.6-1.6x) that
     no per-unit cost explains (its kernels suit the runtime or not). The additive kind's Gaussian
     process carries what the sum gets wrong about measured variants to their held-out neighbours
@@ -168,12 +168,9 @@ def test_additive_kriging_carries_a_family_error_to_its_neighbours(tmp_path):
     Xnew[:, idx["n_nodes"]] = 2000
     assert np.max(np.abs(pm._kriging_predict(g, Xnew))) < 0.05
     # a class measured on more variants than a Gaussian process should carry: trees only
-    small_cap = pm.KRIGING_MAX_VARIANTS
-    try:
-        pm.KRIGING_MAX_VARIANTS = 100
-        assert "kriging" not in pm._fit_additive(X, y)
-    finally:
-        pm.KRIGING_MAX_VARIANTS = small_cap
+    monkeypatch.setattr(pm, "KRIGING_MAX_VARIANTS", 100)
+    assert "kriging" not in pm._fit_additive(X, y)
+    monkeypatch.undo()
 
     pset = PredictorSet.fit({"a": (X[tr], y[tr], None)}, kind="additive")
     sio.dump(pset, tmp_path / "p.skops")
