@@ -93,11 +93,39 @@ def row_groups(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return first, inv, counts
 
 
-def fold_repeats(X: np.ndarray, logy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+Groups = tuple[np.ndarray, np.ndarray, np.ndarray]  # row_groups' (first row, each row's group, sizes)
+
+
+def subset_groups(groups: Groups, rows: np.ndarray) -> Groups:
+    """:func:`row_groups` of ``X[rows]`` from those of ``X`` (``rows``: increasing indices), without
+    hashing the rows again: the same groups in the same canonical order (group ids are in hash order,
+    and a subset keeps it)."""
+    used, inv = np.unique(groups[1][rows], return_inverse=True)
+    _, first = np.unique(inv, return_index=True)
+    return first, inv.reshape(-1), np.bincount(inv, minlength=len(used))
+
+
+def fold_repeats(
+    X: np.ndarray, logy: np.ndarray, groups: Groups | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Identical rows (a variant's repeats) as one row each, in :func:`row_groups`' canonical order:
-    (the distinct rows, the mean of each one's log targets, how many rows each stands for)."""
-    first, inv, counts = row_groups(X)
+    (the distinct rows, the mean of each one's log targets, how many rows each stands for).
+    ``groups``: ``row_groups(X)`` when the caller has them already."""
+    first, inv, counts = row_groups(X) if groups is None else groups
     return X[first], np.bincount(inv, weights=logy) / counts, counts
+
+
+def fold_refined(X: np.ndarray, logy: np.ndarray, groups: Groups) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``fold_repeats(X, logy)`` from ``groups`` that refine X's own (the row groups of the same rows
+    with more columns, as a fit's whole rows are of the columns one kind reads): the groups are folded
+    first (no rows hashed), then the few distinct rows by X's own columns (rows that differed only in
+    the other columns fold together, their mean weighted by their counts)."""
+    Xd, mean, counts = fold_repeats(X, logy, groups)
+    first, inv, _ = row_groups(Xd)
+    if len(first) == len(Xd):  # nothing more folds: the same rows and means, in X's canonical order
+        return Xd[first], mean[first], counts[first]
+    n = np.bincount(inv, weights=counts)
+    return Xd[first], np.bincount(inv, weights=mean * counts) / n, n.astype(counts.dtype)
 
 
 def _tree_predict(m, X: np.ndarray) -> np.ndarray:
@@ -210,14 +238,16 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
         cols = _model_columns(X.shape[1], self.features_at)
         return X if isinstance(cols, slice) else X[:, cols]
 
-    def _fit_one(self, X, y, large: bool = False):
+    def _fit_one(self, X, y, large: bool = False, *, groups: Groups | None = None):
         """One fit on selected columns (:meth:`_select`); ``large``: the training part of a fit on
-        >= SPLIT_CONFORMAL_ROWS rows."""
+        >= SPLIT_CONFORMAL_ROWS rows. ``groups``: the :func:`row_groups` of the same rows with every
+        column, when the caller has them (a large fit folds repeats by them instead of hashing the
+        rows again)."""
         large = large or len(y) >= SPLIT_CONFORMAL_ROWS
         if self.kind == "additive":
-            return _fit_additive(X, y, fold=large)
+            return _fit_additive(X, y, fold=large, groups=groups)
         if self.kind == "gbm" and large:
-            return self._fit_large_gbm(X, y)
+            return self._fit_large_gbm(X, y, groups=groups)
         m = self._make(large)
         if self.kind == "gbm":
             return _fit_gbm(m, X, np.log(y))
@@ -231,7 +261,7 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
         m.fit(X, y)
         return m
 
-    def _fit_large_gbm(self, X, y):
+    def _fit_large_gbm(self, X, y, *, groups: Groups | None = None):
         """A gradient-boosting fit on >= SPLIT_CONFORMAL_ROWS rows: one row per variant, early stopping.
 
         1. Rows with identical features (one variant measured again and again on a class: every
@@ -251,7 +281,7 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
         """
         logy = np.log(y)
         # (distinct rows in a canonical order: the fit does not depend on the order rows came in)
-        X, logy, _ = fold_repeats(X, logy)
+        X, logy, _ = fold_repeats(X, logy) if groups is None else fold_refined(X, logy, groups)
         m = self._make(large=True)
         if len(logy) >= EARLY_STOPPING_MIN_VARIANTS:  # a validation split of >= 50 variants
             m.set_params(early_stopping=True, validation_fraction=0.1, n_iter_no_change=10, tol=1e-7)
@@ -271,10 +301,15 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
         y = np.asarray(y, dtype=np.float64)
         if np.any(y <= 0):
             raise ValueError("targets must be > 0 (latency ms / energy mJ)")
+        return self._fit_rows(X, y, row_groups(X))
+
+    def _fit_rows(self, X, y, groups: Groups):
+        """:meth:`fit` on validated rows and their :func:`row_groups` (found once: kind="auto" fits
+        both of its kinds on them)."""
         if self.kind == "auto":
-            return self._fit_auto(X, y)
+            return self._fit_auto(X, y, groups)
         self.__dict__.pop("chosen_kind_", None)  # from an earlier auto fit of this object
-        X_all, X = X, self._select(X)
+        X = self._select(X)
         n = len(y)
         if n >= SPLIT_CONFORMAL_ROWS:
             # Large n: split-conformal, one fit instead of cv + 1. A random CALIBRATION_FRACTION of
@@ -292,9 +327,11 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
             # spread of repeats). With fewer than MIN_CALIBRATION_VARIANTS variants, single rows.
             # (variants told apart by every column, kernel terms included: kind="auto" scores
             # both of its kinds on the same rows)
-            cal, tr = _calibration_split(X_all, np.random.default_rng(self.random_state))
-            self._model = self._fit_one(X[tr], y[tr], large=True)
-            r = np.abs(np.log(self._raw(self._model, X[cal]) / y[cal]))
+            cal, tr = _calibration_split(groups, np.random.default_rng(self.random_state))
+            self._model = self._fit_one(X[tr], y[tr], large=True, groups=subset_groups(groups, tr))
+            # (each distinct calibration row predicted once: a variant's repeats share a prediction)
+            first, inv, _ = subset_groups(groups, cal)
+            r = np.abs(np.log(self._raw(self._model, X[cal[first]])[inv] / y[cal]))
             self.log_halfwidth_ = _conformal_quantile(r, self.coverage)
             self.heldout_log_error_ = float(r.mean())
             return self
@@ -302,7 +339,7 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
         # conformal residual quantile from K-fold out-of-fold log ratios (small n: every row counts).
         # The folds hold whole variants: with a variant's repeats on both sides of a fold, trees
         # recall the repeat and their "held-out" error (kind="auto" compares it) flatters them.
-        first, grp, _ = row_groups(X_all)
+        first, grp, _ = groups
         k = min(self.cv, len(first))
         resid = []
         if k >= 2:
@@ -319,14 +356,18 @@ class LatencyRegressor(LogIntervalMixin, RegressorMixin, BaseEstimator):
         self.heldout_log_error_ = float(r.mean()) if resid else math.nan  # nothing was held out
         return self
 
-    def _fit_auto(self, X, y):
+    def _fit_auto(self, X, y, groups: Groups):
         """``kind="auto"``: fit each of :data:`AUTO_KINDS` and keep the one whose held-out mean
         |log error| is lower (the out-of-fold or calibration residuals its interval is made from:
         the same rows for both, whole variants held out). Neither wins everywhere: on LatBench's i7 trees did, on an
         emulated board's sampled CNNs the additive sum (README, "Which --kind")."""
         from sklearn.base import clone
 
-        fits = [clone(self).set_params(kind=k).fit(X, y) for k in AUTO_KINDS]
+        fits = []
+        for k in AUTO_KINDS:
+            est = clone(self).set_params(kind=k)
+            est.n_features_in_ = self.n_features_in_  # what fit's validate_data would set on it
+            fits.append(est._fit_rows(X, y, groups))
         # nothing held out (cv < 2, or a single variant): the first of AUTO_KINDS
         best = min(fits, key=lambda e: (math.isnan(e.heldout_log_error_), e.heldout_log_error_))
         self._model = best
@@ -386,14 +427,14 @@ def _fit_gbm(m, X: np.ndarray, logy: np.ndarray):
     return m.fit(X, logy)
 
 
-def _calibration_split(X: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _calibration_split(groups: Groups, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(calibration rows, training rows) of a split-conformal fit: random whole variants (distinct
     feature rows) until they hold CALIBRATION_FRACTION of the rows; single random rows instead
     with fewer than MIN_CALIBRATION_VARIANTS variants or when one variant would take over twice
     the share."""
-    n = len(X)
+    _, grp, sizes = groups
+    n = len(grp)
     n_cal = int(round(CALIBRATION_FRACTION * n))
-    _, grp, sizes = row_groups(X)
     if len(sizes) >= MIN_CALIBRATION_VARIANTS:
         order = rng.permutation(len(sizes))
         k = int(np.searchsorted(np.cumsum(sizes[order]), n_cal)) + 1
@@ -652,6 +693,7 @@ def _fit_additive(
     *,
     counts: np.ndarray | None = None,
     residual: bool = True,
+    groups: Groups | None = None,
 ) -> dict[str, Any]:
     """``kind="additive"``: y = overhead + sum_j c_j * x_j with every c_j >= 0 and overhead >= 0.
 
@@ -671,11 +713,12 @@ def _fit_additive(
     what remains (:func:`_fit_residual_gp`).
     ``fold`` (a fit on >= SPLIT_CONFORMAL_ROWS rows): identical rows (a variant's repeats) become
     one row, their geometric mean, weighted by their count, as the large gbm fit does. ``counts``:
-    the rows are folded already, each standing for that many.
+    the rows are folded already, each standing for that many. ``groups``: ``row_groups(X)``, when the
+    caller has them.
     """
     cols = ADDITIVE_COLUMNS if X.shape[1] == len(FEATURE_NAMES) else np.arange(X.shape[1], dtype=np.int64)
     if fold:
-        X, ly, counts = fold_repeats(X, np.log(y))
+        X, ly, counts = fold_repeats(X, np.log(y), groups)
         y = np.exp(ly)
     coef, overhead = _nnls_fit(X[:, cols], y, None if counts is None else counts.astype(np.float64))
     cal = _output_calibration(X[:, cols], y)

@@ -292,3 +292,30 @@ def test_row_groups_match_the_exact_row_sort_even_on_a_hash_collision(monkeypatc
     first, inv, counts = M.row_groups(X)
     np.testing.assert_array_equal(X[first][inv], X)
     assert sorted(counts.tolist()) == [1, 2]
+
+
+def test_groups_found_once_give_the_same_folds_as_hashing_each_subset_again():
+    """A large fit finds its rows' groups once (kind="auto" fits two kinds on them; the training part
+    and the calibration rows are subsets): subset_groups and fold_refined must give exactly what
+    row_groups / fold_repeats of the subset would, rows that differ only outside a kind's columns
+    folded together with their count-weighted mean."""
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 4, size=(40, 5)).astype(float)
+    X = base[rng.integers(0, 40, 600)]  # repeats of at most 40 distinct rows
+    logy = rng.normal(size=600)
+    groups = M.row_groups(X)
+    rows = np.sort(rng.choice(600, 350, replace=False))
+    first, inv, counts = M.subset_groups(groups, rows)
+    wfirst, winv, wcounts = M.row_groups(X[rows])
+    np.testing.assert_array_equal(X[rows][first], X[rows][wfirst])  # same groups, same canonical order
+    np.testing.assert_array_equal(inv, winv)
+    np.testing.assert_array_equal(counts, wcounts)
+    # fold_refined on the first 3 columns from the whole rows' groups == fold_repeats on those columns
+    sub = M.subset_groups(groups, rows)
+    for cols in (slice(None), slice(0, 3), slice(0, 1)):
+        got = M.fold_refined(X[rows][:, cols], logy[rows], sub)
+        want = M.fold_repeats(X[rows][:, cols], logy[rows])
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_allclose(got[1], want[1], rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(got[2], want[2])
+    assert len(M.fold_refined(X[:, :1], logy, groups)[0]) == 4  # only the first column's 4 values remain
