@@ -959,8 +959,9 @@ class PredictorSet:
         """``data[class] = (features (n, d), latency_ms (n,), energy_mj (n,) or None)``.
 
         The per-class regressors (and the facts model) are independent fits: from
-        :data:`PARALLEL_MIN_ROWS` rows in all they run side by side on ``n_jobs`` threads (default:
-        the CPUs this process may use), each single-threaded; results do not depend on ``n_jobs``.
+        :data:`PARALLEL_MIN_ROWS` rows in all they run side by side on ``n_jobs`` threads, from
+        :data:`PROCESS_MIN_ROWS` in worker processes (default: the CPUs this process may use), each
+        single-threaded; results do not depend on ``n_jobs`` (:func:`_fit_all`).
         """
         if not data:
             raise EdgeatlasError(
@@ -1166,6 +1167,7 @@ class PredictorSet:
 
 
 PARALLEL_MIN_ROWS = 50_000  # from this many rows in all, PredictorSet.fit runs its fits side by side
+PROCESS_MIN_ROWS = 200_000  # ... and from this many, in worker processes rather than threads
 
 
 def _cpus() -> int:
@@ -1175,19 +1177,49 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _fit_all(tasks: Sequence[tuple[Any, LatencyRegressor, np.ndarray, np.ndarray]], n_jobs: int | None) -> None:
-    """Fit every (key, estimator, X, y) in place: in order on small data, else on a thread pool.
+def _fit_in_worker(est: LatencyRegressor, distinct: np.ndarray, inv: np.ndarray, y: np.ndarray) -> LatencyRegressor:
+    """One fit in a worker process (:func:`_fit_all`), on one BLAS and one OpenMP thread, of the
+    rows ``distinct[inv]`` (the task's rows, sent as their distinct rows and an index)."""
+    pools = _threadpools()
+    with pools.limit(limits=1, user_api="openmp"), pools.limit(limits=1, user_api="blas"):
+        return est.fit(distinct[inv], y)
 
-    Threads, not processes: RidgeCV (BLAS, numpy) and HistGradientBoosting (Cython) release the
-    GIL for the heavy parts and nothing is copied. Each fit runs on one BLAS / OpenMP thread (on a
-    shared 2-core host, 2 threads per fit were 3-5x slower than 1); the pool takes the largest fits
-    first so the last one to finish is short.
+
+def _fit_all(tasks: Sequence[tuple[Any, LatencyRegressor, np.ndarray, np.ndarray]], n_jobs: int | None) -> None:
+    """Fit every (key, estimator, X, y) in place: in order on small data, else side by side on
+    ``n_jobs`` workers (default: the CPUs this process may use), the largest fits first so that the
+    last one to finish is short. Each fit runs on one BLAS / OpenMP thread (on a shared 2-core host,
+    2 threads per fit were 3-5x slower than 1), so results do not depend on the workers.
+
+    From PARALLEL_MIN_ROWS rows the workers are threads: nothing is copied. From PROCESS_MIN_ROWS
+    they are processes (joblib's loky, which keeps its workers for the next call): a fit holds the
+    GIL for much of its time (HistGradientBoosting's tree grower and the additive kind's stages are
+    Python around short compiled calls), and 2 threads fitted 4 of a 1M-row retrain's class models
+    only 1.2x faster than one, 2 processes 1.9x (/tmp script, session 19). A task's rows go to its
+    worker as their distinct rows and an index (a class's 50k rows are repeats of a few thousand
+    variants), and the fitted estimator comes back pickled.
     """
     total = sum(len(t[3]) for t in tasks)
     workers = min(n_jobs if n_jobs is not None else _cpus(), len(tasks))
     if workers <= 1 or total < PARALLEL_MIN_ROWS:
         for _, est, X, y in tasks:
             est.fit(X, y)
+        return
+    cost = [len(y) * {"gbm": 8, "auto": 9}.get(est.kind, 1) for _, est, _, y in tasks]
+    order = sorted(range(len(tasks)), key=lambda i: -cost[i])
+    if total >= PROCESS_MIN_ROWS:
+        from joblib import Parallel, delayed
+
+        compact: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # by id(X): a class's tasks share their rows
+        for _, _, X, _ in tasks:
+            if id(X) not in compact:
+                first, inv, _ = row_groups(X)
+                compact[id(X)] = (X[first], inv)
+        fitted = Parallel(n_jobs=workers, backend="loky")(
+            delayed(_fit_in_worker)(tasks[i][1], *compact[id(tasks[i][2])], tasks[i][3]) for i in order
+        )
+        for i, est in zip(order, fitted, strict=True):
+            tasks[i][1].__dict__.update(est.__dict__)
         return
     pools = _threadpools()
 
@@ -1196,8 +1228,6 @@ def _fit_all(tasks: Sequence[tuple[Any, LatencyRegressor, np.ndarray, np.ndarray
         with pools.limit(limits=1, user_api="openmp"):  # OpenMP's thread count is per thread
             est.fit(X, y)
 
-    cost = [len(y) * {"gbm": 8, "auto": 9}.get(est.kind, 1) for _, est, _, y in tasks]
-    order = sorted(range(len(tasks)), key=lambda i: -cost[i])
     # OpenBLAS's thread count is process-wide: set once here, around the whole pool
     with pools.limit(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as ex:
         futures = [ex.submit(fit, i) for i in order]

@@ -58,6 +58,10 @@ class EdgeatlasError(Exception):
         self.hint = hint
         super().__init__(self.one_line())
 
+    def __reduce__(self):
+        # pickled with its fields (an error raised in a worker process keeps its code and hint)
+        return (type(self), (self.message, self.code, self.hint))
+
     def one_line(self) -> str:
         text = " ".join(self.message.split())
         if self.hint:

@@ -67,3 +67,15 @@ def test_console_script_fleet_list(tmp_path: Path) -> None:
 def test_bad_db_url_is_one_line(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["db", "status", "--db", "postgresql+psycopg2://x@127.0.0.1:1/none"])
     assert r.exit_code == 1 and "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_errors_pickle_with_their_code_and_hint() -> None:
+    """An EdgeatlasError raised in a worker process (a large training's fits run in loky workers)
+    reaches the caller with its code and hint, not as a bare message."""
+    import pickle
+
+    from registry.errors import EdgeatlasError, ErrorCode
+
+    err = EdgeatlasError("no rows", code=ErrorCode.INSUFFICIENT_DATA, hint="measure first")
+    back = pickle.loads(pickle.dumps(err))
+    assert (back.message, back.code, back.hint, str(back)) == (err.message, err.code, err.hint, str(err))

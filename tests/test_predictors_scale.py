@@ -97,6 +97,29 @@ def test_parallel_fit_equals_sequential_and_facts_rows_are_capped(monkeypatch):
         PredictorSet.fit(bad, kind="linear", n_jobs=2)
 
 
+def test_fits_in_worker_processes_equal_sequential_ones(monkeypatch):
+    """From PROCESS_MIN_ROWS the fits run in loky worker processes, each task's rows sent as their
+    distinct rows and an index: the fitted estimators must be the sequential ones, bit for bit."""
+    monkeypatch.setattr(M, "PARALLEL_MIN_ROWS", 0)
+    monkeypatch.setattr(M, "PROCESS_MIN_ROWS", 0)
+    data = {}
+    for i, n in enumerate((60, 45)):  # enough variants for the additive kind's trees and process
+        Xv, yv = _synthetic(n, seed=20 + i)
+        idx = np.random.default_rng(i).integers(0, n, 3 * n)  # repeats of each variant
+        noise = np.exp(np.random.default_rng(5 + i).normal(0, 0.05, len(idx)))
+        data[f"c{i}"] = (Xv[idx], yv[idx] * noise, 2.0 * yv[idx] if i == 0 else None)
+    seq, par = PredictorSet.fit(data, kind="auto", n_jobs=1), PredictorSet.fit(data, kind="auto", n_jobs=2)
+    F = _synthetic(50, seed=98)[0]
+    for c in data:
+        a, b = seq.predict(F, device_class=c), par.predict(F, device_class=c)
+        np.testing.assert_array_equal(a.latency_ms, b.latency_ms)
+        np.testing.assert_array_equal(a.latency_hi, b.latency_hi)
+        assert seq.classes[c]["latency"].chosen_kind_ == par.classes[c]["latency"].chosen_kind_
+    np.testing.assert_array_equal(
+        seq.predict(F, device_class="c0").energy_mj, par.predict(F, device_class="c0").energy_mj
+    )
+
+
 def test_facts_rows_per_class():
     assert M._facts_rows_per_class({"a": 100, "b": 10}, max_rows=200) is None
     assert M._facts_rows_per_class({"a": 100, "b": 10, "c": 1000}, max_rows=300) == 190  # 10 + 100 + 190

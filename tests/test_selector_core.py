@@ -6,6 +6,7 @@ measured fixture (`measured_mlp_table`, real onnxruntime timings) checks the net
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -301,6 +302,8 @@ def test_infeasible_names_the_constraint_and_the_nearest_need() -> None:
     assert err.code == ErrorCode.INFEASIBLE and err.http_status == 409
     assert "max_latency_ms alone rules out all" in str(err)
     assert err.to_dict()["details"]["nearest"]["variant_id"] == inf.nearest.variant_id
+    back = pickle.loads(pickle.dumps(err))  # (an error raised in a worker process crosses back pickled)
+    assert type(back) is InfeasibleError and back.to_dict() == err.to_dict() and str(back) == str(err)
 
     # a combination: each constraint alone leaves something, together nothing
     lat_min = ev.latency_ms.min()

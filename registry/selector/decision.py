@@ -134,6 +134,9 @@ class InfeasibleError(EdgeatlasError):
         self.answer = answer
         self.details = answer.to_dict()["infeasible"]
 
+    def __reduce__(self):
+        return (type(self), (self.answer,))
+
     def to_dict(self) -> dict[str, Any]:  # type: ignore[override]
         return {**super().to_dict(), "details": self.details}
 
