@@ -97,9 +97,10 @@ Groups = tuple[np.ndarray, np.ndarray, np.ndarray]  # row_groups' (first row, ea
 
 
 def subset_groups(groups: Groups, rows: np.ndarray) -> Groups:
-    """:func:`row_groups` of ``X[rows]`` from those of ``X`` (``rows``: increasing indices), without
-    hashing the rows again: the same groups in the same canonical order (group ids are in hash order,
-    and a subset keeps it)."""
+    """:func:`row_groups` of ``X[rows]`` from those of ``X``, without hashing the rows again: the same
+    groups in the same order as row_groups gives them (the order of their hashes, which a subset
+    keeps; only after a hash collision, which row_groups resolves by the exact row sort, is the order
+    that sort's, where the subset's own hashes might have decided)."""
     used, inv = np.unique(groups[1][rows], return_inverse=True)
     _, first = np.unique(inv, return_index=True)
     return first, inv.reshape(-1), np.bincount(inv, minlength=len(used))
@@ -119,13 +120,15 @@ def fold_refined(X: np.ndarray, logy: np.ndarray, groups: Groups) -> tuple[np.nd
     """``fold_repeats(X, logy)`` from ``groups`` that refine X's own (the row groups of the same rows
     with more columns, as a fit's whole rows are of the columns one kind reads): the groups are folded
     first (no rows hashed), then the few distinct rows by X's own columns (rows that differed only in
-    the other columns fold together, their mean weighted by their counts)."""
+    the other columns fold together). The means are sums over the rows themselves, in row order, as
+    fold_repeats takes them: bit for bit the same."""
     Xd, mean, counts = fold_repeats(X, logy, groups)
     first, inv, _ = row_groups(Xd)
     if len(first) == len(Xd):  # nothing more folds: the same rows and means, in X's canonical order
         return Xd[first], mean[first], counts[first]
-    n = np.bincount(inv, weights=counts)
-    return Xd[first], np.bincount(inv, weights=mean * counts) / n, n.astype(counts.dtype)
+    row_inv = inv[groups[1]]  # each row's group among X's own
+    n = np.bincount(row_inv)
+    return Xd[first], np.bincount(row_inv, weights=logy) / n, n
 
 
 def _tree_predict(m, X: np.ndarray) -> np.ndarray:
@@ -1213,8 +1216,9 @@ def _fit_all(tasks: Sequence[tuple[Any, LatencyRegressor, np.ndarray, np.ndarray
         compact: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # by id(X): a class's tasks share their rows
         for _, _, X, _ in tasks:
             if id(X) not in compact:
-                first, inv, _ = row_groups(X)
-                compact[id(X)] = (X[first], inv)
+                A = np.asarray(X, dtype=np.float64)
+                first, inv, _ = row_groups(A)
+                compact[id(X)] = (A[first], inv)
         fitted = Parallel(n_jobs=workers, backend="loky")(
             delayed(_fit_in_worker)(tasks[i][1], *compact[id(tasks[i][2])], tasks[i][3]) for i in order
         )
