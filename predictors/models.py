@@ -29,7 +29,6 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -962,9 +961,9 @@ class PredictorSet:
         """``data[class] = (features (n, d), latency_ms (n,), energy_mj (n,) or None)``.
 
         The per-class regressors (and the facts model) are independent fits: from
-        :data:`PARALLEL_MIN_ROWS` rows in all they run side by side on ``n_jobs`` threads, from
-        :data:`PROCESS_MIN_ROWS` in worker processes (default: the CPUs this process may use), each
-        single-threaded; results do not depend on ``n_jobs`` (:func:`_fit_all`).
+        :data:`PARALLEL_MIN_ROWS` rows in all they run side by side in ``n_jobs`` worker processes
+        (default: the CPUs this process may use), each single-threaded; results do not depend on
+        ``n_jobs`` (:func:`_fit_all`).
         """
         if not data:
             raise EdgeatlasError(
@@ -1169,8 +1168,7 @@ class PredictorSet:
         raise EdgeatlasError("give a device class, device facts or probe latencies", code=ErrorCode.INVALID_ARGUMENT)
 
 
-PARALLEL_MIN_ROWS = 50_000  # from this many rows in all, PredictorSet.fit runs its fits side by side
-PROCESS_MIN_ROWS = 200_000  # ... and from this many, in worker processes rather than threads
+PARALLEL_MIN_ROWS = 50_000  # from this many rows in all, PredictorSet.fit runs its fits in worker processes
 
 
 def _cpus() -> int:
@@ -1189,18 +1187,19 @@ def _fit_in_worker(est: LatencyRegressor, distinct: np.ndarray, inv: np.ndarray,
 
 
 def _fit_all(tasks: Sequence[tuple[Any, LatencyRegressor, np.ndarray, np.ndarray]], n_jobs: int | None) -> None:
-    """Fit every (key, estimator, X, y) in place: in order on small data, else side by side on
-    ``n_jobs`` workers (default: the CPUs this process may use), the largest fits first so that the
+    """Fit every (key, estimator, X, y) in place: in order on small data, else from PARALLEL_MIN_ROWS
+    rows in all side by side in ``n_jobs`` worker processes (default: the CPUs this process may use;
+    joblib's loky, which keeps its workers for the next call), the largest fits first so that the
     last one to finish is short. Each fit runs on one BLAS / OpenMP thread (on a shared 2-core host,
     2 threads per fit were 3-5x slower than 1), so results do not depend on the workers.
 
-    From PARALLEL_MIN_ROWS rows the workers are threads: nothing is copied. From PROCESS_MIN_ROWS
-    they are processes (joblib's loky, which keeps its workers for the next call): a fit holds the
-    GIL for much of its time (HistGradientBoosting's tree grower and the additive kind's stages are
-    Python around short compiled calls), and 2 threads fitted 4 of a 1M-row retrain's class models
-    only 1.2x faster than one, 2 processes 1.9x (/tmp script, session 19). A task's rows go to its
-    worker as their distinct rows and an index (a class's 50k rows are repeats of a few thousand
-    variants), and the fitted estimator comes back pickled.
+    Processes, not threads: a fit holds the GIL for much of its time (HistGradientBoosting's tree
+    grower and the additive kind's stages are Python around short compiled calls). On 2 cores, 4 of
+    a 1M-row retrain's 50k-row class fits ran 1.2x faster on 2 threads than on one and 1.9x on 2
+    processes; whole fits of 6 classes took 86 s on threads and 54 s on processes at 60k rows, 9.0 s
+    and 5.3 s at 120k (session 19). A task's rows go to its worker as their distinct rows and an
+    index (a class's rows are repeats of far fewer variants), and the fitted estimator comes back
+    pickled. (Module settings patched in this process, as tests do, do not reach the workers.)
     """
     total = sum(len(t[3]) for t in tasks)
     workers = min(n_jobs if n_jobs is not None else _cpus(), len(tasks))
@@ -1208,40 +1207,21 @@ def _fit_all(tasks: Sequence[tuple[Any, LatencyRegressor, np.ndarray, np.ndarray
         for _, est, X, y in tasks:
             est.fit(X, y)
         return
+    from joblib import Parallel, delayed
+
     cost = [len(y) * {"gbm": 8, "auto": 9}.get(est.kind, 1) for _, est, _, y in tasks]
     order = sorted(range(len(tasks)), key=lambda i: -cost[i])
-    if total >= PROCESS_MIN_ROWS:
-        from joblib import Parallel, delayed
-
-        compact: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # by id(X): a class's tasks share their rows
-        for _, _, X, _ in tasks:
-            if id(X) not in compact:
-                A = np.asarray(X, dtype=np.float64)
-                first, inv, _ = row_groups(A)
-                compact[id(X)] = (A[first], inv)
-        fitted = Parallel(n_jobs=workers, backend="loky")(
-            delayed(_fit_in_worker)(tasks[i][1], *compact[id(tasks[i][2])], tasks[i][3]) for i in order
-        )
-        for i, est in zip(order, fitted, strict=True):
-            tasks[i][1].__dict__.update(est.__dict__)
-        return
-    pools = _threadpools()
-
-    def fit(i: int) -> None:
-        _, est, X, y = tasks[i]
-        with pools.limit(limits=1, user_api="openmp"):  # OpenMP's thread count is per thread
-            est.fit(X, y)
-
-    # OpenBLAS's thread count is process-wide: set once here, around the whole pool
-    with pools.limit(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as ex:
-        futures = [ex.submit(fit, i) for i in order]
-        try:
-            for f in futures:
-                f.result()
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+    compact: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # by id(X): a class's tasks share their rows
+    for _, _, X, _ in tasks:
+        if id(X) not in compact:
+            A = np.asarray(X, dtype=np.float64)
+            first, inv, _ = row_groups(A)
+            compact[id(X)] = (A[first], inv)
+    fitted = Parallel(n_jobs=workers, backend="loky")(
+        delayed(_fit_in_worker)(tasks[i][1], *compact[id(tasks[i][2])], tasks[i][3]) for i in order
+    )
+    for i, est in zip(order, fitted, strict=True):
+        tasks[i][1].__dict__.update(est.__dict__)
 
 
 FACTS_MAX_ROWS = 50_000  # rows the zero-shot facts model is fitted on, at most (drawn evenly over classes)
