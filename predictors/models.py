@@ -29,6 +29,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -1200,6 +1201,8 @@ def _fit_all(tasks: Sequence[tuple[Any, LatencyRegressor, np.ndarray, np.ndarray
     and 5.3 s at 120k (session 19). A task's rows go to its worker as their distinct rows and an
     index (a class's rows are repeats of far fewer variants), and the fitted estimator comes back
     pickled. (Module settings patched in this process, as tests do, do not reach the workers.)
+    If the workers cannot start or one dies (killed for memory, say), a RuntimeWarning names the
+    reason and every fit runs in this process instead: a nightly retrain finishes, only slower.
     """
     total = sum(len(t[3]) for t in tasks)
     workers = min(n_jobs if n_jobs is not None else _cpus(), len(tasks))
@@ -1217,9 +1220,20 @@ def _fit_all(tasks: Sequence[tuple[Any, LatencyRegressor, np.ndarray, np.ndarray
             A = np.asarray(X, dtype=np.float64)
             first, inv, _ = row_groups(A)
             compact[id(X)] = (A[first], inv)
-    fitted = Parallel(n_jobs=workers, backend="loky")(
-        delayed(_fit_in_worker)(tasks[i][1], *compact[id(tasks[i][2])], tasks[i][3]) for i in order
-    )
+    try:
+        fitted = Parallel(n_jobs=workers, backend="loky")(
+            delayed(_fit_in_worker)(tasks[i][1], *compact[id(tasks[i][2])], tasks[i][3]) for i in order
+        )
+    except (BrokenExecutor, OSError) as e:
+        warnings.warn(
+            f"predictor fits could not run in worker processes ({type(e).__name__}: {' '.join(str(e).split())}); fitting "
+            f"{len(tasks)} models in this process instead",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        for _, est, X, y in tasks:
+            est.fit(X, y)
+        return
     for i, est in zip(order, fitted, strict=True):
         tasks[i][1].__dict__.update(est.__dict__)
 

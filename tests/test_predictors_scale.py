@@ -6,6 +6,7 @@ data hash (what makes a retrain without new data a no-op)."""
 from __future__ import annotations
 
 import math
+import os
 from datetime import datetime
 
 import numpy as np
@@ -342,3 +343,30 @@ def test_groups_found_once_give_the_same_folds_as_hashing_each_subset_again():
         np.testing.assert_array_equal(got[1], want[1])  # bit for bit: the same sums in the same order
         np.testing.assert_array_equal(got[2], want[2])
     assert len(M.fold_refined(X[:, :1], logy, groups)[0]) == 4  # only the first column's 4 values remain
+
+
+class _DiesInWorker(LatencyRegressor):
+    """A FAULT INJECTION, not a model: a worker process that fits it dies at once (os._exit, as an
+    out-of-memory kill would end it); in the process that made it, it fits as LatencyRegressor."""
+
+    def fit(self, X, y):
+        if os.getpid() != self._made_in:
+            os._exit(9)
+        return super().fit(X, y)
+
+
+def _dies_in_worker() -> _DiesInWorker:
+    est = _DiesInWorker(kind="linear")
+    est._made_in = os.getpid()  # (pickled with it: a worker sees its maker's pid, not its own)
+    return est
+
+
+def test_a_dead_worker_falls_back_to_fitting_in_process(monkeypatch):
+    monkeypatch.setattr(M, "PARALLEL_MIN_ROWS", 0)
+    data = {f"c{i}": _synthetic(120, seed=40 + i) for i in range(2)}
+    tasks = [(c, _dies_in_worker(), X, y) for c, (X, y) in data.items()]
+    with pytest.warns(RuntimeWarning, match="could not run in worker processes .*fitting 2 models in this process"):
+        M._fit_all(tasks, n_jobs=2)
+    for _, est, X, y in tasks:
+        ref = LatencyRegressor(kind="linear").fit(X, y)
+        np.testing.assert_array_equal(est.predict(X[:20]), ref.predict(X[:20]))
