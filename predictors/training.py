@@ -332,7 +332,11 @@ def choose_probes(data: TrainingData, n: int = N_PROBES) -> tuple[list[str], np.
 
 
 def fit_set(
-    data: TrainingData, store=None, kind: str = "auto", train_mask: dict[str, np.ndarray] | None = None
+    data: TrainingData,
+    store=None,
+    kind: str = "auto",
+    train_mask: dict[str, np.ndarray] | None = None,
+    n_jobs: int | None = None,
 ) -> PredictorSet:
     per = {}
     for c, (X, lat, en) in data.per_class.items():
@@ -342,7 +346,7 @@ def fit_set(
     if store is not None:
         facts = {dc.name: dict(dc.facts or {}) for dc in store.list_device_classes()}
     probes, pf = choose_probes(data)
-    pset = PredictorSet.fit(per, kind=kind, probe_ids=probes, probe_features=pf, class_facts=facts)
+    pset = PredictorSet.fit(per, kind=kind, probe_ids=probes, probe_features=pf, class_facts=facts, n_jobs=n_jobs)
     # every row, held-out ones too: scoring uses the class regressors only, and k-shot wants every variant
     pset.set_measured(measured_latencies(data))
     return pset
@@ -575,6 +579,7 @@ def train(
     include_evaluation: bool = False,
     graph_opt: str | None = None,
     drift_correct: bool | None = None,
+    jobs: int | None = None,
 ) -> dict[str, Any]:
     """Train a challenger on the training slice, score it and the champion on the held-out slice.
 
@@ -597,6 +602,9 @@ def train(
     ``drift_correct`` fits latencies with the host's drift taken out (:func:`drift_corrected`: rows
     measured with ``bench run --drift-ref``; the others keep their p50). None keeps the champion's
     setting (off without one); the report's ``drift_correct`` says how many rows were corrected.
+
+    ``jobs``: worker processes for the fits of a large training (from PARALLEL_MIN_ROWS rows; default:
+    the CPUs this process may use, 1: every fit in this process). The models do not depend on it.
     """
     if target not in ("latency", "energy"):
         raise EdgeatlasError(f"--target must be latency or energy, not {target!r}", code=ErrorCode.INVALID_ARGUMENT)
@@ -659,7 +667,7 @@ def train(
     train_mask = {c: ~h for c, h in held.items()}
     if progress:
         progress(f"fitting {len(data.per_class)} classes on {data.n_rows} rows")
-    chall = fit_set(data, store, kind=kind, train_mask=train_mask)
+    chall = fit_set(data, store, kind=kind, train_mask=train_mask, n_jobs=jobs)
     lap("fit")
     chall_pred = held_out_predictions(chall, data, held, target)  # scored, then plotted
     chall_score = score(chall, data, held, target, chall_pred)

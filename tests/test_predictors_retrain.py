@@ -108,6 +108,30 @@ def test_schedule_prints_systemd_and_cron(pred_store, tmp_path):
     assert pred_store.list_predictors() == []  # --schedule trains nothing
 
 
+def test_jobs_reaches_the_fits_and_the_schedule(pred_store, tmp_path, monkeypatch):
+    """--jobs N caps the worker processes of a large training (1: all in-process), a nightly unit
+    keeps it, and 0 is refused by name."""
+    import predictors.models as M
+
+    seen: list[int | None] = []
+    real = M._fit_all
+    monkeypatch.setattr(M, "_fit_all", lambda tasks, n_jobs: seen.append(n_jobs) or real(tasks, n_jobs))
+    env = {"EDGEATLAS_DB": pred_store.url, "EDGEATLAS_HOME": str(tmp_path)}
+    out = CliRunner().invoke(group, ["train", "--kind", "linear", "--jobs", "1", "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    assert seen == [1]
+    out = CliRunner().invoke(group, ["retrain", "--kind", "linear", "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    assert seen[1:] in ([], [None])  # no new data: nothing fitted; else the default (every CPU)
+    out = CliRunner().invoke(group, ["retrain", "--schedule", "--jobs", "2"], env=env)
+    assert out.exit_code == 0, out.output
+    exec_line = next(line for line in out.output.splitlines() if line.startswith("ExecStart="))
+    argv = shlex.split(exec_line[len("ExecStart=") :])
+    assert argv[argv.index("--jobs") + 1] == "2"
+    out = CliRunner().invoke(group, ["train", "--jobs", "0"], env=env)
+    assert out.exit_code == 2 and "--jobs" in out.output and "0" in out.output
+
+
 def test_bad_input_nan_and_missing_features(pred_store, tmp_path):
     store = pred_store
     vid = store.list_variants()[0].id

@@ -166,6 +166,14 @@ graph_opt_option = click.option(
     "champion, else 'all'. One predictor is one level: another level needs another --name.",
 )
 
+jobs_option = click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes for the fits of a large training (from 50k rows; default: every CPU this "
+    "process may use). 1 fits everything in this process. The models do not depend on it.",
+)
+
 drift_correct_option = click.option(
     "--drift-correct/--no-drift-correct",
     default=None,
@@ -185,6 +193,7 @@ drift_correct_option = click.option(
 @click.option("--name", default=None, help="Predictor name (default: 'default', or 'class:<C>' with --class).")
 @kind_option
 @evaluation_option
+@jobs_option
 @db_option
 @json_option
 def train_cmd(
@@ -197,6 +206,7 @@ def train_cmd(
     name: str | None,
     kind: str,
     include_evaluation: bool,
+    jobs: int | None,
     db_url: str | None,
     as_json: bool,
 ) -> None:
@@ -211,6 +221,7 @@ def train_cmd(
         edgeatlas predictors train --source probe --target energy --name fleet-energy
         edgeatlas predictors train --source probe --graph-opt extended --name fleet-extended
         edgeatlas predictors train --source probe --drift-correct --name fleet-drift
+        edgeatlas predictors train --jobs 1   # a shared server: fit on one CPU
     """
     from predictors.training import DEFAULT_NAME, train
 
@@ -229,6 +240,7 @@ def train_cmd(
             include_evaluation=include_evaluation,
             graph_opt=graph_opt,
             drift_correct=drift_correct,
+            jobs=jobs,
         ),
         as_json,
     )
@@ -255,6 +267,7 @@ def train_cmd(
     "weekly, monthly, or '[Mon..Fri] *-*-* HH:MM[:SS]').",
 )
 @evaluation_option
+@jobs_option
 @db_option
 @json_option
 def retrain_cmd(
@@ -268,6 +281,7 @@ def retrain_cmd(
     schedule: bool,
     on_calendar: str,
     include_evaluation: bool,
+    jobs: int | None,
     db_url: str | None,
     as_json: bool,
 ) -> None:
@@ -304,6 +318,8 @@ def retrain_cmd(
             args += ["--report", str(report_dir.resolve())]
         if include_evaluation:
             args += ["--include-evaluation"]
+        if jobs is not None:
+            args += ["--jobs", str(jobs)]
         units = schedule_units(store.url, args, on_calendar)
         if as_json:
             print_json(units)
@@ -321,6 +337,7 @@ def retrain_cmd(
         include_evaluation=include_evaluation,
         graph_opt=graph_opt,
         drift_correct=drift_correct,
+        jobs=jobs,
     )
     if as_json:
         print_json(result)
