@@ -1206,10 +1206,24 @@ def _fit_all(tasks: Sequence[tuple[Any, LatencyRegressor, np.ndarray, np.ndarray
     """
     total = sum(len(t[3]) for t in tasks)
     workers = min(n_jobs if n_jobs is not None else _cpus(), len(tasks))
-    if workers <= 1 or total < PARALLEL_MIN_ROWS:
-        for _, est, X, y in tasks:
-            est.fit(X, y)
-        return
+    if workers > 1 and total >= PARALLEL_MIN_ROWS:
+        try:
+            _fit_in_workers(tasks, workers)
+            return
+        except (BrokenExecutor, OSError) as e:
+            warnings.warn(
+                f"predictor fits could not run in worker processes ({type(e).__name__}: "
+                f"{' '.join(str(e).split())}); fitting {len(tasks)} models in this process instead",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    for _, est, X, y in tasks:
+        est.fit(X, y)
+
+
+def _fit_in_workers(tasks: Sequence[tuple[Any, LatencyRegressor, np.ndarray, np.ndarray]], workers: int) -> None:
+    """:func:`_fit_all`'s worker processes: the largest fits first, each task's rows sent as their
+    distinct rows and an index, each fitted estimator's state copied back into the task's own."""
     from joblib import Parallel, delayed
 
     cost = [len(y) * {"gbm": 8, "auto": 9}.get(est.kind, 1) for _, est, _, y in tasks]
@@ -1220,20 +1234,9 @@ def _fit_all(tasks: Sequence[tuple[Any, LatencyRegressor, np.ndarray, np.ndarray
             A = np.asarray(X, dtype=np.float64)
             first, inv, _ = row_groups(A)
             compact[id(X)] = (A[first], inv)
-    try:
-        fitted = Parallel(n_jobs=workers, backend="loky")(
-            delayed(_fit_in_worker)(tasks[i][1], *compact[id(tasks[i][2])], tasks[i][3]) for i in order
-        )
-    except (BrokenExecutor, OSError) as e:
-        warnings.warn(
-            f"predictor fits could not run in worker processes ({type(e).__name__}: {' '.join(str(e).split())}); fitting "
-            f"{len(tasks)} models in this process instead",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        for _, est, X, y in tasks:
-            est.fit(X, y)
-        return
+    fitted = Parallel(n_jobs=workers, backend="loky")(
+        delayed(_fit_in_worker)(tasks[i][1], *compact[id(tasks[i][2])], tasks[i][3]) for i in order
+    )
     for i, est in zip(order, fitted, strict=True):
         tasks[i][1].__dict__.update(est.__dict__)
 
