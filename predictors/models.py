@@ -961,10 +961,10 @@ class PredictorSet:
     ) -> PredictorSet:
         """``data[class] = (features (n, d), latency_ms (n,), energy_mj (n,) or None)``.
 
-        The per-class regressors (and the facts model) are independent fits: from
-        :data:`PARALLEL_MIN_ROWS` rows in all they run side by side in ``n_jobs`` worker processes
-        (default: the CPUs this process may use), each single-threaded; results do not depend on
-        ``n_jobs`` (:func:`_fit_all`).
+        The per-class regressors (and the facts model) are independent fits: they run side by side
+        in ``n_jobs`` worker processes (default: the CPUs this process may use), each
+        single-threaded, unless all are linear and under :data:`PARALLEL_MIN_ROWS` rows in all;
+        results do not depend on ``n_jobs`` (:func:`_fit_all`).
         """
         if not data:
             raise EdgeatlasError(
@@ -1169,7 +1169,7 @@ class PredictorSet:
         raise EdgeatlasError("give a device class, device facts or probe latencies", code=ErrorCode.INVALID_ARGUMENT)
 
 
-PARALLEL_MIN_ROWS = 50_000  # from this many rows in all, PredictorSet.fit runs its fits in worker processes
+PARALLEL_MIN_ROWS = 50_000  # from this many rows in all, PredictorSet.fit runs linear fits in worker processes
 
 
 def _cpus() -> int:
@@ -1179,20 +1179,38 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _fit_in_worker(est: LatencyRegressor, distinct: np.ndarray, inv: np.ndarray, y: np.ndarray) -> LatencyRegressor:
-    """One fit in a worker process (:func:`_fit_all`), on one BLAS and one OpenMP thread, of the
-    rows ``distinct[inv]`` (the task's rows, sent as their distinct rows and an index)."""
+def _fit_single_threaded(est: LatencyRegressor, X: np.ndarray, y: np.ndarray) -> LatencyRegressor:
+    """``est.fit(X, y)`` on one BLAS and one OpenMP thread, in a worker process or in this one
+    (:func:`_fit_all`): the same arithmetic either way, so the models do not depend on ``n_jobs``."""
     pools = _threadpools()
     with pools.limit(limits=1, user_api="openmp"), pools.limit(limits=1, user_api="blas"):
-        return est.fit(distinct[inv], y)
+        return est.fit(X, y)
+
+
+def _fit_in_worker(est: LatencyRegressor, distinct: np.ndarray, inv: np.ndarray, y: np.ndarray) -> LatencyRegressor:
+    """One fit in a worker process (:func:`_fit_all`) of the rows ``distinct[inv]`` (the task's rows,
+    sent as their distinct rows and an index)."""
+    return _fit_single_threaded(est, distinct[inv], y)
 
 
 def _fit_all(tasks: Sequence[tuple[Any, LatencyRegressor, np.ndarray, np.ndarray]], n_jobs: int | None) -> None:
-    """Fit every (key, estimator, X, y) in place: in order on small data, else from PARALLEL_MIN_ROWS
-    rows in all side by side in ``n_jobs`` worker processes (default: the CPUs this process may use;
-    joblib's loky, which keeps its workers for the next call), the largest fits first so that the
-    last one to finish is short. Each fit runs on one BLAS / OpenMP thread (on a shared 2-core host,
-    2 threads per fit were 3-5x slower than 1), so results do not depend on the workers.
+    """Fit every (key, estimator, X, y) in place, side by side in ``n_jobs`` worker processes (default:
+    the CPUs this process may use; joblib's loky, which keeps its workers for the next call) when
+    there are two or more and one is not linear, or from PARALLEL_MIN_ROWS rows in all; else in
+    order in this process. The workers take the largest fits first, so that the last one to finish
+    is short. Each fit runs on one BLAS / OpenMP thread, in a worker or in this process (on a
+    shared 2-core host, 2 threads per fit were 3-5x slower than 1), so the models do not depend on
+    ``n_jobs``: with threads left to the libraries, a 300-variant class's Gaussian process came out
+    different in the last bits in and out of the workers.
+
+    Any gbm, additive or auto fit takes a second or more, even on 20 rows: a class below
+    SPLIT_CONFORMAL_ROWS is fitted 5-fold (six fits, 300 trees each for gbm, and from 40 variants
+    the additive kind's residual trees and Gaussian process in each). bench/predictor_fit_parallel.py
+    (session 20, kind auto, this process against the workers, same predictions; the workers' first
+    round includes starting them): 60 rows of 2 classes 1.55x, 132 rows of 3 classes (about `make
+    demo`'s) 1.66x, 465 rows (the zoo's 155 variants on 3 classes) 1.84x, 1800 rows of 2 classes
+    1.58x. Linear fits take milliseconds, and starting the workers about 2 s: 465 rows 0.18x, 20k
+    rows 1.35x; linear-only trainings keep the 50k-row threshold.
 
     Processes, not threads: a fit holds the GIL for much of its time (HistGradientBoosting's tree
     grower and the additive kind's stages are Python around short compiled calls). On 2 cores, 4 of
@@ -1206,7 +1224,8 @@ def _fit_all(tasks: Sequence[tuple[Any, LatencyRegressor, np.ndarray, np.ndarray
     """
     total = sum(len(t[3]) for t in tasks)
     workers = min(n_jobs if n_jobs is not None else _cpus(), len(tasks))
-    if workers > 1 and total >= PARALLEL_MIN_ROWS:
+    heavy = any(est.kind != "linear" for _, est, _, _ in tasks)
+    if workers > 1 and (heavy or total >= PARALLEL_MIN_ROWS):
         try:
             _fit_in_workers(tasks, workers)
             return
@@ -1218,7 +1237,7 @@ def _fit_all(tasks: Sequence[tuple[Any, LatencyRegressor, np.ndarray, np.ndarray
                 stacklevel=2,
             )
     for _, est, X, y in tasks:
-        est.fit(X, y)
+        _fit_single_threaded(est, X, y)
 
 
 def _fit_in_workers(tasks: Sequence[tuple[Any, LatencyRegressor, np.ndarray, np.ndarray]], workers: int) -> None:

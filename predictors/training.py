@@ -603,7 +603,7 @@ def train(
     measured with ``bench run --drift-ref``; the others keep their p50). None keeps the champion's
     setting (off without one); the report's ``drift_correct`` says how many rows were corrected.
 
-    ``jobs``: worker processes for the fits of a large training (from PARALLEL_MIN_ROWS rows; default:
+    ``jobs``: worker processes for the fits of a training (kind linear: from PARALLEL_MIN_ROWS rows; default:
     the CPUs this process may use, 1: every fit in this process). The models do not depend on it.
     """
     if target not in ("latency", "energy"):

@@ -170,8 +170,8 @@ jobs_option = click.option(
     "--jobs",
     type=click.IntRange(min=1),
     default=None,
-    help="Worker processes for the fits of a large training (from 50k rows; default: every CPU this "
-    "process may use). 1 fits everything in this process. The models do not depend on it.",
+    help="Worker processes for the fits of a training (default: every CPU this process may use; "
+    "--kind linear from 50k rows). 1 fits everything in this process. The models do not depend on it.",
 )
 
 drift_correct_option = click.option(
