@@ -119,6 +119,8 @@ def _mix_acc10(R: np.ndarray, y: np.ndarray, shots: np.ndarray, query: np.ndarra
         m = R.mean(axis=1)
         pred = m[query] * float(np.median(y[shots] / m[shots]))
     else:
+        # (alpha as given, in ms: the shipped set was selected so, before mix_alpha; with the penalty
+        # scaled as the calibrators scale it, the greedy picks differ from the third arch on)
         w, b = nonneg_ridge(R[shots], y[shots], alpha)
         pred = R[query] @ w + b
     return float(np.mean(np.abs(np.maximum(pred, MIN_MS) / y[query] - 1.0) <= 0.10))

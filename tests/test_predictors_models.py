@@ -209,6 +209,32 @@ def test_kshot_mix_is_the_exact_non_negative_ridge_optimum():
     np.testing.assert_allclose(cal.predict(R), np.maximum(R @ w_ref + ym - mu @ w_ref, 1e-6), rtol=1e-9)
 
 
+def test_kshot_mix_of_sub_millisecond_shots_does_not_depend_on_the_unit():
+    """A k-shot mix of 0.05-0.15 ms shots (an emulated board's small zoo models) is the mix of the
+    same rows at any scale under 10 ms: the predictions scale with the data, where a fixed penalty
+    in ms flattened every prediction to about the shots' mean (weights of ~0.02). From a 10 ms
+    median on, alpha holds as chosen on the datasets."""
+    from predictors.models import KSHOT_ALPHA_SCALE_MS, mix_alpha
+
+    rng = np.random.default_rng(3)
+    R = rng.uniform(0.04, 0.12, size=(10, 2))  # two reference classes' latencies of the probe models
+    y = 0.8 * R[:, 0] + 0.5 * R[:, 1]  # the new board: a mix of them
+    small = KShotCalibrator(alpha=0.1).fit(R, y)
+    big = KShotCalibrator(alpha=0.1).fit(R * 50, y * 50)  # the same rows in units of 20 us (median 5 ms)
+    np.testing.assert_allclose(small.predict(R) * 50, big.predict(R * 50), rtol=1e-9)
+    assert small.log_halfwidth_ == pytest.approx(big.log_halfwidth_)
+    np.testing.assert_allclose(small._model[0], [0.8, 0.5], atol=0.02)
+    p = small.predict(R)
+    assert p.max() / p.min() > 1.8  # y spans 2x and the mix follows it, not the shots' mean
+    assert np.abs(np.log(p / y)).max() < 0.02
+    from predictors.models import nonneg_ridge
+
+    w_fixed, _ = nonneg_ridge(R, y, 0.1)  # the penalty in ms, as before
+    assert w_fixed.max() < 0.1  # what the scaling repairs: weights near zero, predictions near the mean
+    assert mix_alpha(0.1, np.array([KSHOT_ALPHA_SCALE_MS, 15.0, 20.0])) == 0.1
+    assert mix_alpha(0.1, np.array([0.05, 0.1, 0.2])) == pytest.approx(0.1 * (0.1 / KSHOT_ALPHA_SCALE_MS) ** 2)
+
+
 def test_kshot_interval_on_many_rows_uses_folds_not_one_fit_per_row(monkeypatch):
     """A calibrator fitted on thousands of rows (a span check, not k-shot) takes its interval from
     HOLDOUT_FOLDS held-out folds, not one refit per row, and the interval still covers about its
