@@ -563,12 +563,15 @@ def predict_cmd(
     """
     from predictors.features import features_from_dict
     from predictors.training import load_champion
-    from registry.selector.sources import read_mapping, read_probe_latencies
+    from registry.selector.sources import read_device_facts, read_probe_latencies
 
     if sum(x is not None for x in (device, facts_file, probe_file)) != 1:
         raise EdgeatlasError(
             "give exactly one of --device, --device-facts, --probe-latencies", code=ErrorCode.INVALID_ARGUMENT
         )
+    # the input files first: a bad one is reported before the store or the predictor is read
+    facts = read_device_facts(facts_file) if facts_file is not None else None
+    probes = read_probe_latencies(probe_file) if probe_file is not None else None
     store = open_store(db_url)
     v = store.get_variant(variant)
     feats = features_from_dict(v.features, f"variant {v.id}").vector()
@@ -582,10 +585,10 @@ def predict_cmd(
             except EdgeatlasError:
                 cls = device
         kwargs["device_class"] = cls
-    elif facts_file is not None:
-        kwargs["facts"] = read_mapping(facts_file, "device facts")
+    elif facts is not None:
+        kwargs["facts"] = facts
     else:
-        kwargs["probe_latencies"] = read_probe_latencies(probe_file)
+        kwargs["probe_latencies"] = probes
         kwargs["variant_ids"] = [v.id]  # k-shot: the reference classes' own measurements of it, if any
     p = pset.predict(feats, **kwargs)
     out = {
