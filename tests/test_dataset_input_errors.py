@@ -5,6 +5,7 @@ tmp_path (the shared datasets stay read-only)."""
 from __future__ import annotations
 
 import gzip
+import json
 import os
 from pathlib import Path
 
@@ -118,3 +119,22 @@ def test_wrong_path_says_which_folder_and_files(tmp_path: Path) -> None:
     a_file.write_text("x\n")
     res = _run(tmp_path, "eval", "--dataset", "help-nb201", "--device", "pixel2", "--path", str(a_file))
     assert res.exit_code == 1 and "is a file, not a folder" in res.stderr and "--path" in res.stderr
+
+
+@pytest.mark.parametrize("device", [",", "", " , "])
+def test_eval_without_a_device_is_a_usage_error(tmp_path: Path, device: str) -> None:
+    for extra in ([], ["--json"]):
+        res = _run(tmp_path, "eval", "--dataset", "help-nb201", "--device", device, *extra)
+        assert res.exit_code == 1 and res.stdout == "" and "Traceback" not in res.output, res.output
+        assert (
+            "[INVALID_ARGUMENT]" in res.stderr and "names no device" in res.stderr and "--device pixel2" in res.stderr
+        )
+
+
+def test_import_json_is_pure_json(tmp_path: Path) -> None:
+    folder = _help_dir(tmp_path, "".join(_head(2)))
+    res = _run(
+        tmp_path, "import", "help-nb201", "--path", str(folder), "--db", f"sqlite:///{tmp_path / 'a.db'}", "--json"
+    )
+    assert res.exit_code == 0, res.output
+    assert res.stdout.startswith("{") and json.loads(res.stdout)["variants"] == 2

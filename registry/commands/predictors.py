@@ -51,7 +51,7 @@ def import_cmd(name: str, path: Path | None, db_url: str | None, as_json: bool) 
     from predictors.datasets import import_dataset
 
     store = open_store(db_url)
-    with Progress(transient=True) as prog:
+    with Progress(transient=True, console=err_console) as prog:  # stdout holds only the result
         task = prog.add_task(f"importing {name}", total=None)
         result = import_dataset(store, name, path, progress=lambda d, t: prog.update(task, completed=d, total=t))
     emit(result, as_json)
@@ -108,6 +108,13 @@ def eval_cmd(
     from predictors.evaluate import METRIC_KEYS, evaluate
 
     names = [d.strip() for v in devices for d in v.split(",") if d.strip()]
+    if not names:
+        raise EdgeatlasError(
+            f"--device {', '.join(repr(v) for v in devices)} names no device",
+            code=ErrorCode.INVALID_ARGUMENT,
+            hint="give a device column of the dataset, e.g. --device pixel2 or --device pixel2,raspi4 "
+            "(an unknown name lists the dataset's devices)",
+        )
     published = HELP_PUBLISHED.get(dataset, {})
     rows = [dict(evaluate(dataset, dev, shots, path, probe_set)) for dev in names]
     shots_from = f", probe set {probe_set or 'selected'}" if dataset == "latbench" else ""
