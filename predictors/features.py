@@ -232,14 +232,22 @@ def feature_matrix(rows: Iterable[ModelFeatures | Mapping[str, float]]) -> np.nd
     return np.asarray(out, dtype=np.float64).reshape(-1, len(FEATURE_NAMES))
 
 
+#: How a variant gets its graph features, from the command line.
+FEATURES_FIX = (
+    "`edgeatlas zoo add MODEL.onnx` stores an ONNX file's features (a .tflite added by hand has no ONNX graph: "
+    "add the same model's .onnx export and predict that variant, or measure the .tflite with `edgeatlas bench "
+    "run`); `edgeatlas zoo build` stores those of the variants it builds (TFLite ones too), `edgeatlas zoo "
+    "refresh-features` recomputes stale ones, `edgeatlas predictors import NAME` those of a dataset's archs"
+)
+
+
 def features_from_dict(d: Mapping[str, Any] | None, what: str = "variant") -> ModelFeatures:
     """Validate a stored feature dict; a missing/partial dict is an error, never zeros."""
     if not d:
         raise EdgeatlasError(
             f"{what} has no ONNX graph features",
             code=ErrorCode.BAD_DATA,
-            hint="extract them with predictors.features.onnx_features(path) (zoo build does it) "
-            "or import the dataset again",
+            hint=FEATURES_FIX,
         )
     version = d.get("features_version", 1)
     if isinstance(version, int | float) and version > FEATURES_VERSION:
@@ -261,7 +269,7 @@ def features_from_dict(d: Mapping[str, Any] | None, what: str = "variant") -> Mo
         raise EdgeatlasError(
             f"{what} features lack {', '.join(missing)}",
             code=ErrorCode.BAD_DATA,
-            hint="re-extract them with predictors.features.onnx_features",
+            hint=FEATURES_FIX,
         )
     bad = [k for k, v in d.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
