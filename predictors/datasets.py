@@ -15,6 +15,7 @@ import ast
 import csv
 import gzip
 import hashlib
+import io
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -100,35 +101,154 @@ class Table:
         return self.latency_ms[:, self.devices.index(device)]
 
 
+#: The files of each dataset folder (../shared/datasets/README.md), named in the fix of a missing one.
+FOLDER_FILES: dict[str, tuple[str, ...]] = {
+    "help": ("nb201_latency_ms.csv", "fbnet_latency_ms.csv", "hardware_embedding_index.csv"),
+    "latbench": ("latbench_nb201_ms.csv",),
+    "hwnasbench360": ("dataset.csv.gz",),
+    "mobile-ml-benchmark": ("raw/tflite_cnn_ops_gpu.csv", "raw/tflite_cnn_e2e.csv"),
+}
+
+
+def _folder_hint(sub: str) -> str:
+    files = ", ".join(FOLDER_FILES.get(sub, ()))
+    return (
+        f"point --path at the {sub} folder of the datasets, e.g. --path {DEFAULT_ROOT / sub}"
+        + (f" (it holds {files})" if files else "")
+        + f"; see {DEFAULT_ROOT / 'README.md'}"
+    )
+
+
 def _root(path: str | Path | None, sub: str) -> Path:
     base = Path(path) if path else DEFAULT_ROOT / sub
     if not base.exists():
         raise EdgeatlasError(
-            f"dataset directory {base} does not exist",
-            code=ErrorCode.NOT_FOUND,
-            hint=f"pass --path to the folder holding the {sub} files (see ../shared/datasets/README.md)",
+            f"dataset directory {base} does not exist", code=ErrorCode.NOT_FOUND, hint=_folder_hint(sub)
+        )
+    if not base.is_dir():
+        raise EdgeatlasError(
+            f"dataset directory {base} is a file, not a folder", code=ErrorCode.INVALID_ARGUMENT, hint=_folder_hint(sub)
         )
     return base
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+@dataclass(frozen=True)
+class Csv:
+    """A dataset CSV file read whole: its header, its rows (blank lines left out) and the line each
+    row is on, so that a bad value is reported by file, line and column with a fix."""
+
+    path: Path
+    header: list[str]
+    rows: list[list[str]]
+    lines: list[int]
+
+    def where(self, i: int, j: int | None = None) -> str:
+        """``<file> line N [column 'name']`` of row ``i`` (column ``j``)."""
+        col = f" column {self.header[j]!r}" if j is not None and 0 <= j < len(self.header) else ""
+        return f"{self.path} line {self.lines[i]}{col}"
+
+    def column(self, name: str) -> int:
+        """The index of column ``name``; a file without it is an error naming the header."""
+        if name not in self.header:
+            raise EdgeatlasError(
+                f"{self.path} line 1: no column {name!r} in the header",
+                code=ErrorCode.BAD_DATA,
+                hint=f"the header must name {name!r}; is --path the right dataset's folder? "
+                f"(header: {', '.join(self.header[:12])}{' ...' if len(self.header) > 12 else ''})",
+            )
+        return self.header.index(name)
+
+    def number(self, i: int, j: int) -> float:
+        """The number at row ``i``, column ``j`` ("" and "nan": NaN, a measurement missing)."""
+        v = self.rows[i][j]
+        if v == "" or v.lower() == "nan":
+            return math.nan
+        try:
+            return float(v)
+        except ValueError:
+            raise EdgeatlasError(
+                f"{self.where(i, j)}: {v!r} is not a number",
+                code=ErrorCode.BAD_DATA,
+                hint=f"write a number in column {self.header[j]!r} on that line (or leave it empty / nan for a "
+                "missing measurement), or copy the file again from its source",
+            ) from None
+
+    def whole(self, i: int, j: int) -> int:
+        """The whole number at row ``i``, column ``j``."""
+        v = self.rows[i][j].strip()
+        if not v.isdigit():
+            raise EdgeatlasError(
+                f"{self.where(i, j)}: {v!r} is not a whole number",
+                code=ErrorCode.BAD_DATA,
+                hint=f"write the index as a whole number in column {self.header[j]!r} on that line, or copy the "
+                "file again from its source",
+            )
+        return int(v)
+
+
+def _check_rows(f: Csv, parse: Callable[[int], object], col: int | None = None) -> None:
+    """``parse(i)`` of every row; its error (a bad arch string) names the file, line and column."""
+    for i in range(len(f.rows)):
+        try:
+            parse(i)
+        except EdgeatlasError as exc:
+            raise EdgeatlasError(
+                f"{f.where(i, col)}: {exc.message}",
+                code=ErrorCode.BAD_DATA,
+                hint=f"{exc.hint + '; ' if exc.hint else ''}fix that line, or copy the file again from its source",
+            ) from None
+
+
+def _read_csv(path: Path, sub: str) -> Csv:
+    """Read a dataset CSV (``.gz`` too) of the folder ``sub``. A missing file, one that is not
+    UTF-8, an empty one and a row whose column count is not the header's are errors naming the
+    file (and the line) and the fix."""
+    if path.is_dir():
+        raise EdgeatlasError(
+            f"{path}: is a directory, not a dataset file", code=ErrorCode.BAD_DATA, hint=_folder_hint(sub)
+        )
     if not path.exists():
-        raise EdgeatlasError(f"{path}: missing dataset file", code=ErrorCode.NOT_FOUND)
-    opener: Callable = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader)
-        rows = list(reader)
-    return header, rows
-
-
-def _float(v: str, where: str) -> float:
-    if v == "" or v.lower() == "nan":
-        return math.nan
+        raise EdgeatlasError(f"{path}: missing dataset file", code=ErrorCode.NOT_FOUND, hint=_folder_hint(sub))
+    again = "copy the file again from its source (SOURCE.md in its folder)"
     try:
-        return float(v)
-    except ValueError as exc:
-        raise EdgeatlasError(f"{where}: {v!r} is not a number", code=ErrorCode.BAD_DATA) from exc
+        data = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise EdgeatlasError(f"{path}: cannot read: {exc}", code=ErrorCode.BAD_DATA, hint=again) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise EdgeatlasError(
+            f"{path} line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x})",
+            code=ErrorCode.BAD_DATA,
+            hint=f"save it as UTF-8, or {again}",
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    try:
+        for row in reader:
+            if not row:
+                continue  # a blank line
+            if header is None:
+                header = row
+                continue
+            if len(row) != len(header):
+                raise EdgeatlasError(
+                    f"{path} line {reader.line_num}: {len(row)} columns, the header has {len(header)}",
+                    code=ErrorCode.BAD_DATA,
+                    hint=f"fix or delete that line (a cut-off copy? {again})",
+                )
+            rows.append(row)
+            lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise EdgeatlasError(
+            f"{path} line {reader.line_num}: not CSV: {exc}", code=ErrorCode.BAD_DATA, hint=again
+        ) from None
+    if header is None:
+        raise EdgeatlasError(f"{path}: the file is empty (no header line)", code=ErrorCode.BAD_DATA, hint=again)
+    return Csv(path, header, rows, lines)
 
 
 def nb201_key(index: int, graph: str) -> str:
@@ -147,13 +267,15 @@ def load_help_nb201(path: str | Path | None = None, graph: str = "eager", encodi
     from predictors import nb201
 
     root = _root(path, "help")
-    header, rows = _read_csv(root / "nb201_latency_ms.csv")
-    devs = header[8:]
-    archs = [r[1] for r in rows]
-    idx = np.array([int(r[0]) for r in rows])
+    f = _read_csv(root / "nb201_latency_ms.csv", "help")
+    ci, ca = f.column("nb201_idx"), f.column("arch_str")
+    devs = f.header[8:]
+    archs = [r[ca] for r in f.rows]
+    _check_rows(f, lambda i: nb201.parse_arch(archs[i]), ca)
+    idx = np.array([f.whole(i, ci) for i in range(len(f.rows))], dtype=np.int64)
     lat = np.array(
-        [[_float(v, f"nb201_latency_ms.csv line {i + 2}") for v in r[8:]] for i, r in enumerate(rows)], dtype=np.float64
-    )
+        [[f.number(i, j) for j in range(8, len(f.header))] for i in range(len(f.rows))], dtype=np.float64
+    ).reshape(len(f.rows), len(devs))
     feats = nb201.features_table(archs, "cifar10", graph=graph)
     keep = ~np.isnan(feats[:, 0])  # drops the 341 disconnected archs
     return Table(
@@ -178,14 +300,15 @@ def load_help_fbnet(path: str | Path | None = None) -> Table:
     from predictors import fbnet
 
     root = _root(path, "help")
-    header, rows = _read_csv(root / "fbnet_latency_ms.csv")
-    devs = header[23:]
-    ops = [r[1:23] for r in rows]
-    idx = np.array([int(r[0]) for r in rows])
+    f = _read_csv(root / "fbnet_latency_ms.csv", "help")
+    ci = f.column("fbnet_idx")
+    devs = f.header[23:]
+    ops = [r[1:23] for r in f.rows]
+    _check_rows(f, lambda i: fbnet.parse_ops(ops[i]))
+    idx = np.array([f.whole(i, ci) for i in range(len(f.rows))], dtype=np.int64)
     lat = np.array(
-        [[_float(v, f"fbnet_latency_ms.csv line {i + 2}") for v in r[23:]] for i, r in enumerate(rows)],
-        dtype=np.float64,
-    )
+        [[f.number(i, j) for j in range(23, len(f.header))] for i in range(len(f.rows))], dtype=np.float64
+    ).reshape(len(f.rows), len(devs))
     feats = fbnet.features_table(ops)
     return Table("help-fbnet", tuple(f"fbnet:{i}" for i in idx), idx, feats, tuple(devs), lat, meta={"ops": ops})
 
@@ -193,11 +316,22 @@ def load_help_fbnet(path: str | Path | None = None) -> Table:
 def help_reference_indices(space: str, path: str | Path | None = None) -> list[int]:
     """HELP's 10 hardware-embedding reference archs (help/hardware_embedding_index.csv)."""
     root = _root(path, "help")
-    _, rows = _read_csv(root / "hardware_embedding_index.csv")
-    for r in rows:
-        if r[0] == space:
-            return [int(x) for x in r[1].split()]
-    raise EdgeatlasError(f"no reference indices for space {space!r}", code=ErrorCode.NOT_FOUND)
+    f = _read_csv(root / "hardware_embedding_index.csv", "help")
+    cs, cr = f.column("space"), f.column("reference_indices")
+    for i, r in enumerate(f.rows):
+        if r[cs] == space:
+            if not all(x.isdigit() for x in r[cr].split()):
+                raise EdgeatlasError(
+                    f"{f.where(i, cr)}: {r[cr]!r} is not a list of arch indices",
+                    code=ErrorCode.BAD_DATA,
+                    hint="write the indices as whole numbers separated by spaces, e.g. 11982 431 55",
+                )
+            return [int(x) for x in r[cr].split()]
+    raise EdgeatlasError(
+        f"{f.path}: no reference indices for space {space!r}",
+        code=ErrorCode.NOT_FOUND,
+        hint=f"add a line {space},<indices separated by spaces> (HELP's file has nb201 and fbnet)",
+    )
 
 
 def load_latbench(path: str | Path | None = None, graph: str = "live", encoding: bool = False) -> Table:
@@ -206,17 +340,18 @@ def load_latbench(path: str | Path | None = None, graph: str = "live", encoding:
     from predictors import nb201
 
     root = _root(path, "latbench")
-    header, rows = _read_csv(root / "latbench_nb201_ms.csv")
-    devs = [h[:-3] for h in header[9:]]
+    f = _read_csv(root / "latbench_nb201_ms.csv", "latbench")
+    ca, ci = f.column("arch_str"), f.column("nb201_idx")
+    devs = [h[:-3] for h in f.header[9:]]
     # desktop-gpu-gtx-1080ti-fp32 duplicates desktop-cpu-core-i7-7820x (SOURCE.md): keep one;
     # embedded-tpu-edgetpu-large has unknown provenance (not in the eagle README): not a reference
     drop = {"desktop-gpu-gtx-1080ti-fp32", "embedded-tpu-edgetpu-large"}
     cols = [i for i, d in enumerate(devs) if d not in drop]
-    archs = [r[1] for r in rows]
-    idx = np.array([int(r[2]) for r in rows])
-    lat = np.array(
-        [[_float(r[9 + c], f"latbench_nb201_ms.csv line {i + 2}") for c in cols] for i, r in enumerate(rows)],
-        dtype=np.float64,
+    archs = [r[ca] for r in f.rows]
+    _check_rows(f, lambda i: nb201.parse_arch(archs[i]), ca)
+    idx = np.array([f.whole(i, ci) for i in range(len(f.rows))], dtype=np.int64)
+    lat = np.array([[f.number(i, 9 + c) for c in cols] for i in range(len(f.rows))], dtype=np.float64).reshape(
+        len(f.rows), len(cols)
     )
     feats = nb201.features_table(archs, "cifar10", graph=graph)
     keep = ~np.isnan(feats[:, 0])
@@ -242,13 +377,24 @@ def load_hwnasbench360(path: str | Path | None = None, graph: str = "live", enco
     from predictors import nb201
 
     root = _root(path, "hwnasbench360")
-    header, rows = _read_csv(root / "dataset.csv.gz")
-    col = {h: i for i, h in enumerate(header)}
+    f = _read_csv(root / "dataset.csv.gz", "hwnasbench360")
+    rows = f.rows
+    col = {
+        h: f.column(h) for h in ("arch_idx", "arch_str", "device", "framework", "task", "lat_ms_median", "energy_mj")
+    }
+    parsed: set[str] = set()
+
+    def check_arch(i: int) -> None:
+        if rows[i][col["arch_str"]] not in parsed:
+            nb201.parse_arch(rows[i][col["arch_str"]])
+            parsed.add(rows[i][col["arch_str"]])
+
+    _check_rows(f, check_arch, col["arch_str"])
     devs = sorted({f"{r[col['device']]}-{r[col['framework']]}" for r in rows})
     keys: dict[tuple[int, str], int] = {}
     arch_of: dict[tuple[int, str], str] = {}
-    for r in rows:
-        k = (int(r[col["arch_idx"]]), r[col["task"]])
+    for i, r in enumerate(rows):
+        k = (f.whole(i, col["arch_idx"]), r[col["task"]])
         if k not in keys:
             keys[k] = len(keys)
             arch_of[k] = r[col["arch_str"]]
@@ -258,8 +404,8 @@ def load_hwnasbench360(path: str | Path | None = None, graph: str = "live", enco
     for i, r in enumerate(rows):
         k = (int(r[col["arch_idx"]]), r[col["task"]])
         d = devs.index(f"{r[col['device']]}-{r[col['framework']]}")
-        lat[keys[k], d] = _float(r[col["lat_ms_median"]], f"dataset.csv.gz line {i + 2}")
-        en[keys[k], d] = _float(r[col["energy_mj"]], f"dataset.csv.gz line {i + 2}")
+        lat[keys[k], d] = f.number(i, col["lat_ms_median"])
+        en[keys[k], d] = f.number(i, col["energy_mj"])
     order = sorted(keys, key=lambda k: keys[k])
     tasks = np.array([k[1] for k in order])
     feats = np.full((n, len(FEATURE_NAMES)), np.nan)
@@ -497,7 +643,8 @@ def load_mobile_ml_benchmark(path: str | Path | None = None, framework: str = "t
     root = _root(path, "mobile-ml-benchmark")
     raw = root / "raw" if (root / "raw").exists() else root
     ops_file = f"{framework}_cnn_ops_gpu.csv"
-    h_ops, ops_rows = _read_csv(raw / ops_file)
+    ops = _read_csv(raw / ops_file, "mobile-ml-benchmark")
+    h_ops = ops.header
     if h_ops[:3] != ["model", "operation", "feature"]:
         raise EdgeatlasError(
             f"{raw / ops_file} line 1: expected columns model, operation, feature first, got {h_ops[:3]}",
@@ -505,17 +652,11 @@ def load_mobile_ml_benchmark(path: str | Path | None = None, framework: str = "t
             hint="point --path at the mobile-ml-benchmark folder (SOURCE.md lists the format)",
         )
     layers: dict[str, list[MmbLayer]] = {}
-    for i, r in enumerate(ops_rows):
-        where = f"{raw / ops_file} line {i + 2}"
-        if len(r) < 3:
-            raise EdgeatlasError(
-                f"{where}: {len(r)} columns, expected model, operation, feature, ...",
-                code=ErrorCode.BAD_DATA,
-                hint="fix or drop that row",
-            )
-        layers.setdefault(r[0], []).append(_mmb_parse_layer(r[1], r[2], where))
+    for i, r in enumerate(ops.rows):  # (every row has the header's columns: _read_csv)
+        layers.setdefault(r[0], []).append(_mmb_parse_layer(r[1], r[2], ops.where(i)))
     e2e_file = f"{framework}_cnn_e2e.csv"
-    header, rows = _read_csv(raw / e2e_file)
+    e2e = _read_csv(raw / e2e_file, "mobile-ml-benchmark")
+    header, rows = e2e.header, e2e.rows
     mean_cols = [(i, _mmb_column(h)) for i, h in enumerate(header) if h.endswith("|mean")]
     devices = tuple(d for _, d in mean_cols)
     evald = set(EVAL_DEVICES["mobile-ml-benchmark"])
@@ -526,20 +667,10 @@ def load_mobile_ml_benchmark(path: str | Path | None = None, framework: str = "t
                 code=ErrorCode.BAD_DATA,
                 hint="add it to MMB_EVAL_CONFIGS in predictors/datasets.py so it is never a reference",
             )
-    for i, r in enumerate(rows):
-        if r and len(r) != len(header):
-            raise EdgeatlasError(
-                f"{raw / e2e_file} line {i + 2}: {len(r)} columns, the header has {len(header)}",
-                code=ErrorCode.BAD_DATA,
-                hint="fix or drop that row",
-            )
-    kept = [(i, r) for i, r in enumerate(rows) if r and r[0] in layers]
+    kept = [(i, r) for i, r in enumerate(rows) if r[0] in layers]
     models = [r[0] for _, r in kept]
     lat = np.array(
-        [
-            [_float(r[j], f"{raw / e2e_file} line {i + 2} column {header[j]}") / 1000.0 for j, _ in mean_cols]
-            for i, r in kept
-        ],
+        [[e2e.number(i, j) / 1000.0 for j, _ in mean_cols] for i, _ in kept],
         dtype=np.float64,
     ).reshape(len(kept), len(mean_cols))
     feats = np.array([_mmb_layer_features(layers[m]) for m in models]).reshape(len(models), len(FEATURE_NAMES))
@@ -553,7 +684,7 @@ def load_mobile_ml_benchmark(path: str | Path | None = None, framework: str = "t
         meta={
             "units": "us in the files, ms here",
             "device_column": f"<device> = <device>|{MMB_DEFAULT_CONFIG}",
-            "models_without_layers": sorted({r[0] for r in rows if r} - set(layers)),
+            "models_without_layers": sorted({r[0] for r in rows} - set(layers)),
         },
     )
 

@@ -232,14 +232,22 @@ def feature_matrix(rows: Iterable[ModelFeatures | Mapping[str, float]]) -> np.nd
     return np.asarray(out, dtype=np.float64).reshape(-1, len(FEATURE_NAMES))
 
 
+#: How a variant gets its graph features, from the command line.
+FEATURES_FIX = (
+    "`edgeatlas zoo add MODEL.onnx` stores an ONNX file's features (a .tflite added by hand has no ONNX graph: "
+    "add the same model's .onnx export and predict that variant, or measure the .tflite with `edgeatlas bench "
+    "run`); `edgeatlas zoo build` stores those of the variants it builds (TFLite ones too), `edgeatlas zoo "
+    "refresh-features` recomputes stale ones, `edgeatlas predictors import NAME` those of a dataset's archs"
+)
+
+
 def features_from_dict(d: Mapping[str, Any] | None, what: str = "variant") -> ModelFeatures:
     """Validate a stored feature dict; a missing/partial dict is an error, never zeros."""
     if not d:
         raise EdgeatlasError(
             f"{what} has no ONNX graph features",
             code=ErrorCode.BAD_DATA,
-            hint="extract them with predictors.features.onnx_features(path) (zoo build does it) "
-            "or import the dataset again",
+            hint=FEATURES_FIX,
         )
     version = d.get("features_version", 1)
     if isinstance(version, int | float) and version > FEATURES_VERSION:
@@ -261,7 +269,7 @@ def features_from_dict(d: Mapping[str, Any] | None, what: str = "variant") -> Mo
         raise EdgeatlasError(
             f"{what} features lack {', '.join(missing)}",
             code=ErrorCode.BAD_DATA,
-            hint="re-extract them with predictors.features.onnx_features",
+            hint=FEATURES_FIX,
         )
     bad = [k for k, v in d.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
@@ -531,40 +539,52 @@ FACT_NAMES: tuple[str, ...] = (
 )
 
 
+def _fact_number(facts: Mapping[str, Any], key: str, fix: str) -> float:
+    """A positive finite number from the facts; anything else is an error naming the fact."""
+    v = facts.get(key)
+    fv = math.nan
+    if not isinstance(v, bool):
+        try:
+            fv = float(v)  # type: ignore[arg-type]
+        except (TypeError, ValueError, OverflowError):
+            pass
+    if not math.isfinite(fv) or fv <= 0:
+        raise EdgeatlasError(
+            f"device fact {key!r} = {v!r} is not a positive number",
+            code=ErrorCode.INVALID_ARGUMENT,
+            hint=f"write {key} as a number > 0 without quotes {fix}",
+        )
+    return fv
+
+
 def facts_vector(facts: Mapping[str, Any]) -> np.ndarray:
-    """Fixed-order numeric vector from declared device facts; missing numbers are an error."""
+    """Fixed-order numeric vector from declared device facts (a devices.toml class, or a
+    ``--device-facts`` file already checked by registry.config.validate_device_facts); a missing
+    or non-numeric number, or an accelerator the facts model does not know, is an error."""
+    from registry.config import ACCELERATOR_HINT, accelerator_group
+
+    where = "in the device's facts (its --device-facts file, or its class in devices.toml)"
     out: dict[str, float] = dict.fromkeys(FACT_NAMES, 0.0)
     for key in ("cores", "freq_mhz", "memory_mb"):
-        v = facts.get(key)
-        if v is None:
+        if facts.get(key) is None:
             raise EdgeatlasError(
-                f"device facts lack '{key}'",
+                f"device facts lack {key!r}",
                 code=ErrorCode.INVALID_ARGUMENT,
-                hint="declare cores, freq_mhz and memory_mb for the device class in devices.toml",
+                hint=f"declare cores, freq_mhz and memory_mb {where}",
             )
-        try:
-            fv = float(v)
-        except (TypeError, ValueError) as exc:
-            raise EdgeatlasError(
-                f"device fact '{key}' = {v!r} is not a number", code=ErrorCode.INVALID_ARGUMENT
-            ) from exc
-        if not math.isfinite(fv) or fv <= 0:
-            raise EdgeatlasError(f"device fact '{key}' = {v!r} must be a positive number", code=ErrorCode.BAD_DATA)
-        out[key] = fv
+        out[key] = _fact_number(facts, key, where)
     arch = str(facts.get("arch", "")).lower()
     out["arch_arm"] = 1.0 if ("arm" in arch or "aarch" in arch) else 0.0
     out["arch_x86"] = 1.0 if ("x86" in arch or "amd64" in arch) else 0.0
-    acc = str(facts.get("accelerator") or "none").lower()
-    if acc in {"", "none", "cpu"}:
-        out["accel_none"] = 1.0
-    elif "gpu" in acc:
-        out["accel_gpu"] = 1.0
-    elif any(t in acc for t in ("npu", "dsp", "hexagon")):
-        out["accel_npu_dsp"] = 1.0
-    else:
-        out["accel_tpu_asic_fpga"] = 1.0
-    q = facts.get("cpu_quota")
-    out["cpu_quota"] = float(q) if q is not None else float(out["cores"])
+    group = accelerator_group(facts.get("accelerator"))
+    if group is None:
+        raise EdgeatlasError(
+            f"device fact 'accelerator' = {facts.get('accelerator')!r} is not an accelerator the facts model knows",
+            code=ErrorCode.INVALID_ARGUMENT,
+            hint=f"{ACCELERATOR_HINT}, {where}",
+        )
+    out[f"accel_{group}"] = 1.0
+    out["cpu_quota"] = _fact_number(facts, "cpu_quota", where) if facts.get("cpu_quota") is not None else out["cores"]
     return np.array([out[n] for n in FACT_NAMES], dtype=np.float64)
 
 

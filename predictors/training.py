@@ -661,7 +661,8 @@ def train(
         raise EdgeatlasError(
             f"device class {c!r} has {n} measurements; at least {MIN_ROWS_PER_CLASS} are needed",
             code=ErrorCode.INSUFFICIENT_DATA,
-            hint=f"measure {MIN_ROWS_PER_CLASS - n} more variants on it, or train one class with --class",
+            hint=f"measure {MIN_ROWS_PER_CLASS - n} more variants on it"
+            + ("" if device_class is not None else ", or train one class with --class"),
         )
     held = {c: _held_out(ids) for c, ids in data.variant_ids.items()}
     train_mask = {c: ~h for c, h in held.items()}

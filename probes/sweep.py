@@ -296,6 +296,7 @@ def result_rows(
                 if "head_ms" in s
                 else None,
                 "created_at": m.created_at,
+                "source": m.source,  # provenance: probe, api, dataset:<name>
             }
         )
     return rows
@@ -303,7 +304,7 @@ def result_rows(
 
 def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
     buf = io.StringIO()
-    cols = [c for c in RESULT_COLUMNS] + ["edge", "error_message", "created_at"]
+    cols = [c for c in RESULT_COLUMNS] + ["edge", "error_message", "created_at", "source"]  # new ones last
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     w.writeheader()
     for r in rows:

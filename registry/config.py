@@ -18,13 +18,18 @@ Paths may use ``{data_dir}`` (the edgeatlas data directory) and ``~``.
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from registry.errors import EdgeatlasError, ErrorCode
 from registry.paths import data_dir
@@ -34,6 +39,46 @@ RUNTIMES = {"onnxruntime", "litert"}
 LINK_SHAPERS = ("auto", "netns", "proxy")
 ENERGY_BACKENDS = {"powercap", "rapl", "hwmon", "ina2xx", "ina3221", "tegrastats", "command", "estimated", "none"}
 _NAME_RE = re.compile(r"^[^\x00-\x1f/]{1,200}$")
+#: The accelerator kinds a device class may declare, and the group the zero-shot facts model puts
+#: each in (predictors.features.facts_vector). A name holding one of them also counts ("mali-gpu",
+#: "hexagon-dsp", "edgetpu"); anything else ("quantum") is refused, never guessed.
+ACCELERATORS: dict[str, str] = {
+    "none": "none",
+    "cpu": "none",
+    "gpu": "gpu",
+    "npu": "npu_dsp",
+    "dsp": "npu_dsp",
+    "hexagon": "npu_dsp",
+    "tpu": "tpu_asic_fpga",
+    "asic": "tpu_asic_fpga",
+    "fpga": "tpu_asic_fpga",
+}
+ACCELERATOR_HINT = (
+    f'use one of {", ".join(ACCELERATORS)} (or a name holding one, e.g. "mali-gpu"); none for a CPU-only device'
+)
+
+
+def accelerator_group(value: Any) -> str | None:
+    """The facts-model group of an accelerator name (None, "" and "none" -> "none"), or None when
+    the name is not one of :data:`ACCELERATORS` and holds none of them."""
+    if value is None:
+        return "none"
+    v = str(value).strip().lower()
+    if v == "":
+        return "none"
+    if v in ACCELERATORS:
+        return ACCELERATORS[v]
+    for name, group in ACCELERATORS.items():  # gpu before npu/dsp before tpu/asic/fpga, as the facts model reads it
+        if group != "none" and name in v:
+            return group
+    return None
+
+
+def _not_bool(v: Any) -> Any:
+    """Numbers are numbers: ``true``/``false`` is refused (pydantic would read it as 1/0)."""
+    if isinstance(v, bool):
+        raise PydanticCustomError("bool_not_number", "{value} is a boolean, not a number", {"value": str(v).lower()})
+    return v
 
 
 class _Strict(BaseModel):
@@ -47,6 +92,11 @@ class PowerModel(_Strict):
     active_w: float = Field(gt=0)
     radio_nj_per_byte: float = Field(default=0.0, ge=0)
     source: str = Field(default="declared in devices.toml", description="where the figures come from")
+
+    @field_validator("idle_w", "active_w", "radio_nj_per_byte", mode="before")
+    @classmethod
+    def _numbers(cls, v: Any) -> Any:
+        return _not_bool(v)
 
 
 class EmulateSpec(_Strict):
@@ -111,6 +161,22 @@ class ClassSpecModel(_Strict):
     power: PowerModel | None = None
     description: str = ""
 
+    @field_validator("cores", "freq_mhz", "memory_mb", "cpu_quota", mode="before")
+    @classmethod
+    def _numbers(cls, v: Any) -> Any:
+        return _not_bool(v)
+
+    @field_validator("accelerator")
+    @classmethod
+    def _accelerator(cls, v: str) -> str:
+        if accelerator_group(v) is None:
+            raise PydanticCustomError(
+                "accelerator",
+                "unknown accelerator '{value}'",
+                {"value": v},
+            )
+        return v
+
     @field_validator("runtimes")
     @classmethod
     def _runtimes(cls, v: list[str]) -> list[str]:
@@ -118,6 +184,16 @@ class ClassSpecModel(_Strict):
         if bad:
             raise ValueError(f"unknown runtime(s) {bad}; use {sorted(RUNTIMES)}")
         return v
+
+
+class DeviceFactsModel(ClassSpecModel):
+    """A ``--device-facts`` file: the facts of a devices.toml class (:class:`ClassSpecModel`), for
+    one device nobody has measured. Differences: an optional ``name``; ``freq_mhz`` is required
+    and ``arch`` optional (the zero-shot facts model reads cores, freq_mhz and memory_mb)."""
+
+    name: str | None = None
+    arch: str = ""
+    freq_mhz: float = Field(gt=0)
 
 
 class BoardSpecModel(_Strict):
@@ -361,18 +437,142 @@ def _describe(raw: dict[str, Any], loc: tuple[Any, ...], locator: _Locator) -> t
     return locator.key(str(loc[-1])), "", ".".join(str(x) for x in loc)
 
 
+DEVICES_SCHEMA = "see the schema in README.md, section devices.toml"
+FACTS_SCHEMA = (
+    "a device-facts file holds the fields of a devices.toml class: cores, freq_mhz and memory_mb (required), "
+    "name, arch, accelerator, cpu_quota, runtimes, cpus, power, description; see examples/devices/phone.json"
+)
 _HINTS = {
-    "missing": "add the field; see the schema in README.md, section devices.toml",
-    "extra_forbidden": "remove it or fix its spelling; see the schema in README.md, section devices.toml",
+    "missing": "add the field",
+    "extra_forbidden": "remove it or fix its spelling",
     "literal_error": "use one of the allowed values",
     "int_parsing": "write a whole number without quotes",
     "int_type": "write a whole number without quotes",
+    "int_from_float": "write a whole number",
     "float_parsing": "write a number without quotes",
     "float_type": "write a number without quotes",
+    "bool_not_number": "write a number without quotes, not true/false",
+    "greater_than": "write a number in the allowed range",
+    "greater_than_equal": "write a number in the allowed range",
+    "less_than": "write a number in the allowed range",
+    "less_than_equal": "write a number in the allowed range",
     "string_type": "write a quoted string",
     "bool_type": "write true or false",
     "list_type": 'write a list, e.g. ["a", "b"]',
+    "accelerator": ACCELERATOR_HINT,
 }
+#: kinds of error whose hint ends with the schema reference
+_SCHEMA_KINDS = {"missing", "extra_forbidden"}
+_NUMBER_KINDS = {
+    "int_parsing",
+    "int_type",
+    "int_from_float",
+    "float_parsing",
+    "float_type",
+    "bool_not_number",
+    "greater_than",
+    "greater_than_equal",
+}
+#: what a numeric fact is, for the fix of a wrong value
+_FIELD_HINTS = {
+    "cores": "the number of CPU cores, a whole number > 0 (e.g. 4)",
+    "memory_mb": "the RAM in MB, a whole number > 0 (e.g. 4096)",
+    "freq_mhz": "the CPU clock in MHz, a number > 0 (e.g. 1800)",
+    "cpu_quota": "the CPU share in cores, a number > 0 (e.g. 0.5 for half of one core)",
+}
+
+
+def _unwrap(t: Any) -> Any:
+    """``X | None`` -> X."""
+    if typing.get_origin(t) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(t) if a is not type(None)]
+        return args[0] if len(args) == 1 else t
+    return t
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names allowed where ``loc[-1]`` stands (for a did-you-mean), [] if not a model."""
+    t: Any = model
+    for part in loc[:-1]:
+        t = _unwrap(t)
+        if typing.get_origin(t) in (list, tuple, dict):
+            t = typing.get_args(t)[-1]  # ``part`` is an index or a key
+            continue
+        if not (isinstance(t, type) and issubclass(t, BaseModel)):
+            return []
+        f = next((f for n, f in t.model_fields.items() if part in (n, f.alias)), None)
+        if f is None:
+            return []
+        t = f.annotation
+    t = _unwrap(t)
+    if isinstance(t, type) and issubclass(t, BaseModel):
+        return [f.alias or n for n, f in t.model_fields.items()]
+    return []
+
+
+def _model_names() -> set[str]:
+    """The names of this schema's models."""
+    out, todo = set(), [_Strict]
+    while todo:
+        c = todo.pop()
+        out.add(c.__name__)
+        todo.extend(c.__subclasses__())
+    return out
+
+
+def _explain(exc: ValidationError, model: type[BaseModel], schema: str) -> tuple[tuple[Any, ...], str, str, str]:
+    """(loc, kind, message, hint) of the first error of ``exc``: loc is the path into the document
+    (pydantic's union model names dropped, ``class_`` written ``class``); the message says what is
+    wrong with the value given; the hint names the fix (a did-you-mean for an unknown field)."""
+    e = exc.errors()[0]
+    loc = tuple(x for x in e["loc"] if x not in _model_names())  # pydantic may insert union members' names
+    kind = e.get("type", "")
+    msg = e.get("msg", "invalid value")
+    hint = _HINTS.get(kind, schema)
+    fld = str(loc[-1]) if loc else ""
+    if kind == "missing":
+        msg = "required field is missing"
+    elif kind == "extra_forbidden":
+        msg = "unknown field"
+        close = difflib.get_close_matches(fld, _fields_at(model, loc), n=1, cutoff=0.6)
+        if close:
+            hint = f"did you mean {close[0]!r}? {hint}"
+    elif kind not in ("accelerator", "bool_not_number") and isinstance(e.get("input"), str | int | float):
+        msg = f"{msg} (got {e['input']!r})"
+    if kind in _NUMBER_KINDS and fld in _FIELD_HINTS:
+        hint = f"write {fld} as {_FIELD_HINTS[fld]}, without quotes"
+    if kind in _SCHEMA_KINDS:
+        hint = f"{hint}; {schema}"
+    return tuple("class" if x == "class_" else x for x in loc), kind, msg, hint
+
+
+def _key_line(text: str, loc: tuple[Any, ...]) -> int | None:
+    """1-based line where the (innermost) key of ``loc`` is written in a JSON or TOML text."""
+    lines = text.splitlines()
+    start, found = 0, None
+    for key in (k for k in loc if isinstance(k, str)):
+        pat = re.compile(rf"(^|[{{,\s\[.])[\"']?{re.escape(key)}[\"']?\s*[:=\]]")
+        hit = next((i for i in range(start, len(lines)) if pat.search(lines[i])), None)
+        if hit is None:
+            break
+        start, found = hit, hit + 1
+    return found
+
+
+def validate_device_facts(raw: Mapping[str, Any], source: str | Path, text: str | None = None) -> dict[str, Any]:
+    """Check one device's facts (a ``--device-facts`` file) against the schema of a devices.toml
+    class (:class:`DeviceFactsModel`): unknown fields, wrong types, booleans for numbers, values
+    out of range and unknown accelerators are refused. Returns the facts given (numbers as numbers,
+    nothing added). An error names ``source``, the field's line (found in ``text``), the field and
+    the fix."""
+    try:
+        model = DeviceFactsModel.model_validate(dict(raw))
+    except ValidationError as exc:
+        loc, _, msg, hint = _explain(exc, DeviceFactsModel, FACTS_SCHEMA)
+        line = _key_line(text, loc) if text and loc else None
+        fld = ".".join(str(x) for x in loc)
+        raise _err(Path(source), line, "device facts", f"field {fld!r}: {msg}", hint) from None
+    return model.model_dump(exclude_unset=True)
 
 
 def load_devices(path: str | Path, check_keys: bool = True) -> Fleet:
@@ -413,17 +613,8 @@ def load_devices(path: str | Path, check_keys: bool = True) -> Fleet:
     try:
         model = FleetModel.model_validate(raw)
     except ValidationError as exc:
-        e = exc.errors()[0]
-        loc = tuple(e["loc"])
-        # pydantic appends model names for unions; keep only the path into the document
-        loc = tuple(x for x in loc if not (isinstance(x, str) and x[:1].isupper()))
-        loc = tuple("class" if x == "class_" else x for x in loc)
+        loc, kind, msg, hint = _explain(exc, FleetModel, DEVICES_SCHEMA)
         line, where, fld = _describe(raw, loc, locator)
-        kind = e.get("type", "")
-        msg = e.get("msg", "invalid value")
-        if kind == "missing":
-            msg = "required field is missing"
-        hint = _HINTS.get(kind, "see the schema in README.md, section devices.toml")
         if kind == "literal_error" and loc and loc[-1] == "role":
             hint = 'use role = "device" or role = "edge"'
         raise _err(path, line, where, f"field {fld!r}: {msg}", hint) from None

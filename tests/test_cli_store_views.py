@@ -56,6 +56,17 @@ def test_results_default_to_the_fleets_own_rows_and_page_the_table(tmp_path: Pat
     assert [x["p50_ms"] for x in newest] == [449.0, 450.0, 451.0, 452.0, 453.0]  # newest 5, oldest first
 
 
+def test_results_json_and_csv_carry_each_rows_source(tmp_path: Path) -> None:
+    url = _store(tmp_path, n_imported=2)
+    r = CliRunner()
+    rows = json.loads(r.invoke(main, ["bench", "results", "--db", url, "--source", "all", "--json"]).stdout)
+    assert [x["source"] for x in rows] == ["probe", "probe", "api", "dataset:help-nb201", "dataset:help-nb201"]
+    text = r.invoke(main, ["bench", "results", "--db", url, "--source", "all", "--csv"]).stdout
+    header = text.splitlines()[0].split(",")
+    assert header[-1] == "source" and header[:3] == ["board", "variant", "runtime"]  # new columns go last
+    assert [x["source"] for x in csv.DictReader(io.StringIO(text))] == [x["source"] for x in rows]
+
+
 def test_results_unknown_board_is_an_error(tmp_path: Path) -> None:
     url = _store(tmp_path, n_imported=1)
     out = CliRunner().invoke(main, ["bench", "results", "--db", url, "--board", "nope"])

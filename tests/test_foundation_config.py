@@ -176,3 +176,22 @@ def test_cli_error_keeps_bracketed_text(tmp_path: Path, key: Path) -> None:
     res = CliRunner().invoke(main, ["fleet", "list", "--devices", str(path), "--db", f"sqlite:///{tmp_path}/a.db"])
     assert res.exit_code == 1
     assert "declare [classes.jetson]" in res.output and "[INVALID_CONFIG]" in res.output, res.output
+
+
+def test_class_facts_refuse_booleans_unknown_accelerators_and_suggest_a_spelling(tmp_path: Path, key: Path) -> None:
+    """The class schema is the one --device-facts files are checked against (test_device_facts_input.py)."""
+    text = GOOD.format(key=key, data_dir="{data_dir}")
+    msg = _error(tmp_path, text.replace("cores = 4\n", "cores = true\n"))
+    assert "devices.toml:8: class 'rpi4': field 'cores'" in msg and "boolean, not a number" in msg
+    msg = _error(tmp_path, text.replace("cores = 4\n", 'cores = 4\naccelerator = "quantum"\n'))
+    assert "devices.toml:9" in msg and "unknown accelerator 'quantum'" in msg and "none, cpu, gpu" in msg
+    msg = _error(tmp_path, text.replace("cores = 4\n", 'cores = 4\nacclerator = "gpu"\n'))
+    assert "'acclerator'" in msg and "did you mean 'accelerator'?" in msg
+    fleet = load_devices(write(tmp_path, text.replace("cores = 4\n", 'cores = 4\naccelerator = "mali-gpu"\n')))
+    assert fleet.classes["rpi4"].accelerator == "mali-gpu"
+
+
+def test_an_error_in_a_capitalised_class_names_the_class_and_the_field(tmp_path: Path, key: Path) -> None:
+    text = GOOD.format(key=key, data_dir="{data_dir}").replace("rpi4", "RPi4").replace("runtimes =", "runtime =")
+    msg = _error(tmp_path, text)
+    assert "devices.toml:11: class 'RPi4': field 'runtime'" in msg and "did you mean 'runtimes'?" in msg

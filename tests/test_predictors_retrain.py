@@ -189,7 +189,10 @@ def test_too_few_measurements_says_how_many(pred_store):
     )
     with pytest.raises(EdgeatlasError, match="'new' has 7 measurements; at least 20 are needed") as exc:
         train(store, kind="linear", device_class="new")
-    assert "13 more" in (exc.value.hint or "")
+    assert "13 more" in (exc.value.hint or "") and "--class" not in (exc.value.hint or "")  # it was given
+    with pytest.raises(EdgeatlasError, match="'new' has 7 measurements") as exc:
+        train(store, kind="linear", source="probe")  # the thin class alone: training one class is a way out
+    assert "13 more" in (exc.value.hint or "") and "train one class with --class" in (exc.value.hint or "")
     # a whole-fleet run leaves the thin class out (k-shot covers it), says so, and never fits on it
     rep = train(store, kind="linear")
     assert rep["skipped_classes"] == {"new": "7 measurements; at least 20 are needed"}

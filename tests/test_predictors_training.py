@@ -235,6 +235,28 @@ def test_bad_training_input(store, tmp_path, monkeypatch):
         load_champion(store, "missing")
 
 
+def test_predict_on_a_tflite_without_features_names_the_cli_fix(store):
+    """A .tflite added with `zoo add` has no graph features: the fix is a command, not a Python call."""
+    from registry.cli import main
+
+    store.add_variant(
+        id="t" * 64,
+        family="user",
+        format="tflite",
+        path="",
+        params=1,
+        macs=1,
+        size_bytes=1,
+        input_shape=(1, 32, 32, 3),
+        precision="fp32",
+    )
+    out = CliRunner().invoke(
+        main, ["predictors", "predict", "--variant", "t" * 12, "--device", "pixel3"], env={"EDGEATLAS_DB": store.url}
+    )
+    assert out.exit_code == 1 and "has no ONNX graph features" in out.stderr, out.output
+    assert "`edgeatlas zoo add MODEL.onnx`" in out.stderr and "onnx_features(" not in out.stderr
+
+
 def test_eval_cli_keys(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEATLAS_HOME", str(tmp_path))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -51,7 +51,7 @@ def import_cmd(name: str, path: Path | None, db_url: str | None, as_json: bool) 
     from predictors.datasets import import_dataset
 
     store = open_store(db_url)
-    with Progress(transient=True) as prog:
+    with Progress(transient=True, console=err_console) as prog:  # stdout holds only the result
         task = prog.add_task(f"importing {name}", total=None)
         result = import_dataset(store, name, path, progress=lambda d, t: prog.update(task, completed=d, total=t))
     emit(result, as_json)
@@ -108,6 +108,13 @@ def eval_cmd(
     from predictors.evaluate import METRIC_KEYS, evaluate
 
     names = [d.strip() for v in devices for d in v.split(",") if d.strip()]
+    if not names:
+        raise EdgeatlasError(
+            f"--device {', '.join(repr(v) for v in devices)} names no device",
+            code=ErrorCode.INVALID_ARGUMENT,
+            hint="give a device column of the dataset, e.g. --device pixel2 or --device pixel2,raspi4 "
+            "(an unknown name lists the dataset's devices)",
+        )
     published = HELP_PUBLISHED.get(dataset, {})
     rows = [dict(evaluate(dataset, dev, shots, path, probe_set)) for dev in names]
     shots_from = f", probe set {probe_set or 'selected'}" if dataset == "latbench" else ""
@@ -563,12 +570,15 @@ def predict_cmd(
     """
     from predictors.features import features_from_dict
     from predictors.training import load_champion
-    from registry.selector.sources import read_mapping, read_probe_latencies
+    from registry.selector.sources import read_device_facts, read_probe_latencies
 
     if sum(x is not None for x in (device, facts_file, probe_file)) != 1:
         raise EdgeatlasError(
             "give exactly one of --device, --device-facts, --probe-latencies", code=ErrorCode.INVALID_ARGUMENT
         )
+    # the input files first: a bad one is reported before the store or the predictor is read
+    facts = read_device_facts(facts_file) if facts_file is not None else None
+    probes = read_probe_latencies(probe_file) if probe_file is not None else None
     store = open_store(db_url)
     v = store.get_variant(variant)
     feats = features_from_dict(v.features, f"variant {v.id}").vector()
@@ -582,10 +592,10 @@ def predict_cmd(
             except EdgeatlasError:
                 cls = device
         kwargs["device_class"] = cls
-    elif facts_file is not None:
-        kwargs["facts"] = read_mapping(facts_file, "device facts")
+    elif facts is not None:
+        kwargs["facts"] = facts
     else:
-        kwargs["probe_latencies"] = read_probe_latencies(probe_file)
+        kwargs["probe_latencies"] = probes
         kwargs["variant_ids"] = [v.id]  # k-shot: the reference classes' own measurements of it, if any
     p = pset.predict(feats, **kwargs)
     out = {

@@ -55,19 +55,45 @@ class DeviceSpec:
         return json.dumps([self.name, self.class_name, self.facts, self.probe_latencies], sort_keys=True, default=str)
 
 
-def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
-    """A JSON or TOML object from a file: ``.toml`` is TOML, ``.json`` JSON, any other name JSON
-    first, then TOML."""
-    import tomllib
-
+def _read_text(path: str | Path, what: str) -> tuple[Path, str]:
+    """(path, its UTF-8 text); a missing file, a directory or bytes that are not UTF-8 are an error
+    naming the file."""
     p = Path(path)
+    if p.is_dir():
+        raise EdgeatlasError(
+            f"{what} file {p} is a directory",
+            ErrorCode.INVALID_ARGUMENT,
+            hint=f"pass the {what} file itself (JSON or TOML), not its folder",
+        )
     if not p.is_file():
         raise EdgeatlasError(
             f"{what} file {p} does not exist",
             ErrorCode.NOT_FOUND,
             hint=f"pass an existing {what} file (JSON or TOML)",
         )
-    text = p.read_text(encoding="utf-8")
+    data = p.read_bytes()
+    try:
+        return p, data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise EdgeatlasError(
+            f"{p}:{line}: {what} file is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+            ErrorCode.INVALID_CONFIG,
+            hint="save it as UTF-8 JSON or TOML (e.g. `iconv -f latin1 -t utf-8`)",
+        ) from None
+
+
+def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """A JSON or TOML object from a file: ``.toml`` is TOML, ``.json`` JSON, any other name JSON
+    first, then TOML."""
+    return _read_mapping(path, what)[0]
+
+
+def _read_mapping(path: str | Path, what: str) -> tuple[dict[str, Any], str]:
+    """(:func:`read_mapping`, the file's text)."""
+    import tomllib
+
+    p, text = _read_text(path, what)
     suffix = p.suffix.lower()
     try:
         if suffix == ".toml":
@@ -87,7 +113,16 @@ def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
         raise EdgeatlasError(
             f"{p}: {what} must be an object/table", ErrorCode.INVALID_CONFIG, hint='write {"key": value, ...}'
         )
-    return data
+    return data, text
+
+
+def read_device_facts(path: str | Path) -> dict[str, Any]:
+    """A ``--device-facts`` file (JSON or TOML), checked against the schema of a devices.toml class
+    (registry.config.validate_device_facts): an error names the file, the line, the field and the fix."""
+    from registry.config import validate_device_facts
+
+    data, text = _read_mapping(path, "device facts")
+    return validate_device_facts(data, path, text)
 
 
 def read_probe_latencies(source: Mapping[str, Any] | str | Path) -> dict[str, float]:
@@ -133,7 +168,7 @@ def resolve_device(
             hint=f"pass --{role} NAME (a board or device class) or --device-facts FILE",
         )
     if isinstance(facts, str | Path):
-        facts = read_mapping(facts, "device facts")
+        facts = read_device_facts(facts)
     if probe_latencies is not None:
         probe_latencies = read_probe_latencies(probe_latencies)
     if name is not None:
