@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import platform
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from registry.paths import predictors_dir, reports_dir
 
 DEFAULT_NAME = "default"
 N_PROBES = 10
+NAME_MAX = 256  # the store's predictors.name column
+STEM_MAX = 100  # the file-name part taken from a predictor name (file names stop at 255 bytes)
 
 #: Every type a predictor file may contain (skops refuses anything else). Produced from the
 #: estimators of predictors.models and checked by tests/test_predictors_training.py.
@@ -443,11 +446,41 @@ def _check_features_version(libs_: dict | None, what: str) -> None:
         )
 
 
+def check_name(name: str) -> str:
+    """A predictor name the store and the file names can hold, else an error naming the fix. Any
+    other text is kept as given (``class:mobile-ml-benchmark/s10``); files use :func:`file_stem`."""
+    why = None
+    if not any(ch.isalnum() for ch in name):
+        why = "it needs at least one letter or digit"
+    elif any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        why = "it holds a control character (a newline, a tab ...)"
+    elif len(name) > NAME_MAX:
+        why = f"it is {len(name)} characters long; at most {NAME_MAX}"
+    if why:
+        raise EdgeatlasError(
+            f"predictor name {name!r}: {why}",
+            code=ErrorCode.INVALID_ARGUMENT,
+            hint="give another --name, e.g. `--name fleet-latency`; /, : and other characters are allowed "
+            "(the files on disk get a safe version of the name)",
+        )
+    return name
+
+
+def file_stem(name: str) -> str:
+    """The part of a predictor's file names (model, report) taken from its name: letters, digits,
+    ``.``, ``_`` and ``-``; every other character becomes ``_``, so no name can leave its folder
+    (``../esc`` -> ``.._esc``). A long name is cut, with a hash of the whole name after it."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    if len(stem) > STEM_MAX:
+        stem = f"{stem[:STEM_MAX]}~{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return stem
+
+
 def save(pset: PredictorSet, name: str, data_hash: str) -> tuple[Path, str]:
     import skops.io as sio
 
     pset.meta = {**pset.meta, "libs": libs(), "data_hash": data_hash, "name": name}
-    path = predictors_dir() / f"{name}-{data_hash[:12]}-{int(time.time() * 1000)}.skops"
+    path = predictors_dir() / f"{file_stem(name)}-{data_hash[:12]}-{int(time.time() * 1000)}.skops"
     sio.dump(pset, path)
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -608,6 +641,7 @@ def train(
     """
     if target not in ("latency", "energy"):
         raise EdgeatlasError(f"--target must be latency or energy, not {target!r}", code=ErrorCode.INVALID_ARGUMENT)
+    check_name(name)  # before any row is read: a name the files cannot carry fails now, not after the fit
     t0 = time.perf_counter()
     phases: dict[str, float] = {}  # wall seconds per step, in the report
 
@@ -727,7 +761,7 @@ def train(
         "phases_s": phases,
         "path": str(path),
     }
-    stem = f"{name}-v{rec.version}".replace("/", "_").replace(":", "_")
+    stem = f"{file_stem(name)}-v{rec.version}"
     out_dir = Path(report_dir) if report_dir is not None else reports_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     rp = out_dir / f"{stem}.json"

@@ -226,7 +226,7 @@ def train_cmd(
     from predictors.training import DEFAULT_NAME, train
 
     store = open_store(db_url)
-    nm = name or (f"class:{device_class}" if device_class else DEFAULT_NAME)
+    nm = name if name is not None else (f"class:{device_class}" if device_class else DEFAULT_NAME)
     emit(
         train(
             store,
