@@ -27,7 +27,7 @@ import numpy as np
 
 from predictors.evaluate import metrics
 from predictors.features import FEATURE_NAMES, FEATURES_VERSION, features_from_dict
-from predictors.models import MIN_ROWS_PER_CLASS, PredictorSet
+from predictors.models import KINDS, MIN_ROWS_PER_CLASS, PredictorSet
 from registry.errors import EdgeatlasError, ErrorCode
 from registry.paths import predictors_dir, reports_dir
 
@@ -142,6 +142,106 @@ def predictor_drift_correct(store, name: str, drift_correct: bool | None = None)
         return bool(drift_correct)
     champ = store.champion(name)
     return bool(champ is not None and (champ.metrics or {}).get("drift_correct"))
+
+
+TARGETS = ("latency", "energy")
+
+
+@dataclass(frozen=True)
+class PredictorSettings:
+    """What a (re)train of one predictor fits: :func:`predictor_settings`."""
+
+    device_class: str | None  # None: every class
+    target: str
+    kind: str
+    source: str | None  # None: every source
+    graph_opt: str
+    drift_correct: bool
+    include_evaluation: bool
+
+
+def predictor_settings(
+    store,
+    name: str,
+    *,
+    device_class: str | None = None,
+    target: str | None = None,
+    kind: str | None = None,
+    source: str | None = None,
+    graph_opt: str | None = None,
+    drift_correct: bool | None = None,
+    include_evaluation: bool | None = None,
+) -> PredictorSettings:
+    """The settings a (re)train of predictor ``name`` fits with: each one given, else its champion's
+    (recorded at training), else the default (every class, latency, auto, every source, level all,
+    no drift correction, evaluation devices left out). So a retrain with no option refits the
+    champion's predictor, and finds "no new data" when its rows did not change.
+
+    One predictor is one device class (or every class), one target and one graph level: another
+    class, target or level than the champion's is refused (another --name is another predictor).
+    ``kind``, ``source``, ``drift_correct`` and ``include_evaluation`` may change: the challenger
+    is scored against the champion on its held-out rows and promoted only if better."""
+    if target is not None and target not in TARGETS:
+        raise EdgeatlasError(
+            f"--target must be latency or energy, not {target!r}",
+            code=ErrorCode.INVALID_ARGUMENT,
+            hint="use --target latency or --target energy",
+        )
+    if kind is not None and kind not in KINDS:
+        raise EdgeatlasError(
+            f"--kind must be one of {', '.join(KINDS)}, not {kind!r}",
+            code=ErrorCode.INVALID_ARGUMENT,
+            hint=f"use one of {', '.join(KINDS)}",
+        )
+    level = predictor_graph_level(store, name, graph_opt)  # refuses another level
+    champ = store.champion(name)
+    have = (champ.metrics or {}) if champ is not None else {}
+    if champ is not None and device_class is not None and device_class != champ.device_class:
+        fitted = f"device class {champ.device_class!r} only" if champ.device_class else "every device class"
+        raise EdgeatlasError(
+            f"predictor {name!r} v{champ.version} is fitted on {fitted}, not on {device_class!r}: one "
+            "predictor is one device class (or every class)",
+            code=ErrorCode.INVALID_ARGUMENT,
+            hint=f"train another predictor for that class (`--class {device_class} --name NAME`), or drop "
+            "--class to keep the champion's",
+        )
+    if champ is not None and target is not None and target != champ.target:
+        raise EdgeatlasError(
+            f"predictor {name!r} v{champ.version} predicts {champ.target}, not {target}: one predictor is "
+            "scored and promoted on one target",
+            code=ErrorCode.INVALID_ARGUMENT,
+            hint=f"train another predictor for that target (`--target {target} --name NAME`), or drop "
+            f"--target to keep {champ.target!r}",
+        )
+    if include_evaluation is None:
+        include_evaluation = bool(have.get("include_evaluation", False))
+    return PredictorSettings(
+        device_class=device_class if device_class is not None else (champ.device_class if champ else None),
+        target=target or (champ.target if champ else "latency"),
+        kind=kind or have.get("kind") or "auto",
+        # "*": every source, as none; a champion from before sources were recorded trained on every source
+        source=None if source == "*" else (source if source is not None else have.get("source")),
+        graph_opt=level,
+        drift_correct=predictor_drift_correct(store, name, drift_correct),
+        include_evaluation=include_evaluation,
+    )
+
+
+def retrain_args(name: str, settings: PredictorSettings) -> list[str]:
+    """``edgeatlas`` arguments of a retrain of ``name`` with these settings, every one spelled out
+    (``retrain --schedule``'s units: they keep doing what the champion does)."""
+    args = ["predictors", "retrain", "--name", name, "--target", settings.target, "--kind", settings.kind]
+    if settings.device_class is not None:
+        args += ["--class", settings.device_class]
+    if settings.source is not None:
+        args += ["--source", settings.source]
+    if settings.graph_opt != "all":
+        args += ["--graph-opt", settings.graph_opt]
+    if settings.drift_correct:
+        args += ["--drift-correct"]
+    if settings.include_evaluation:
+        args += ["--include-evaluation"]
+    return args
 
 
 def drift_corrected(
@@ -603,13 +703,13 @@ def train(
     *,
     name: str = DEFAULT_NAME,
     device_class: str | None = None,
-    target: str = "latency",
-    kind: str = "auto",
+    target: str | None = None,
+    kind: str | None = None,
     promote: str = "always",
     source: str | None = None,
     report_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
-    include_evaluation: bool = False,
+    include_evaluation: bool | None = None,
     graph_opt: str | None = None,
     drift_correct: bool | None = None,
     jobs: int | None = None,
@@ -619,7 +719,11 @@ def train(
     ``promote="always"`` (``predictors train``) makes it the champion; ``"if_better"``
     (``predictors retrain``) promotes only when it beats the champion, and does nothing when the
     data hash is unchanged (equal to the champion's, or to a challenger already rejected on it)
-    for the same target and kind: then nothing is written, no version row, no file, no report.
+    for the same target, kind and class: then nothing is written, no version row, no file, no report.
+
+    ``device_class``, ``target``, ``kind``, ``source`` and ``include_evaluation`` left None are the
+    champion's (:func:`predictor_settings`; another class or target than the champion's is refused),
+    as are ``graph_opt`` and ``drift_correct``.
 
     ``source`` restricts the measurements (e.g. ``probe`` for the fleet's own, ``dataset:*`` for
     imported ones). ``graph_opt`` keeps the measurements taken at that onnxruntime graph optimization
@@ -639,9 +743,20 @@ def train(
     ``jobs``: worker processes for the fits of a large training (from PARALLEL_MIN_ROWS rows; default:
     the CPUs this process may use, 1: every fit in this process). The models do not depend on it.
     """
-    if target not in ("latency", "energy"):
-        raise EdgeatlasError(f"--target must be latency or energy, not {target!r}", code=ErrorCode.INVALID_ARGUMENT)
     check_name(name)  # before any row is read: a name the files cannot carry fails now, not after the fit
+    cfg = predictor_settings(
+        store,
+        name,
+        device_class=device_class,
+        target=target,
+        kind=kind,
+        source=source,
+        graph_opt=graph_opt,
+        drift_correct=drift_correct,
+        include_evaluation=include_evaluation,
+    )
+    device_class, target, kind, source = cfg.device_class, cfg.target, cfg.kind, cfg.source
+    graph_opt, drift_correct, include_evaluation = cfg.graph_opt, cfg.drift_correct, cfg.include_evaluation
     t0 = time.perf_counter()
     phases: dict[str, float] = {}  # wall seconds per step, in the report
 
@@ -649,8 +764,6 @@ def train(
         phases[step] = round(time.perf_counter() - t0 - sum(phases.values()), 2)
 
     champ = store.champion(name)
-    graph_opt = predictor_graph_level(store, name, graph_opt)
-    drift_correct = predictor_drift_correct(store, name, drift_correct)
     # validated, hashed; grouped only if needed
     loaded = _load(store, device_class, source, include_evaluation, graph_opt, drift_correct)
     drift = loaded.drift
@@ -658,11 +771,14 @@ def train(
     if target == "energy" and not np.isfinite(loaded.en).any():
         raise EdgeatlasError("no energy measurements to train on", code=ErrorCode.INSUFFICIENT_DATA)
     if promote == "if_better":
-        # the same data, target and kind (a version from before kinds were recorded matches any)
+        # the same data, target, kind and class (a version from before kinds were recorded matches any)
         same = [
             p
             for p in store.list_predictors(name)
-            if p.data_hash == loaded.data_hash and p.target == target and p.metrics.get("kind", kind) == kind
+            if p.data_hash == loaded.data_hash
+            and p.target == target
+            and p.metrics.get("kind", kind) == kind
+            and p.device_class == device_class
         ]
         if same:
             return {
@@ -670,6 +786,10 @@ def train(
                 "name": name,
                 "graph_opt": graph_opt,
                 "drift_correct": drift,
+                "target": target,
+                "kind": kind,
+                "class": device_class,
+                "source": source,
                 "data_hash": loaded.data_hash,
                 "rows": loaded.n,
                 "champion_version": champ.version if champ else None,
@@ -735,6 +855,8 @@ def train(
             "chosen_kinds": chosen_kinds,
             "graph_opt": graph_opt,
             "drift_correct": drift_correct,
+            "source": source,
+            "include_evaluation": include_evaluation,
         },
         libs=libs(),
         status=status,
@@ -748,6 +870,8 @@ def train(
         "name": name,
         "version": rec.version,
         "target": target,
+        "kind": kind,
+        "class": device_class,
         "data_hash": data.data_hash,
         "rows": data.n_rows,
         "classes": sorted(data.per_class),
