@@ -19,7 +19,7 @@ import platform
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +64,19 @@ TRUSTED_TYPES: tuple[str, ...] = (
 )
 
 
+#: The energy_source of a measurement with energy but no label (rows from before labels were checked)
+UNLABELLED_ENERGY = "unlabelled"
+
+
 @dataclass(frozen=True)
 class TrainingData:
     per_class: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]
     variant_ids: dict[str, list[str]]
     data_hash: str
     n_rows: int
+    # per class, each row's index into energy_source_names (-1: no energy): where the energy came from
+    energy_source_codes: dict[str, np.ndarray] = field(default_factory=dict)
+    energy_source_names: tuple[str, ...] = ()
 
 
 def collect(
@@ -105,6 +112,8 @@ class _Loaded:
     data_hash: str
     evaluation_left_out: tuple[str, ...] = ()
     drift: dict[str, Any] | None = None  # with drift correction: what was corrected (the report's)
+    esrc: np.ndarray | None = None  # each row's index into ``esrc_names`` (-1: no energy)
+    esrc_names: tuple[str, ...] = ()
 
 
 def predictor_graph_level(store, name: str, graph_opt: str | None = None) -> str:
@@ -295,7 +304,7 @@ def _load(
         )
     drift_cols = ("stats.p50_per_ref", "stats.ref_p50_ms") if drift_correct else ()  # read only when asked
     cols = store.measurement_columns(
-        ("key", "variant_id", "device_class", "board", "latency_ms", "energy_mj", *drift_cols),
+        ("key", "variant_id", "device_class", "board", "latency_ms", "energy_mj", "energy_source", *drift_cols),
         device_class=device_class,
         source=source,
         status="ok",
@@ -334,6 +343,13 @@ def _load(
             code=ErrorCode.BAD_DATA,
             hint="re-measure those variants (`edgeatlas bench run`) or mark the rows failed; nothing was trained",
         )
+    # where each row's energy came from (measured:<backend> / estimated:<method>), as codes
+    esrc = np.full(n, -1, dtype=np.intp)
+    has_e = ~en_none
+    esrc_names: list[str] = []
+    if has_e.any():
+        labels_e = [s or UNLABELLED_ENERGY for s, h in zip(cols["energy_source"], has_e.tolist(), strict=True) if h]
+        esrc_names, esrc[has_e] = _codes(labels_e)
     # one feature matrix over the measured variants; their stored feature dicts are validated
     # (only theirs: an unmeasured variant of an older feature set does not block training)
     measured, vcode = _codes(cols["variant_id"])
@@ -378,7 +394,9 @@ def _load(
     h = hashlib.sha256(f"edgeatlas-training-data/2|features {FEATURES_VERSION}{tag}|{n}|{kb.dtype.str}\n".encode())
     for part in (kb[order], lat[order].astype("<f8"), en[order].astype("<f8")):
         h.update(np.ascontiguousarray(part).tobytes())
-    return _Loaded(n, lat, en, order, F, vcode, measured, ccode, names, h.hexdigest(), left_out, drift)
+    return _Loaded(
+        n, lat, en, order, F, vcode, measured, ccode, names, h.hexdigest(), left_out, drift, esrc, tuple(esrc_names)
+    )
 
 
 def _group(d: _Loaded) -> TrainingData:
@@ -391,12 +409,15 @@ def _group(d: _Loaded) -> TrainingData:
     vid_arr = np.array(d.variants, dtype=object)
     per_class: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
     vids: dict[str, list[str]] = {}
+    esrc: dict[str, np.ndarray] = {}
     for c in np.argsort(first, kind="stable"):  # classes in order of their first key
         rows = by_class[bounds[c] : bounds[c + 1]]
         e = en[rows]
         per_class[names[c]] = (F[vcode[rows]], lat[rows], e if np.isfinite(e).any() else None)
         vids[names[c]] = vid_arr[vcode[rows]].tolist()
-    return TrainingData(per_class, vids, d.data_hash, d.n)
+        if d.esrc is not None:
+            esrc[names[c]] = d.esrc[rows]
+    return TrainingData(per_class, vids, d.data_hash, d.n, esrc, d.esrc_names)
 
 
 def _codes(values: list[str]) -> tuple[list[str], np.ndarray]:
@@ -452,7 +473,26 @@ def fit_set(
     pset = PredictorSet.fit(per, kind=kind, probe_ids=probes, probe_features=pf, class_facts=facts, n_jobs=n_jobs)
     # every row, held-out ones too: scoring uses the class regressors only, and k-shot wants every variant
     pset.set_measured(measured_latencies(data))
+    sources = energy_sources(data, train_mask)
+    pset.meta["energy_sources"] = {c: v for c, v in sources.items() if pset.classes[c].get("energy") is not None}
     return pset
+
+
+def energy_sources(data: TrainingData, train_mask: dict[str, np.ndarray] | None = None) -> dict[str, list[str]]:
+    """Per class with energy, the energy_source labels of the rows its energy model is fitted on
+    (``measured:<backend>``, ``estimated:<method>``), sorted: the provenance of predicted energy."""
+    out: dict[str, list[str]] = {}
+    names = data.energy_source_names
+    for c, (_, _, en) in data.per_class.items():
+        codes = data.energy_source_codes.get(c)
+        if en is None or codes is None:
+            continue
+        m = np.isfinite(en) & (codes >= 0)
+        if train_mask:
+            m &= train_mask[c]
+        if m.any():
+            out[c] = sorted(names[i] for i in np.unique(codes[m]).tolist())
+    return out
 
 
 def measured_latencies(
@@ -808,6 +848,7 @@ def train(
             data,
             per_class={c: v for c, v in data.per_class.items() if c not in small},
             variant_ids={c: v for c, v in data.variant_ids.items() if c not in small},
+            energy_source_codes={c: v for c, v in data.energy_source_codes.items() if c not in small},
         )
         small = {}
     if small:
@@ -879,6 +920,7 @@ def train(
         "evaluation_left_out": list(left_out),
         "challenger": chall_score,
         "chosen_kinds": chosen_kinds,
+        "energy_sources": chall.meta.get("energy_sources", {}),
         "champion": champ_score,
         "champion_version_before": champ.version if champ else None,
         "seconds": round(time.perf_counter() - t0, 2),

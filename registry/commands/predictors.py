@@ -580,6 +580,11 @@ def predict_cmd(
 ) -> None:
     """Predict latency (and energy) of a variant on a device, with an interval.
 
+    energy_source names where predicted energy comes from: "predicted:class:<C> from" the
+    energy_source of the rows it was fitted on (e.g. estimated:power-model-active_w). Where no energy
+    is predicted (k-shot, zero-shot, a class without energy rows) energy_mj is null and energy_note
+    says why.
+
     \b
     Example:
         edgeatlas predictors predict --variant nb201:123 --device help-nb201/pixel3 --json
@@ -622,6 +627,11 @@ def predict_cmd(
     }
     if p.energy_mj is not None:
         out.update(energy_mj=float(p.energy_mj[0]), energy_lo=float(p.energy_lo[0]), energy_hi=float(p.energy_hi[0]))
+    else:  # left out, and the note says why
+        out.update(energy_mj=None, energy_lo=None, energy_hi=None)
+    out["energy_source"] = p.energy_source  # predicted:<method> from <the training rows' energy_source>
+    if p.energy_note:
+        out["energy_note"] = p.energy_note
     ignored = sorted(set(kwargs.get("probe_latencies", {})) - set(pset.probe_ids))
     if ignored:  # e.g. a probe set measured for an older predictor version: the rest is used
         out["ignored_probes"] = ignored
