@@ -888,9 +888,27 @@ class Prediction:
     energy_lo: np.ndarray | None
     energy_hi: np.ndarray | None
     method: str  # "class:<name>", "kshot:<k>", "zeroshot:facts"
+    # with energy: where it comes from (predicted_energy_source); a note says why energy is missing
+    # (k-shot, zero-shot, a class without an energy model) or what its label lacks
+    energy_source: str | None = None
+    energy_note: str | None = None
 
 
 MIN_ROWS_PER_CLASS = 20
+
+#: Why a device the predictor was not trained on gets no predicted energy
+NO_ENERGY_UNSEEN = (
+    "{how} predicts latency only: no energy is predicted for a device the predictor was not trained on; "
+    "`edgeatlas recommend` estimates it from the device's power model (active_w x latency), or measure "
+    "energy on the device and retrain"
+)
+
+
+def predicted_energy_source(method: str, sources: Sequence[str] | None) -> str:
+    """The label of a predicted energy: ``predicted:<method> from <the training rows' energy_source>``,
+    e.g. ``predicted:class:pi5 from estimated:power-model-active_w`` (several: comma-separated).
+    Without recorded sources (a file trained before they were recorded): ``predicted:<method>``."""
+    return f"predicted:{method}" + (f" from {', '.join(sources)}" if sources else "")
 
 
 class PredictorSet:
@@ -1156,8 +1174,24 @@ class PredictorSet:
                 )
             e = self.classes[device_class]
             lat = e["latency"].predict_interval(F)
-            en = e["energy"].predict_interval(F) if e.get("energy") is not None else (None, None, None)
-            return Prediction(*lat, *en, method=f"class:{device_class}")
+            method = f"class:{device_class}"
+            if e.get("energy") is None:
+                note = (
+                    f"device class {device_class!r} has no energy model in this predictor (fewer than "
+                    f"{MIN_ROWS_PER_CLASS} of its training rows had energy): measure energy on it and retrain"
+                )
+                return Prediction(*lat, None, None, None, method=method, energy_note=note)
+            recorded = (self.meta.get("energy_sources") or {}).get(device_class)
+            note = (
+                None
+                if recorded
+                else "this predictor file did not record its training rows' energy sources: train it again "
+                "(`edgeatlas predictors train --name NAME`) to have them named"
+            )
+            en = e["energy"].predict_interval(F)
+            return Prediction(
+                *lat, *en, method=method, energy_source=predicted_energy_source(method, recorded), energy_note=note
+            )
         if probe_latencies is not None:
             if self.probe_features is None or not self.probe_ids:
                 raise EdgeatlasError("this predictor set has no probe set", code=ErrorCode.UNSUPPORTED)
@@ -1172,7 +1206,8 @@ class PredictorSet:
             y = self._shot_latencies(np.array([probe_latencies[p] for p in shot_ids]))
             p, lo, hi, used = self._kshot_predict(F, shot_ids, y, variant_ids, measured_refs)
             method = f"kshot:{len(shot_ids)}" + ("+measured-refs" if used else "")
-            return Prediction(p, lo, hi, None, None, None, method=method)
+            note = NO_ENERGY_UNSEEN.format(how="k-shot from probe latencies")
+            return Prediction(p, lo, hi, None, None, None, method=method, energy_note=note)
         if facts is not None:
             if self.facts_model is None:
                 raise EdgeatlasError(
@@ -1182,7 +1217,10 @@ class PredictorSet:
                 )
             fv = facts_vector(facts)
             X = np.hstack([np.repeat(fv[None], len(F), 0), F])
-            return Prediction(*self.facts_model.predict_interval(X), None, None, None, method="zeroshot:facts")
+            note = NO_ENERGY_UNSEEN.format(how="zero-shot from device facts")
+            return Prediction(
+                *self.facts_model.predict_interval(X), None, None, None, method="zeroshot:facts", energy_note=note
+            )
         raise EdgeatlasError("give a device class, device facts or probe latencies", code=ErrorCode.INVALID_ARGUMENT)
 
 

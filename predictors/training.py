@@ -16,9 +16,10 @@ import hashlib
 import json
 import math
 import platform
+import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,14 @@ import numpy as np
 
 from predictors.evaluate import metrics
 from predictors.features import FEATURE_NAMES, FEATURES_VERSION, features_from_dict
-from predictors.models import MIN_ROWS_PER_CLASS, PredictorSet
+from predictors.models import KINDS, MIN_ROWS_PER_CLASS, PredictorSet
 from registry.errors import EdgeatlasError, ErrorCode
 from registry.paths import predictors_dir, reports_dir
 
 DEFAULT_NAME = "default"
 N_PROBES = 10
+NAME_MAX = 256  # the store's predictors.name column
+STEM_MAX = 100  # the file-name part taken from a predictor name (file names stop at 255 bytes)
 
 #: Every type a predictor file may contain (skops refuses anything else). Produced from the
 #: estimators of predictors.models and checked by tests/test_predictors_training.py.
@@ -61,12 +64,19 @@ TRUSTED_TYPES: tuple[str, ...] = (
 )
 
 
+#: The energy_source of a measurement with energy but no label (rows from before labels were checked)
+UNLABELLED_ENERGY = "unlabelled"
+
+
 @dataclass(frozen=True)
 class TrainingData:
     per_class: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]
     variant_ids: dict[str, list[str]]
     data_hash: str
     n_rows: int
+    # per class, each row's index into energy_source_names (-1: no energy): where the energy came from
+    energy_source_codes: dict[str, np.ndarray] = field(default_factory=dict)
+    energy_source_names: tuple[str, ...] = ()
 
 
 def collect(
@@ -102,6 +112,8 @@ class _Loaded:
     data_hash: str
     evaluation_left_out: tuple[str, ...] = ()
     drift: dict[str, Any] | None = None  # with drift correction: what was corrected (the report's)
+    esrc: np.ndarray | None = None  # each row's index into ``esrc_names`` (-1: no energy)
+    esrc_names: tuple[str, ...] = ()
 
 
 def predictor_graph_level(store, name: str, graph_opt: str | None = None) -> str:
@@ -139,6 +151,106 @@ def predictor_drift_correct(store, name: str, drift_correct: bool | None = None)
         return bool(drift_correct)
     champ = store.champion(name)
     return bool(champ is not None and (champ.metrics or {}).get("drift_correct"))
+
+
+TARGETS = ("latency", "energy")
+
+
+@dataclass(frozen=True)
+class PredictorSettings:
+    """What a (re)train of one predictor fits: :func:`predictor_settings`."""
+
+    device_class: str | None  # None: every class
+    target: str
+    kind: str
+    source: str | None  # None: every source
+    graph_opt: str
+    drift_correct: bool
+    include_evaluation: bool
+
+
+def predictor_settings(
+    store,
+    name: str,
+    *,
+    device_class: str | None = None,
+    target: str | None = None,
+    kind: str | None = None,
+    source: str | None = None,
+    graph_opt: str | None = None,
+    drift_correct: bool | None = None,
+    include_evaluation: bool | None = None,
+) -> PredictorSettings:
+    """The settings a (re)train of predictor ``name`` fits with: each one given, else its champion's
+    (recorded at training), else the default (every class, latency, auto, every source, level all,
+    no drift correction, evaluation devices left out). So a retrain with no option refits the
+    champion's predictor, and finds "no new data" when its rows did not change.
+
+    One predictor is one device class (or every class), one target and one graph level: another
+    class, target or level than the champion's is refused (another --name is another predictor).
+    ``kind``, ``source``, ``drift_correct`` and ``include_evaluation`` may change: the challenger
+    is scored against the champion on its held-out rows and promoted only if better."""
+    if target is not None and target not in TARGETS:
+        raise EdgeatlasError(
+            f"--target must be latency or energy, not {target!r}",
+            code=ErrorCode.INVALID_ARGUMENT,
+            hint="use --target latency or --target energy",
+        )
+    if kind is not None and kind not in KINDS:
+        raise EdgeatlasError(
+            f"--kind must be one of {', '.join(KINDS)}, not {kind!r}",
+            code=ErrorCode.INVALID_ARGUMENT,
+            hint=f"use one of {', '.join(KINDS)}",
+        )
+    level = predictor_graph_level(store, name, graph_opt)  # refuses another level
+    champ = store.champion(name)
+    have = (champ.metrics or {}) if champ is not None else {}
+    if champ is not None and device_class is not None and device_class != champ.device_class:
+        fitted = f"device class {champ.device_class!r} only" if champ.device_class else "every device class"
+        raise EdgeatlasError(
+            f"predictor {name!r} v{champ.version} is fitted on {fitted}, not on {device_class!r}: one "
+            "predictor is one device class (or every class)",
+            code=ErrorCode.INVALID_ARGUMENT,
+            hint=f"train another predictor for that class (`--class {device_class} --name NAME`), or drop "
+            "--class to keep the champion's",
+        )
+    if champ is not None and target is not None and target != champ.target:
+        raise EdgeatlasError(
+            f"predictor {name!r} v{champ.version} predicts {champ.target}, not {target}: one predictor is "
+            "scored and promoted on one target",
+            code=ErrorCode.INVALID_ARGUMENT,
+            hint=f"train another predictor for that target (`--target {target} --name NAME`), or drop "
+            f"--target to keep {champ.target!r}",
+        )
+    if include_evaluation is None:
+        include_evaluation = bool(have.get("include_evaluation", False))
+    return PredictorSettings(
+        device_class=device_class if device_class is not None else (champ.device_class if champ else None),
+        target=target or (champ.target if champ else "latency"),
+        kind=kind or have.get("kind") or "auto",
+        # "*": every source, as none; a champion from before sources were recorded trained on every source
+        source=None if source == "*" else (source if source is not None else have.get("source")),
+        graph_opt=level,
+        drift_correct=predictor_drift_correct(store, name, drift_correct),
+        include_evaluation=include_evaluation,
+    )
+
+
+def retrain_args(name: str, settings: PredictorSettings) -> list[str]:
+    """``edgeatlas`` arguments of a retrain of ``name`` with these settings, every one spelled out
+    (``retrain --schedule``'s units: they keep doing what the champion does)."""
+    args = ["predictors", "retrain", "--name", name, "--target", settings.target, "--kind", settings.kind]
+    if settings.device_class is not None:
+        args += ["--class", settings.device_class]
+    if settings.source is not None:
+        args += ["--source", settings.source]
+    if settings.graph_opt != "all":
+        args += ["--graph-opt", settings.graph_opt]
+    if settings.drift_correct:
+        args += ["--drift-correct"]
+    if settings.include_evaluation:
+        args += ["--include-evaluation"]
+    return args
 
 
 def drift_corrected(
@@ -192,7 +304,7 @@ def _load(
         )
     drift_cols = ("stats.p50_per_ref", "stats.ref_p50_ms") if drift_correct else ()  # read only when asked
     cols = store.measurement_columns(
-        ("key", "variant_id", "device_class", "board", "latency_ms", "energy_mj", *drift_cols),
+        ("key", "variant_id", "device_class", "board", "latency_ms", "energy_mj", "energy_source", *drift_cols),
         device_class=device_class,
         source=source,
         status="ok",
@@ -231,6 +343,13 @@ def _load(
             code=ErrorCode.BAD_DATA,
             hint="re-measure those variants (`edgeatlas bench run`) or mark the rows failed; nothing was trained",
         )
+    # where each row's energy came from (measured:<backend> / estimated:<method>), as codes
+    esrc = np.full(n, -1, dtype=np.intp)
+    has_e = ~en_none
+    esrc_names: list[str] = []
+    if has_e.any():
+        labels_e = [s or UNLABELLED_ENERGY for s, h in zip(cols["energy_source"], has_e.tolist(), strict=True) if h]
+        esrc_names, esrc[has_e] = _codes(labels_e)
     # one feature matrix over the measured variants; their stored feature dicts are validated
     # (only theirs: an unmeasured variant of an older feature set does not block training)
     measured, vcode = _codes(cols["variant_id"])
@@ -275,7 +394,9 @@ def _load(
     h = hashlib.sha256(f"edgeatlas-training-data/2|features {FEATURES_VERSION}{tag}|{n}|{kb.dtype.str}\n".encode())
     for part in (kb[order], lat[order].astype("<f8"), en[order].astype("<f8")):
         h.update(np.ascontiguousarray(part).tobytes())
-    return _Loaded(n, lat, en, order, F, vcode, measured, ccode, names, h.hexdigest(), left_out, drift)
+    return _Loaded(
+        n, lat, en, order, F, vcode, measured, ccode, names, h.hexdigest(), left_out, drift, esrc, tuple(esrc_names)
+    )
 
 
 def _group(d: _Loaded) -> TrainingData:
@@ -288,12 +409,15 @@ def _group(d: _Loaded) -> TrainingData:
     vid_arr = np.array(d.variants, dtype=object)
     per_class: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
     vids: dict[str, list[str]] = {}
+    esrc: dict[str, np.ndarray] = {}
     for c in np.argsort(first, kind="stable"):  # classes in order of their first key
         rows = by_class[bounds[c] : bounds[c + 1]]
         e = en[rows]
         per_class[names[c]] = (F[vcode[rows]], lat[rows], e if np.isfinite(e).any() else None)
         vids[names[c]] = vid_arr[vcode[rows]].tolist()
-    return TrainingData(per_class, vids, d.data_hash, d.n)
+        if d.esrc is not None:
+            esrc[names[c]] = d.esrc[rows]
+    return TrainingData(per_class, vids, d.data_hash, d.n, esrc, d.esrc_names)
 
 
 def _codes(values: list[str]) -> tuple[list[str], np.ndarray]:
@@ -349,7 +473,26 @@ def fit_set(
     pset = PredictorSet.fit(per, kind=kind, probe_ids=probes, probe_features=pf, class_facts=facts, n_jobs=n_jobs)
     # every row, held-out ones too: scoring uses the class regressors only, and k-shot wants every variant
     pset.set_measured(measured_latencies(data))
+    sources = energy_sources(data, train_mask)
+    pset.meta["energy_sources"] = {c: v for c, v in sources.items() if pset.classes[c].get("energy") is not None}
     return pset
+
+
+def energy_sources(data: TrainingData, train_mask: dict[str, np.ndarray] | None = None) -> dict[str, list[str]]:
+    """Per class with energy, the energy_source labels of the rows its energy model is fitted on
+    (``measured:<backend>``, ``estimated:<method>``), sorted: the provenance of predicted energy."""
+    out: dict[str, list[str]] = {}
+    names = data.energy_source_names
+    for c, (_, _, en) in data.per_class.items():
+        codes = data.energy_source_codes.get(c)
+        if en is None or codes is None:
+            continue
+        m = np.isfinite(en) & (codes >= 0)
+        if train_mask:
+            m &= train_mask[c]
+        if m.any():
+            out[c] = sorted(names[i] for i in np.unique(codes[m]).tolist())
+    return out
 
 
 def measured_latencies(
@@ -443,11 +586,41 @@ def _check_features_version(libs_: dict | None, what: str) -> None:
         )
 
 
+def check_name(name: str) -> str:
+    """A predictor name the store and the file names can hold, else an error naming the fix. Any
+    other text is kept as given (``class:mobile-ml-benchmark/s10``); files use :func:`file_stem`."""
+    why = None
+    if not any(ch.isalnum() for ch in name):
+        why = "it needs at least one letter or digit"
+    elif any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        why = "it holds a control character (a newline, a tab ...)"
+    elif len(name) > NAME_MAX:
+        why = f"it is {len(name)} characters long; at most {NAME_MAX}"
+    if why:
+        raise EdgeatlasError(
+            f"predictor name {name!r}: {why}",
+            code=ErrorCode.INVALID_ARGUMENT,
+            hint="give another --name, e.g. `--name fleet-latency`; /, : and other characters are allowed "
+            "(the files on disk get a safe version of the name)",
+        )
+    return name
+
+
+def file_stem(name: str) -> str:
+    """The part of a predictor's file names (model, report) taken from its name: letters, digits,
+    ``.``, ``_`` and ``-``; every other character becomes ``_``, so no name can leave its folder
+    (``../esc`` -> ``.._esc``). A long name is cut, with a hash of the whole name after it."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    if len(stem) > STEM_MAX:
+        stem = f"{stem[:STEM_MAX]}~{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return stem
+
+
 def save(pset: PredictorSet, name: str, data_hash: str) -> tuple[Path, str]:
     import skops.io as sio
 
     pset.meta = {**pset.meta, "libs": libs(), "data_hash": data_hash, "name": name}
-    path = predictors_dir() / f"{name}-{data_hash[:12]}-{int(time.time() * 1000)}.skops"
+    path = predictors_dir() / f"{file_stem(name)}-{data_hash[:12]}-{int(time.time() * 1000)}.skops"
     sio.dump(pset, path)
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -570,13 +743,13 @@ def train(
     *,
     name: str = DEFAULT_NAME,
     device_class: str | None = None,
-    target: str = "latency",
-    kind: str = "auto",
+    target: str | None = None,
+    kind: str | None = None,
     promote: str = "always",
     source: str | None = None,
     report_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
-    include_evaluation: bool = False,
+    include_evaluation: bool | None = None,
     graph_opt: str | None = None,
     drift_correct: bool | None = None,
     jobs: int | None = None,
@@ -586,7 +759,11 @@ def train(
     ``promote="always"`` (``predictors train``) makes it the champion; ``"if_better"``
     (``predictors retrain``) promotes only when it beats the champion, and does nothing when the
     data hash is unchanged (equal to the champion's, or to a challenger already rejected on it)
-    for the same target and kind: then nothing is written, no version row, no file, no report.
+    for the same target, kind and class: then nothing is written, no version row, no file, no report.
+
+    ``device_class``, ``target``, ``kind``, ``source`` and ``include_evaluation`` left None are the
+    champion's (:func:`predictor_settings`; another class or target than the champion's is refused),
+    as are ``graph_opt`` and ``drift_correct``.
 
     ``source`` restricts the measurements (e.g. ``probe`` for the fleet's own, ``dataset:*`` for
     imported ones). ``graph_opt`` keeps the measurements taken at that onnxruntime graph optimization
@@ -606,8 +783,20 @@ def train(
     ``jobs``: worker processes for the fits of a training (kind linear: from PARALLEL_MIN_ROWS rows; default:
     the CPUs this process may use, 1: every fit in this process). The models do not depend on it.
     """
-    if target not in ("latency", "energy"):
-        raise EdgeatlasError(f"--target must be latency or energy, not {target!r}", code=ErrorCode.INVALID_ARGUMENT)
+    check_name(name)  # before any row is read: a name the files cannot carry fails now, not after the fit
+    cfg = predictor_settings(
+        store,
+        name,
+        device_class=device_class,
+        target=target,
+        kind=kind,
+        source=source,
+        graph_opt=graph_opt,
+        drift_correct=drift_correct,
+        include_evaluation=include_evaluation,
+    )
+    device_class, target, kind, source = cfg.device_class, cfg.target, cfg.kind, cfg.source
+    graph_opt, drift_correct, include_evaluation = cfg.graph_opt, cfg.drift_correct, cfg.include_evaluation
     t0 = time.perf_counter()
     phases: dict[str, float] = {}  # wall seconds per step, in the report
 
@@ -615,8 +804,6 @@ def train(
         phases[step] = round(time.perf_counter() - t0 - sum(phases.values()), 2)
 
     champ = store.champion(name)
-    graph_opt = predictor_graph_level(store, name, graph_opt)
-    drift_correct = predictor_drift_correct(store, name, drift_correct)
     # validated, hashed; grouped only if needed
     loaded = _load(store, device_class, source, include_evaluation, graph_opt, drift_correct)
     drift = loaded.drift
@@ -624,11 +811,14 @@ def train(
     if target == "energy" and not np.isfinite(loaded.en).any():
         raise EdgeatlasError("no energy measurements to train on", code=ErrorCode.INSUFFICIENT_DATA)
     if promote == "if_better":
-        # the same data, target and kind (a version from before kinds were recorded matches any)
+        # the same data, target, kind and class (a version from before kinds were recorded matches any)
         same = [
             p
             for p in store.list_predictors(name)
-            if p.data_hash == loaded.data_hash and p.target == target and p.metrics.get("kind", kind) == kind
+            if p.data_hash == loaded.data_hash
+            and p.target == target
+            and p.metrics.get("kind", kind) == kind
+            and p.device_class == device_class
         ]
         if same:
             return {
@@ -636,6 +826,10 @@ def train(
                 "name": name,
                 "graph_opt": graph_opt,
                 "drift_correct": drift,
+                "target": target,
+                "kind": kind,
+                "class": device_class,
+                "source": source,
                 "data_hash": loaded.data_hash,
                 "rows": loaded.n,
                 "champion_version": champ.version if champ else None,
@@ -654,6 +848,7 @@ def train(
             data,
             per_class={c: v for c, v in data.per_class.items() if c not in small},
             variant_ids={c: v for c, v in data.variant_ids.items() if c not in small},
+            energy_source_codes={c: v for c, v in data.energy_source_codes.items() if c not in small},
         )
         small = {}
     if small:
@@ -702,6 +897,8 @@ def train(
             "chosen_kinds": chosen_kinds,
             "graph_opt": graph_opt,
             "drift_correct": drift_correct,
+            "source": source,
+            "include_evaluation": include_evaluation,
         },
         libs=libs(),
         status=status,
@@ -715,6 +912,8 @@ def train(
         "name": name,
         "version": rec.version,
         "target": target,
+        "kind": kind,
+        "class": device_class,
         "data_hash": data.data_hash,
         "rows": data.n_rows,
         "classes": sorted(data.per_class),
@@ -722,13 +921,14 @@ def train(
         "evaluation_left_out": list(left_out),
         "challenger": chall_score,
         "chosen_kinds": chosen_kinds,
+        "energy_sources": chall.meta.get("energy_sources", {}),
         "champion": champ_score,
         "champion_version_before": champ.version if champ else None,
         "seconds": round(time.perf_counter() - t0, 2),
         "phases_s": phases,
         "path": str(path),
     }
-    stem = f"{name}-v{rec.version}".replace("/", "_").replace(":", "_")
+    stem = f"{file_stem(name)}-v{rec.version}"
     out_dir = Path(report_dir) if report_dir is not None else reports_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     rp = out_dir / f"{stem}.json"

@@ -28,12 +28,14 @@ def _snapshot(store, home: Path) -> tuple:
     )
 
 
-def _new_class_rows(store, cls: str, scale: float) -> list[dict]:
-    """A new board class measured on every variant: latency from the pixel3 rows times ``scale``."""
-    base = {m.variant_id: m.latency_ms for m in store.list_measurements(device_class="pixel3")}
+def _new_class_rows(store, cls: str, scale: float, *, tag: str = "", watts: float | None = None) -> list[dict]:
+    """A board class measured on every variant: latency from the pixel3 rows times ``scale`` (``tag``
+    makes other keys: a second run); with ``watts``, energy_mj = watts x latency (power model)."""
+    base = {m.variant_id: m.latency_ms for m in store.list_measurements(device_class="pixel3", source="dataset:*")}
+    energy = {"energy_source": "estimated:power-model-active_w"} if watts is not None else {}
     return [
         {
-            "key": hashlib.sha256(f"{vid}|{cls}".encode()).hexdigest(),
+            "key": hashlib.sha256(f"{vid}|{cls}{tag}".encode()).hexdigest(),
             "board": f"{cls}-1",
             "variant_id": vid,
             "runtime": "onnxruntime",
@@ -42,6 +44,7 @@ def _new_class_rows(store, cls: str, scale: float) -> list[dict]:
             "latency_ms": scale * ms,
             "device_class": cls,
             "source": "probe",
+            **({"energy_mj": watts * scale * ms, **energy} if watts is not None else {}),
         }
         for vid, ms in base.items()
     ]
@@ -280,3 +283,118 @@ def test_schedule_never_writes_a_store_password():
     units = schedule_units("postgresql+psycopg2://atlas:s3cret@db/atlas", ["predictors", "retrain"])
     assert "s3cret" not in units["text"] and "***" not in units["cron"] and ".pgpass" in units["text"]
     assert "postgresql+psycopg2://atlas@db/atlas" in units["cron"]
+
+
+# ------------------------------------------------- a retrain is the champion's predictor, refitted
+
+
+def _argv(output: str) -> list[str]:
+    exec_line = next(line for line in output.splitlines() if line.startswith("ExecStart="))
+    return shlex.split(exec_line[len("ExecStart=") :])
+
+
+def _opt(argv: list[str], flag: str) -> str | None:
+    return argv[argv.index(flag) + 1] if flag in argv else None
+
+
+def test_retrain_keeps_the_champions_kind(pred_store, tmp_path):
+    """`train --kind linear --name lin`, then at once `retrain --name lin`: no new data, nothing
+    written (it trained an auto challenger and promoted it); with new data a linear challenger."""
+    store, home = pred_store, tmp_path
+    env, runner = {"EDGEATLAS_DB": store.url, "EDGEATLAS_HOME": str(home)}, CliRunner()
+    assert runner.invoke(group, ["train", "--kind", "linear", "--name", "lin", "--json"], env=env).exit_code == 0
+    before = _snapshot(store, home)
+    out = runner.invoke(group, ["retrain", "--name", "lin"], env=env)
+    assert out.exit_code == 0, out.output
+    assert out.output.startswith("no new data") and _snapshot(store, home) == before
+    argv = _argv(runner.invoke(group, ["retrain", "--name", "lin", "--schedule"], env=env).output)
+    assert _opt(argv, "--kind") == "linear" and _opt(argv, "--name") == "lin"
+    store.add_measurements_bulk(_new_class_rows(store, "emu-slow", 2.5))
+    out = runner.invoke(group, ["retrain", "--name", "lin", "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    rep = json.loads(out.output)
+    assert rep["version"] == 2 and rep["kind"] == "linear" and "emu-slow" in rep["classes"]
+    assert [p.metrics["kind"] for p in store.list_predictors("lin")] == ["linear", "linear"]
+    listed = json.loads(runner.invoke(group, ["list", "--json"], env=env).output)
+    assert [r["kind"] for r in listed] == ["linear", "linear"]
+    # an explicit other kind is a challenger of the same predictor (test_retrain_with_another_kind_...)
+    out = runner.invoke(group, ["retrain", "--name", "lin", "--kind", "gbm", "--json"], env=env)
+    assert out.exit_code == 0 and json.loads(out.output)["kind"] == "gbm", out.output
+
+
+def test_retrain_keeps_the_champions_class(pred_store, tmp_path):
+    """`train --class pixel3 --name tpu`, then `retrain --name tpu`: no new data (it fitted every
+    class and was rejected); new rows of pixel3 and of another class: fitted on pixel3's only."""
+    store, home = pred_store, tmp_path
+    env, runner = {"EDGEATLAS_DB": store.url, "EDGEATLAS_HOME": str(home)}, CliRunner()
+    out = runner.invoke(group, ["train", "--class", "pixel3", "--kind", "linear", "--name", "tpu", "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    n = json.loads(out.output)["rows"]
+    before = _snapshot(store, home)
+    out = runner.invoke(group, ["retrain", "--name", "tpu", "--json"], env=env)
+    assert out.exit_code == 0 and json.loads(out.output)["status"] == "no new data", out.output
+    assert json.loads(out.output)["class"] == "pixel3" and _snapshot(store, home) == before
+    # another class under the same name is refused up front, naming the way out
+    out = runner.invoke(group, ["retrain", "--name", "tpu", "--class", "samsung_a50"], env=env)
+    assert out.exit_code == 1 and "device class 'pixel3' only, not on 'samsung_a50'" in str(out.exception)
+    assert "--class samsung_a50 --name NAME" in out.exception.hint and _snapshot(store, home) == before
+    argv = _argv(runner.invoke(group, ["retrain", "--name", "tpu", "--schedule"], env=env).output)
+    assert _opt(argv, "--class") == "pixel3" and _opt(argv, "--kind") == "linear"
+    rows = _new_class_rows(store, "pixel3", 1.05, tag="|run2")
+    store.add_measurements_bulk(rows + _new_class_rows(store, "emu-slow", 2.5))
+    out = runner.invoke(group, ["retrain", "--name", "tpu", "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    rep = json.loads(out.output)
+    assert rep["classes"] == ["pixel3"] and rep["rows"] == n + len(rows) and rep["class"] == "pixel3"
+    assert [p.device_class for p in store.list_predictors("tpu")] == ["pixel3", "pixel3"]
+    # `retrain --class C` alone retrains the predictor `train --class C` made: class:C
+    assert runner.invoke(group, ["train", "--class", "emu-slow", "--kind", "linear"], env=env).exit_code == 0
+    out = runner.invoke(group, ["retrain", "--class", "emu-slow", "--json"], env=env)
+    assert out.exit_code == 0 and json.loads(out.output)["status"] == "no new data", out.output
+    assert json.loads(out.output)["name"] == "class:emu-slow"
+
+
+def test_retrain_keeps_the_champions_target(pred_store, tmp_path):
+    """`train --target energy --name en`, then `retrain --name en`: no new data (it made a rejected
+    latency version); new energy rows: an energy challenger; --target latency is refused."""
+    store, home = pred_store, tmp_path
+    env, runner = {"EDGEATLAS_DB": store.url, "EDGEATLAS_HOME": str(home)}, CliRunner()
+    store.add_measurements_bulk(_new_class_rows(store, "emu-e", 1.5, watts=2.0))
+    out = runner.invoke(group, ["train", "--target", "energy", "--kind", "linear", "--name", "en", "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    before = _snapshot(store, home)
+    out = runner.invoke(group, ["retrain", "--name", "en", "--json"], env=env)
+    assert out.exit_code == 0 and json.loads(out.output)["status"] == "no new data", out.output
+    assert json.loads(out.output)["target"] == "energy" and _snapshot(store, home) == before
+    out = runner.invoke(group, ["retrain", "--name", "en", "--target", "latency"], env=env)
+    assert out.exit_code == 1 and "predicts energy, not latency" in str(out.exception)
+    assert "--target latency --name NAME" in out.exception.hint and _snapshot(store, home) == before
+    argv = _argv(runner.invoke(group, ["retrain", "--name", "en", "--schedule"], env=env).output)
+    assert _opt(argv, "--target") == "energy"
+    store.add_measurements_bulk(_new_class_rows(store, "emu-e", 1.6, tag="|run2", watts=2.1))
+    out = runner.invoke(group, ["retrain", "--name", "en", "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    rep = json.loads(out.output)
+    assert rep["target"] == "energy" and rep["version"] == 2
+    assert list(rep["challenger"]["per_class"]) == ["emu-e"]  # scored on energy: the one class with energy
+    assert [p.target for p in store.list_predictors("en")] == ["energy", "energy"]
+
+
+def test_retrain_keeps_the_champions_source(pred_store, tmp_path):
+    """`train --source 'dataset:*' --name ds`: the fleet's own rows arriving later are not its new
+    data; `--source '*'` asks for every source explicitly."""
+    store, home = pred_store, tmp_path
+    env, runner = {"EDGEATLAS_DB": store.url, "EDGEATLAS_HOME": str(home)}, CliRunner()
+    out = runner.invoke(group, ["train", "--source", "dataset:*", "--kind", "linear", "--name", "ds"], env=env)
+    assert out.exit_code == 0, out.output
+    store.add_measurements_bulk(_new_class_rows(store, "emu-slow", 2.5))  # source probe
+    before = _snapshot(store, home)
+    out = runner.invoke(group, ["retrain", "--name", "ds", "--json"], env=env)
+    assert out.exit_code == 0 and json.loads(out.output)["status"] == "no new data", out.output
+    assert json.loads(out.output)["source"] == "dataset:*" and _snapshot(store, home) == before
+    argv = _argv(runner.invoke(group, ["retrain", "--name", "ds", "--schedule"], env=env).output)
+    assert _opt(argv, "--source") == "dataset:*"
+    out = runner.invoke(group, ["retrain", "--name", "ds", "--source", "*", "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    rep = json.loads(out.output)
+    assert rep["source"] is None and "emu-slow" in rep["classes"]

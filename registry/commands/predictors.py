@@ -139,21 +139,39 @@ def eval_cmd(
     emit([*table, mean], False, title=f"{dataset} {shots}-shot{shots_from}{note}")
 
 
-SOURCE_HELP = "Only measurements from this source: probe (the fleet), dataset:<name>, or a glob like dataset:*."
-kind_option = click.option(
-    "--kind",
-    type=click.Choice(["auto", "gbm", "linear", "additive"]),
-    default="auto",
-    show_default=True,
-    help="Regressor kind: gradient boosting on log latency, ridge, non-negative per-op and per-kernel costs "
+SOURCE_HELP = (
+    "Only measurements from this source: probe (the fleet), dataset:<name>, or a glob like dataset:* ('*': "
+    "every source). Default: the predictor champion's, else every source."
+)
+CLASS_HELP = (
+    "Fit one device class only. Default: the predictor champion's class (or every class), else every class. "
+    "One predictor is one class (or every class): another class needs another --name."
+)
+TARGET_HELP = (
+    "The target the versions are scored and promoted on. Default: the predictor champion's, else latency. "
+    "One predictor is one target: another target needs another --name."
+)
+_KIND_HELP = (
+    "Regressor kind: gradient boosting on log latency, ridge, non-negative per-op and per-kernel costs "
     "fitted for relative error (extrapolates to variants larger than any measured), or auto: gbm or additive "
-    "per class, whichever has the lower held-out error (the report's chosen_kinds).",
+    "per class, whichever has the lower held-out error (the report's chosen_kinds)."
+)
+KIND_CHOICES = ["auto", "gbm", "linear", "additive"]
+kind_option = click.option(
+    "--kind", type=click.Choice(KIND_CHOICES), default="auto", show_default=True, help=_KIND_HELP
+)
+retrain_kind_option = click.option(
+    "--kind",
+    type=click.Choice(KIND_CHOICES),
+    default=None,
+    help=f"{_KIND_HELP} Default: the predictor champion's kind, else auto.",
 )
 evaluation_option = click.option(
-    "--include-evaluation",
-    is_flag=True,
-    help="Also fit on imported evaluation devices (../shared/datasets/README.md). By default they are left "
-    "out, named in the report, and only predicted k-shot or scored with `predictors eval`.",
+    "--include-evaluation/--no-include-evaluation",
+    default=None,
+    help="Also fit on imported evaluation devices (../shared/datasets/README.md). By default (the predictor "
+    "champion's setting, else off) they are left out, named in the report, and only predicted k-shot or "
+    "scored with `predictors eval`.",
 )
 report_option = click.option(
     "--report",
@@ -191,12 +209,12 @@ drift_correct_option = click.option(
 
 
 @group.command(name="train")
-@click.option("--class", "device_class", default=None, help="Train one device class only.")
+@click.option("--class", "device_class", default=None, help=CLASS_HELP)
 @click.option("--source", default=None, help=SOURCE_HELP)
 @graph_opt_option
 @drift_correct_option
 @report_option
-@click.option("--target", type=click.Choice(["latency", "energy"]), default="latency", show_default=True)
+@click.option("--target", type=click.Choice(["latency", "energy"]), default=None, help=TARGET_HELP)
 @click.option("--name", default=None, help="Predictor name (default: 'default', or 'class:<C>' with --class).")
 @kind_option
 @evaluation_option
@@ -209,10 +227,10 @@ def train_cmd(
     graph_opt: str | None,
     drift_correct: bool | None,
     report_dir: Path | None,
-    target: str,
+    target: str | None,
     name: str | None,
     kind: str,
-    include_evaluation: bool,
+    include_evaluation: bool | None,
     jobs: int | None,
     db_url: str | None,
     as_json: bool,
@@ -220,7 +238,8 @@ def train_cmd(
     """Train a predictor set from the store's measurements and make it the champion.
 
     One latency regressor per device class (and an energy one where energy was measured), the
-    probe set for k-shot and the zero-shot facts model. Writes a report (JSON + PNG).
+    probe set for k-shot and the zero-shot facts model. Writes a report (JSON + PNG). Training an
+    existing --name again keeps its champion's class, target, source and graph level unless given.
 
     \b
     Example:
@@ -233,7 +252,7 @@ def train_cmd(
     from predictors.training import DEFAULT_NAME, train
 
     store = open_store(db_url)
-    nm = name or (f"class:{device_class}" if device_class else DEFAULT_NAME)
+    nm = name if name is not None else (f"class:{device_class}" if device_class else DEFAULT_NAME)
     emit(
         train(
             store,
@@ -254,9 +273,10 @@ def train_cmd(
 
 
 @group.command(name="retrain")
-@click.option("--name", default="default", show_default=True)
-@click.option("--target", type=click.Choice(["latency", "energy"]), default="latency", show_default=True)
-@kind_option
+@click.option("--name", default=None, help="Predictor name (default: 'default', or 'class:<C>' with --class).")
+@click.option("--class", "device_class", default=None, help=CLASS_HELP)
+@click.option("--target", type=click.Choice(["latency", "energy"]), default=None, help=TARGET_HELP)
+@retrain_kind_option
 @click.option("--source", default=None, help=SOURCE_HELP)
 @graph_opt_option
 @drift_correct_option
@@ -278,53 +298,56 @@ def train_cmd(
 @db_option
 @json_option
 def retrain_cmd(
-    name: str,
-    target: str,
-    kind: str,
+    name: str | None,
+    device_class: str | None,
+    target: str | None,
+    kind: str | None,
     source: str | None,
     graph_opt: str | None,
     drift_correct: bool | None,
     report_dir: Path | None,
     schedule: bool,
     on_calendar: str,
-    include_evaluation: bool,
+    include_evaluation: bool | None,
     jobs: int | None,
     db_url: str | None,
     as_json: bool,
 ) -> None:
     """Challenger from all measurements; promoted only if it beats the champion on held-out data.
 
-    Prints "no new data" (exit 0) and changes nothing when the measurements are the ones the
-    champion (or an already rejected challenger) was trained on. Otherwise writes a report: JSON
-    with champion and challenger held-out metrics and whether it was promoted, and a PNG of
-    predicted against measured.
+    The challenger is fitted with the champion's settings (class, target, kind, source, graph level,
+    drift correction, evaluation devices) unless an option says otherwise; another class or target
+    is another predictor (another --name). Prints "no new data" (exit 0) and changes nothing when
+    the measurements are the ones the champion (or an already rejected challenger) was trained on.
+    Otherwise writes a report: JSON with champion and challenger held-out metrics and whether it
+    was promoted, and a PNG of predicted against measured.
 
     \b
     Example:
         edgeatlas predictors retrain --json
-        edgeatlas predictors retrain --report /var/lib/edgeatlas/reports
+        edgeatlas predictors retrain --name fleet-energy --report /var/lib/edgeatlas/reports
         edgeatlas predictors retrain --schedule > units.txt   # systemd + cron for the docs
     """
-    from predictors.training import train
+    from predictors.training import DEFAULT_NAME, check_name, predictor_settings, retrain_args, train
 
     store = open_store(db_url)
+    name = name if name is not None else (f"class:{device_class}" if device_class else DEFAULT_NAME)
     if schedule:
-        args = ["predictors", "retrain", "--name", name, "--target", target, "--kind", kind]
-        if source:
-            args += ["--source", source]
-        from predictors.training import predictor_graph_level
-
-        level = predictor_graph_level(store, name, graph_opt)  # refuses a level other than the champion's
-        if level != "all":
-            args += ["--graph-opt", level]
-        from predictors.training import predictor_drift_correct
-
-        if predictor_drift_correct(store, name, drift_correct):
-            args += ["--drift-correct"]
+        check_name(name)
+        settings = predictor_settings(  # the champion's, spelled out; refuses another class, target or level
+            store,
+            name,
+            device_class=device_class,
+            target=target,
+            kind=kind,
+            source=source,
+            graph_opt=graph_opt,
+            drift_correct=drift_correct,
+            include_evaluation=include_evaluation,
+        )
+        args = retrain_args(name, settings)
         if report_dir:
             args += ["--report", str(report_dir.resolve())]
-        if include_evaluation:
-            args += ["--include-evaluation"]
         if jobs is not None:
             args += ["--jobs", str(jobs)]
         units = schedule_units(store.url, args, on_calendar)
@@ -336,6 +359,7 @@ def retrain_cmd(
     result = train(
         store,
         name=name,
+        device_class=device_class,
         target=target,
         kind=kind,
         promote="if_better",
@@ -563,6 +587,11 @@ def predict_cmd(
 ) -> None:
     """Predict latency (and energy) of a variant on a device, with an interval.
 
+    energy_source names where predicted energy comes from: "predicted:class:<C> from" the
+    energy_source of the rows it was fitted on (e.g. estimated:power-model-active_w). Where no energy
+    is predicted (k-shot, zero-shot, a class without energy rows) energy_mj is null and energy_note
+    says why.
+
     \b
     Example:
         edgeatlas predictors predict --variant nb201:123 --device help-nb201/pixel3 --json
@@ -608,6 +637,11 @@ def predict_cmd(
     }
     if p.energy_mj is not None:
         out.update(energy_mj=float(p.energy_mj[0]), energy_lo=float(p.energy_lo[0]), energy_hi=float(p.energy_hi[0]))
+    else:  # left out, and the note says why
+        out.update(energy_mj=None, energy_lo=None, energy_hi=None)
+    out["energy_source"] = p.energy_source  # predicted:<method> from <the training rows' energy_source>
+    if p.energy_note:
+        out["energy_note"] = p.energy_note
     ignored = sorted(set(kwargs.get("probe_latencies", {})) - set(pset.probe_ids))
     if ignored:  # e.g. a probe set measured for an older predictor version: the rest is used
         out["ignored_probes"] = ignored

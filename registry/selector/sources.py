@@ -11,7 +11,8 @@ The only module of the selector that knows the store and the predictor library. 
 Latency comes, in this order, from a measurement of that exact artifact on the device's (edge's)
 class in the store (``measured:<class>``) or from the champion predictor (device class, or
 zero-shot from facts / k-shot from probe latencies for an unseen device). Device energy comes
-from the predictor's energy model when the class has one, else from the declared power model
+from the predictor's energy model when the class has one (``predicted:class:<C> from`` the
+energy_source of its training rows), else from the declared power model
 (``estimated:power-model``: active_w x head time), and radio energy from ``radio_nj_per_byte``.
 Accuracy is the variant's recorded accuracy plus the codec's measured delta; unknown stays NaN.
 """
@@ -252,6 +253,7 @@ class _Side:
     energy_lo: np.ndarray | None
     energy_hi: np.ndarray | None
     method: str
+    energy_source: str | None = None  # predicted:<method> from <the training rows' energy_source>
 
 
 def _measured_lookup(
@@ -301,7 +303,9 @@ class PredictorSource:
                 ErrorCode.INSUFFICIENT_DATA,
                 hint="pass --device-facts FILE (cores, freq_mhz, memory_mb) or --probe-latencies FILE",
             )
-        return _Side(p.latency_ms, p.latency_lo, p.latency_hi, p.energy_mj, p.energy_lo, p.energy_hi, p.method)
+        return _Side(
+            p.latency_ms, p.latency_lo, p.latency_hi, p.energy_mj, p.energy_lo, p.energy_hi, p.method, p.energy_source
+        )
 
 
 #: k-shot needs at least this many probe models measured on the device (as PredictorSet does)
@@ -480,7 +484,7 @@ def load_candidates(
             col["head"][i], col["head_lo"][i], col["head_hi"][i] = dev.ms[j], dev.lo[j], dev.hi[j]
             if dev.energy is not None:
                 col["en"][i], col["en_lo"][i], col["en_hi"][i] = dev.energy[j], dev.energy_lo[j], dev.energy_hi[j]
-                energy_sources.add(f"predicted:{dev.method}")
+                energy_sources.add(dev.energy_source or f"predicted:{dev.method}")
         if r["kind"] != KIND_EDGE and col["en"][i] == 0 and col["head"][i] > 0:
             if active_w is not None:  # W x ms = mJ
                 w = float(active_w)
