@@ -173,6 +173,19 @@ class Csv:
                 "missing measurement), or copy the file again from its source",
             ) from None
 
+    def measurement(self, i: int, j: int) -> float:
+        """:meth:`number` for a latency or energy: NaN (not measured) or > 0. A zero or negative
+        value would be stored and then stop every training of that class."""
+        v = self.number(i, j)
+        if v <= 0:
+            raise EdgeatlasError(
+                f"{self.where(i, j)}: {self.rows[i][j]!r} is not a positive measurement",
+                code=ErrorCode.BAD_DATA,
+                hint=f"a latency or energy in column {self.header[j]!r} must be > 0; leave it empty (or nan) if "
+                "that device did not measure it, or copy the file again from its source",
+            )
+        return v
+
     def whole(self, i: int, j: int) -> int:
         """The whole number at row ``i``, column ``j``."""
         v = self.rows[i][j].strip()
@@ -274,7 +287,7 @@ def load_help_nb201(path: str | Path | None = None, graph: str = "eager", encodi
     _check_rows(f, lambda i: nb201.parse_arch(archs[i]), ca)
     idx = np.array([f.whole(i, ci) for i in range(len(f.rows))], dtype=np.int64)
     lat = np.array(
-        [[f.number(i, j) for j in range(8, len(f.header))] for i in range(len(f.rows))], dtype=np.float64
+        [[f.measurement(i, j) for j in range(8, len(f.header))] for i in range(len(f.rows))], dtype=np.float64
     ).reshape(len(f.rows), len(devs))
     feats = nb201.features_table(archs, "cifar10", graph=graph)
     keep = ~np.isnan(feats[:, 0])  # drops the 341 disconnected archs
@@ -307,7 +320,7 @@ def load_help_fbnet(path: str | Path | None = None) -> Table:
     _check_rows(f, lambda i: fbnet.parse_ops(ops[i]))
     idx = np.array([f.whole(i, ci) for i in range(len(f.rows))], dtype=np.int64)
     lat = np.array(
-        [[f.number(i, j) for j in range(23, len(f.header))] for i in range(len(f.rows))], dtype=np.float64
+        [[f.measurement(i, j) for j in range(23, len(f.header))] for i in range(len(f.rows))], dtype=np.float64
     ).reshape(len(f.rows), len(devs))
     feats = fbnet.features_table(ops)
     return Table("help-fbnet", tuple(f"fbnet:{i}" for i in idx), idx, feats, tuple(devs), lat, meta={"ops": ops})
@@ -350,7 +363,7 @@ def load_latbench(path: str | Path | None = None, graph: str = "live", encoding:
     archs = [r[ca] for r in f.rows]
     _check_rows(f, lambda i: nb201.parse_arch(archs[i]), ca)
     idx = np.array([f.whole(i, ci) for i in range(len(f.rows))], dtype=np.int64)
-    lat = np.array([[f.number(i, 9 + c) for c in cols] for i in range(len(f.rows))], dtype=np.float64).reshape(
+    lat = np.array([[f.measurement(i, 9 + c) for c in cols] for i in range(len(f.rows))], dtype=np.float64).reshape(
         len(f.rows), len(cols)
     )
     feats = nb201.features_table(archs, "cifar10", graph=graph)
@@ -404,8 +417,8 @@ def load_hwnasbench360(path: str | Path | None = None, graph: str = "live", enco
     for i, r in enumerate(rows):
         k = (int(r[col["arch_idx"]]), r[col["task"]])
         d = devs.index(f"{r[col['device']]}-{r[col['framework']]}")
-        lat[keys[k], d] = f.number(i, col["lat_ms_median"])
-        en[keys[k], d] = f.number(i, col["energy_mj"])
+        lat[keys[k], d] = f.measurement(i, col["lat_ms_median"])
+        en[keys[k], d] = f.measurement(i, col["energy_mj"])
     order = sorted(keys, key=lambda k: keys[k])
     tasks = np.array([k[1] for k in order])
     feats = np.full((n, len(FEATURE_NAMES)), np.nan)
@@ -670,7 +683,7 @@ def load_mobile_ml_benchmark(path: str | Path | None = None, framework: str = "t
     kept = [(i, r) for i, r in enumerate(rows) if r[0] in layers]
     models = [r[0] for _, r in kept]
     lat = np.array(
-        [[e2e.number(i, j) / 1000.0 for j, _ in mean_cols] for i, _ in kept],
+        [[e2e.measurement(i, j) / 1000.0 for j, _ in mean_cols] for i, _ in kept],
         dtype=np.float64,
     ).reshape(len(kept), len(mean_cols))
     feats = np.array([_mmb_layer_features(layers[m]) for m in models]).reshape(len(models), len(FEATURE_NAMES))
@@ -712,7 +725,11 @@ def import_dataset(
     store, name: str, path: str | Path | None = None, progress: Callable[[int, int], None] | None = None
 ) -> dict:
     """Write a dataset's rows into the store: device classes, variants (with graph features) and
-    measurements with ``source="dataset:<name>"``. Idempotent (measurement keys are content hashes).
+    measurements with ``source="dataset:<name>"``. Idempotent: a measurement's key is the hash of
+    (dataset, arch, device), so importing the same file again writes nothing. A file corrected since
+    the last import updates the values that changed (``updated``) and deletes the ones it no longer
+    holds, empty or nan now (``removed``), for the archs and devices it names; ``inserted`` counts
+    new ones and ``measurements`` every value in the file.
 
     A dataset arch's stored features are replaced by the ones computed here when they differ. Rows
     that an older edgeatlas wrote under the id the arch had then (:func:`legacy_ids`: LatBench's
@@ -744,16 +761,28 @@ def import_dataset(
             replace_features=True,
         )
     rows: list[dict] = []
+    gone: list[str] = []  # keys of values the file no longer holds (empty / nan now)
     n_total = int(np.isfinite(table.latency_ms).sum())
-    done = 0
+    done = inserted = updated = removed = 0
+
+    def flush() -> None:
+        nonlocal rows, gone, done, inserted, updated, removed
+        i, u, r = store.sync_measurements_bulk(rows, remove_keys=gone)
+        inserted, updated, removed = inserted + i, updated + u, removed + r
+        done += len(rows)
+        rows, gone = [], []
+        if progress:
+            progress(done, n_total)
+
     for j, d in enumerate(table.devices):
         board = f"{table.name}/{d}"
         for i, key in enumerate(table.keys):
             lat = table.latency_ms[i, j]
+            h = hashlib.sha256(f"{source}|{key}|{d}".encode()).hexdigest()
             if not np.isfinite(lat):
+                gone.append(h)
                 continue
             en = table.energy_mj[i, j] if table.energy_mj is not None else math.nan
-            h = hashlib.sha256(f"{source}|{key}|{d}".encode()).hexdigest()
             rows.append(
                 {
                     "key": h,
@@ -770,21 +799,17 @@ def import_dataset(
                 }
             )
             if len(rows) >= 20000:
-                store.add_measurements_bulk(rows)
-                done += len(rows)
-                rows = []
-                if progress:
-                    progress(done, n_total)
-    if rows:
-        store.add_measurements_bulk(rows)
-        done += len(rows)
-        if progress:
-            progress(done, n_total)
+                flush()
+    if rows or gone:
+        flush()
     return {
         "dataset": table.name,
         "variants": len(table.keys),
         "devices": len(table.devices),
         "measurements": done,
+        "inserted": inserted,
+        "updated": updated,
+        "removed": removed,
         "replaced": replaced,
         "replaced_variants": replaced_variants,
     }

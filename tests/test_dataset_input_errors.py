@@ -138,3 +138,52 @@ def test_import_json_is_pure_json(tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert res.stdout.startswith("{") and json.loads(res.stdout)["variants"] == 2
+
+
+def test_non_positive_latency_is_refused_with_its_line_and_column(tmp_path: Path) -> None:
+    lines = _head(3)
+    cells = lines[2].rstrip("\n").split(",")
+    column = lines[0].rstrip("\n").split(",")[8]
+    cells[8] = "-4.2"  # the first device column of the second row (line 3)
+    lines[2] = ",".join(cells) + "\n"
+    out = _import_error(tmp_path, _help_dir(tmp_path, "".join(lines)))
+    assert f"line 3 column {column!r}: '-4.2' is not a positive measurement" in out, out
+    assert "must be > 0" in out and "leave it empty" in out
+
+
+def test_a_corrected_file_imported_again_updates_and_removes_its_values(tmp_path: Path) -> None:
+    """Keys are (dataset, arch, device) hashes, so a value fixed in the file used to be skipped on the
+    next import. Now the changed value replaces the stored one, a value blanked in the file is
+    deleted, and the same file imported again writes nothing."""
+    from registry.store import Store
+
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    header, first, second = _head(2)
+    devices = header.rstrip("\n").split(",")[8:]
+
+    def write(row1: list[str]) -> Path:
+        return _help_dir(tmp_path, header + ",".join(row1) + "\n" + second)
+
+    def imported(folder: Path) -> dict:
+        res = _run(tmp_path, "import", "help-nb201", "--path", str(folder), "--db", db, "--json")
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)
+
+    row = first.rstrip("\n").split(",")
+    n = 2 * len(devices)
+    r = imported(write(row))
+    assert (r["measurements"], r["inserted"], r["updated"], r["removed"]) == (n, n, 0, 0), r
+    assert imported(write(row))["inserted"] == 0 and imported(write(row))["updated"] == 0
+    fixed = list(row)
+    fixed[8] = str(float(row[8]) * 2)
+    r = imported(write(fixed))
+    assert (r["inserted"], r["updated"], r["removed"]) == (0, 1, 0), r
+    blanked = list(fixed)
+    blanked[9] = ""
+    r = imported(write(blanked))
+    assert (r["measurements"], r["inserted"], r["updated"], r["removed"]) == (n - 1, 0, 0, 1), r
+    cols = header.rstrip("\n").split(",")
+    arch = D.nb201_key(int(row[cols.index("nb201_idx")]), "eager")
+    stored = {m.runtime: m.latency_ms for m in Store.open(db).list_measurements(variant_id=arch)}
+    assert stored[devices[0]] == float(row[8]) * 2  # the corrected value
+    assert devices[1] not in stored and len(stored) == len(devices) - 1  # the blanked one is gone

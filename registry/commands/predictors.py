@@ -39,8 +39,11 @@ def import_cmd(name: str, path: Path | None, db_url: str | None, as_json: bool) 
 
     NAME is one of help-nb201, help-fbnet, latbench, hwnasbench360, mobile-ml-benchmark (aliases:
     help and nb201 = help-nb201, fbnet = help-fbnet, mmb = mobile-ml-benchmark; the output names it).
-    Importing again is idempotent; it also deletes this dataset's rows that an older edgeatlas stored
-    under variant ids the dataset no longer uses (the output's ``replaced``).
+    Importing the same file again writes nothing. A corrected file updates the values that changed
+    (the output's ``updated``) and deletes those it no longer holds (empty or nan now: ``removed``);
+    a zero or negative latency or energy is refused with its file, line and column. Importing also
+    deletes this dataset's rows that an older edgeatlas stored under variant ids the dataset no
+    longer uses (``replaced``).
 
     \b
     Example:

@@ -640,30 +640,78 @@ class Store:
 
     def add_measurements_bulk(self, rows: Sequence[dict[str, Any]], chunk: int = 5000) -> int:
         """Insert many rows in one transaction; rows whose key exists are skipped. Returns rows inserted."""
-        inserted = 0
+        return self._write_measurements_bulk(rows, chunk, replace_changed=False)[0]
+
+    def sync_measurements_bulk(
+        self, rows: Sequence[dict[str, Any]], remove_keys: Collection[str] = (), chunk: int = 5000
+    ) -> tuple[int, int, int]:
+        """Write a dataset's rows in one transaction: new keys are inserted, a key stored with another
+        status, latency_ms, energy_mj or energy_source gets the row's values (a dataset file corrected
+        and imported again), and the ``remove_keys`` rows (values the file no longer holds) are
+        deleted. Returns (inserted, updated, removed)."""
         with self.session() as s:
-            for i in range(0, len(rows), chunk):
-                part = rows[i : i + chunk]
-                keys = [r["key"] for r in part]
-                existing = set(s.scalars(select(MeasurementRow.key).where(MeasurementRow.key.in_(keys))).all())
-                seen: set[str] = set()
-                fresh = []
-                for r in part:
-                    if r["key"] in existing or r["key"] in seen:
-                        continue
-                    self._check_energy_source(r.get("energy_source"), r.get("energy_mj"))
-                    seen.add(r["key"])
-                    d = {f: r.get(f) for f in self._MEASUREMENT_FIELDS}
-                    d["key"] = r["key"]
-                    d["config"] = d["config"] or {}
-                    d["source"] = d["source"] or "probe"
-                    d["status"] = d["status"] or "ok"
-                    d["created_at"] = utcnow()
-                    fresh.append(d)
-                if fresh:
-                    s.execute(MeasurementRow.__table__.insert(), fresh)
-                    inserted += len(fresh)
-        return inserted
+            inserted, updated = self._write_measurements_bulk(rows, chunk, replace_changed=True, session=s)
+            removed = 0
+            keys = sorted(set(remove_keys))
+            for i in range(0, len(keys), chunk):
+                res = s.execute(
+                    delete(MeasurementRow)
+                    .where(MeasurementRow.key.in_(keys[i : i + chunk]))
+                    .execution_options(synchronize_session=False)
+                )
+                removed += int(res.rowcount or 0)
+        return inserted, updated, removed
+
+    _SYNCED_FIELDS = ("status", "latency_ms", "energy_mj", "energy_source")
+
+    def _write_measurements_bulk(
+        self, rows: Sequence[dict[str, Any]], chunk: int, *, replace_changed: bool, session: Session | None = None
+    ) -> tuple[int, int]:
+        """(inserted, updated): :meth:`add_measurements_bulk`, and with ``replace_changed`` the
+        :meth:`sync_measurements_bulk` replacement of changed values, in ``session`` or a new one."""
+        if session is None:
+            with self.session() as s:
+                return self._write_measurements_bulk(rows, chunk, replace_changed=replace_changed, session=s)
+        s = session
+        inserted = updated = 0
+        cols = [getattr(MeasurementRow, f) for f in self._SYNCED_FIELDS]
+        for i in range(0, len(rows), chunk):
+            part = rows[i : i + chunk]
+            keys = [r["key"] for r in part]
+            existing = {
+                k: tuple(v)
+                for k, *v in s.execute(select(MeasurementRow.key, *cols).where(MeasurementRow.key.in_(keys))).all()
+            }
+            seen: set[str] = set()
+            fresh = []
+            for r in part:
+                if r["key"] in seen:
+                    continue
+                seen.add(r["key"])
+                self._check_energy_source(r.get("energy_source"), r.get("energy_mj"))
+                old = existing.get(r["key"])
+                if old is not None:
+                    new = tuple(r.get(f) or ("ok" if f == "status" else None) for f in self._SYNCED_FIELDS)
+                    if replace_changed and new != old:
+                        s.execute(
+                            update(MeasurementRow)
+                            .where(MeasurementRow.key == r["key"])
+                            .values({**dict(zip(self._SYNCED_FIELDS, new, strict=True)), "created_at": utcnow()})
+                            .execution_options(synchronize_session=False)
+                        )
+                        updated += 1
+                    continue
+                d = {f: r.get(f) for f in self._MEASUREMENT_FIELDS}
+                d["key"] = r["key"]
+                d["config"] = d["config"] or {}
+                d["source"] = d["source"] or "probe"
+                d["status"] = d["status"] or "ok"
+                d["created_at"] = utcnow()
+                fresh.append(d)
+            if fresh:
+                s.execute(MeasurementRow.__table__.insert(), fresh)
+                inserted += len(fresh)
+        return inserted, updated
 
     def drop_dataset_rows(self, source: str, variant_ids: Collection[str]) -> tuple[int, int]:
         """Delete, in one transaction, the measurements of ``source`` under ``variant_ids`` (ids a
