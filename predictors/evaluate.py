@@ -19,6 +19,7 @@ from predictors.models import MIN_MS, KShotCalibrator, LatencyRegressor, nonneg_
 from registry.errors import EdgeatlasError, ErrorCode
 
 METRIC_KEYS = ("spearman", "kendall", "acc10", "acc5", "rmse_ms", "mape", "n")
+ENERGY_METRIC_KEYS = ("spearman", "kendall", "acc10", "acc5", "rmse_mj", "mape", "n")  # an energy evaluation
 # kshot_eval's "calibration" beside the metrics: which k-shot form the device's shots chose
 CALIBRATION_NAMES = {"mix": "mix", "corrected": "mix x op-count correction", "additive": "op-count sum"}
 KSHOT_ALPHA = 0.1  # chosen by leave-one-dev-device-out on HELP NB201 development devices
@@ -235,11 +236,21 @@ def kshot_eval(
 
 
 def evaluate(
-    dataset: str, device: str, shots: int = 10, path: str | None = None, probe_set: str | None = None
+    dataset: str,
+    device: str,
+    shots: int = 10,
+    path: str | None = None,
+    probe_set: str | None = None,
+    target: str | None = None,
 ) -> dict[str, Any]:
     """`predictors eval`: the k-shot protocol of ``dataset`` on ``device``: the METRIC_KEYS, and
     ``calibration`` where the k-shot form was chosen from the shots (kshot_eval). ``probe_set``
-    (LatBench only; default ``"selected"``): which archs are the shots (:func:`latbench_protocol`)."""
+    (LatBench only; default ``"selected"``): which archs are the shots (:func:`latbench_protocol`).
+    ``target``: latency (every dataset) or energy (HW-NAS-Bench-360's pi5); default: energy on a
+    HW-NAS-Bench-360 device that measured it (the issue's pi5 target), else latency. An energy
+    evaluation gives ``rmse_mj`` in place of ``rmse_ms`` and ``target: "energy"``."""
+    if target not in (None, "latency", "energy"):
+        raise EdgeatlasError(f"--target must be latency or energy, not {target!r}", code=ErrorCode.INVALID_ARGUMENT)
     if shots < 3 or shots > 10:
         raise EdgeatlasError("--shots must be between 3 and 10", code=ErrorCode.INVALID_ARGUMENT)
     if probe_set is not None and dataset != "latbench":
@@ -255,12 +266,22 @@ def evaluate(
             code=ErrorCode.NOT_FOUND,
             hint=f"choose one of: {', '.join(table.devices)}",
         )
+    if target == "energy" and table.name != "hwnasbench360":
+        raise EdgeatlasError(
+            f"{table.name} has no energy measurements", code=ErrorCode.UNSUPPORTED, hint="drop --target energy"
+        )
     if table.name in ("help-nb201", "help-fbnet"):
         m, _, _ = kshot_eval(table, device, help_protocol(table, shots))
     elif table.name == "latbench":
         m, _, _ = kshot_eval(table, device, latbench_protocol(table, shots, probe_set or "selected"))
     elif table.name == "hwnasbench360":
-        m = hwnas_energy_eval(table, device, shots)
+        if target is None:
+            has_energy = table.energy_mj is not None and np.isfinite(table.energy_mj[:, table.devices.index(device)])
+            target = "energy" if has_energy.any() else "latency"
+        m = hwnas_energy_eval(table, device, shots, target=target)
+        if target == "energy":
+            m = {**m, "rmse_mj": m.pop("rmse_ms"), "target": "energy"}
+            return {k: m[k] for k in (*ENERGY_METRIC_KEYS, "target")}
     else:
         m = leave_one_device_out(table, device, shots)
     return {k: m[k] for k in (*METRIC_KEYS, "calibration") if k in m}
@@ -283,6 +304,7 @@ def hwnas_reference_matrix(
     heldout_tasks: Sequence[str] | None = None,
     kind: str = HWNAS_KIND,
     measured: bool = HWNAS_MEASURED,
+    target_device: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Arch-aligned reference columns for the rows of ``task``.
 
@@ -292,7 +314,8 @@ def hwnas_reference_matrix(
     arch's own measurement there (as the fleet's boards have measured the zoo's variants), and a
     regressor's prediction only where it was not measured; otherwise the regressor (``kind``, fitted
     on that device/task's rows and applied to the *same architecture built for its own task*, its
-    features on that task's input shape) everywhere.
+    features on that task's input shape) everywhere. ``target_device``: the device being predicted,
+    whose own columns on ``task`` are left out too (a development device such as the pixel).
     Returns (target rows, R (len(rows), n_refs), reference names)."""
     if table.group is None or table.energy_mj is None:
         raise EdgeatlasError(f"{table.name} has no task groups / energy", code=ErrorCode.UNSUPPORTED)
@@ -309,8 +332,8 @@ def hwnas_reference_matrix(
         pos = {int(table.index[i]): i for i in rows_tk}
         align = np.array([pos.get(int(table.index[i]), -1) for i in tgt])
         for k, d in enumerate(table.devices):
-            if d in evald and tk in held:
-                continue  # evaluation data: never fitted on
+            if (d in evald and tk in held) or (d == target_device and tk == task):
+                continue  # evaluation data, or the very values being predicted: never fitted on
             for what, M in (("latency", table.latency_ms), ("energy", table.energy_mj)):
                 y = M[:, k]
                 rows = rows_tk[np.isfinite(y[rows_tk]) & (y[rows_tk] > 0)]
@@ -342,15 +365,19 @@ def hwnas_energy_predict(
     reference: tuple[np.ndarray, np.ndarray, list[str]] | None = None,
     alpha: float = HWNAS_ALPHA,
     space: str = HWNAS_SPACE,
+    target: str = "energy",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Energy (mJ) of ``device`` on ``task`` (HW-NAS-Bench-360): arch-aligned reference columns
+    """Energy (mJ; ``target="latency"``: latency, ms) of ``device`` on ``task`` (HW-NAS-Bench-360): arch-aligned reference columns
     (:func:`hwnas_reference_matrix`: the other tasks of the pi5 runtimes, the pixel on all tasks),
     calibrated on ``shots`` measurements of the target task (HELP's NB201 reference archs). The only
     values of ``device`` on ``task`` read are the energies of the shots. Returns (rows of ``table``
     predicted = every other arch of the task, predicted mJ, the calibrator). ``reference`` reuses a
-    matrix computed for the same task."""
+    matrix computed for the same task. The latency protocol is the energy one (chosen for energy;
+    nothing was tuned for latency)."""
     if table.energy_mj is None:
         raise EdgeatlasError("dataset has no energy", code=ErrorCode.UNSUPPORTED)
+    if target not in ("latency", "energy"):
+        raise EdgeatlasError(f"target must be latency or energy, not {target!r}", code=ErrorCode.INVALID_ARGUMENT)
     if device not in table.devices:
         raise EdgeatlasError(
             f"unknown device {device!r} in {table.name}",
@@ -358,15 +385,24 @@ def hwnas_energy_predict(
             hint=f"choose one of: {', '.join(table.devices)}",
         )
     j = table.devices.index(device)
-    tgt, R, _ = reference if reference is not None else hwnas_reference_matrix(table, task, heldout_tasks)
+    values = table.energy_mj if target == "energy" else table.latency_ms
+    if not np.isfinite(values[:, j]).any():
+        raise EdgeatlasError(
+            f"{device} has no {target} measurements in {table.name}",
+            code=ErrorCode.INSUFFICIENT_DATA,
+            hint="evaluate its latency: --target latency" if target == "energy" else None,
+        )
+    tgt, R, _ = (
+        reference if reference is not None else hwnas_reference_matrix(table, task, heldout_tasks, target_device=device)
+    )
     pos = {int(table.index[i]): n for n, i in enumerate(tgt)}
     sh = np.array([pos[i] for i in D.help_reference_indices("nb201")[:shots] if i in pos], dtype=int)
-    ysh = table.energy_mj[tgt[sh], j]
+    ysh = values[tgt[sh], j]
     ok = np.isfinite(ysh) & (ysh > 0)
     sh, ysh = sh[ok], ysh[ok]
     if len(sh) < 3:
         raise EdgeatlasError(
-            f"{device}: only {len(sh)} shots with energy measured on {task}; need >= 3",
+            f"{device}: only {len(sh)} shots with {target} measured on {task}; need >= 3",
             code=ErrorCode.INSUFFICIENT_DATA,
         )
     cal = make_calibrator(space, alpha).fit(R[sh], ysh)
@@ -378,12 +414,13 @@ def hwnas_energy_eval(
     table: D.Table, device: str, shots: int = 10, task: str = "cifar100", **kw: Any
 ) -> dict[str, float]:
     """:func:`hwnas_energy_predict` (its keyword options: ``heldout_tasks``, ``reference``, ``alpha``,
-    ``space``), scored on every other measured arch of the task."""
+    ``space``, ``target``), scored on every other measured arch of the task."""
     rows, pred, _ = hwnas_energy_predict(table, device, shots, task, **kw)
-    y = table.energy_mj[rows, table.devices.index(device)]
+    target = kw.get("target", "energy")
+    y = (table.energy_mj if target == "energy" else table.latency_ms)[rows, table.devices.index(device)]
     ok = np.isfinite(y) & (y > 0)
     if not ok.any():
-        raise EdgeatlasError(f"{device} has no energy measurements on {task}", code=ErrorCode.INSUFFICIENT_DATA)
+        raise EdgeatlasError(f"{device} has no {target} measurements on {task}", code=ErrorCode.INSUFFICIENT_DATA)
     return metrics(pred[ok], y[ok])
 
 

@@ -195,6 +195,57 @@ def test_hwnas_energy_eval_scores_log_calibration():
         E.hwnas_energy_eval(T, "pixel-litert", reference=ref)  # no energy on the pixel
 
 
+def test_hwnas_latency_of_the_pixel_never_reads_its_own_task_values():
+    """--target latency on HW-NAS-Bench-360: the pixel (a development device) is predicted from the
+    other devices and its own *other* tasks; its values on the target task are read only at the
+    shots. Energy on the pixel (none measured) is an error that names --target latency."""
+    T = _hwnas_table(seed=4)
+    rows, pred, _ = E.hwnas_energy_predict(T, "pixel-litert", target="latency")
+    _, _, names = E.hwnas_reference_matrix(T, "cifar100", target_device="pixel-litert")
+    assert names and not any(n.endswith(":pixel-litert:cifar100") for n in names)
+    assert any(n.endswith(":pixel-litert:darcy") for n in names)
+    lat = T.latency_ms.copy()
+    j = T.devices.index("pixel-litert")
+    cifar = T.group == "cifar100"
+    shots = cifar & np.isin(T.index, D.help_reference_indices("nb201")[:10])
+    lat[cifar & ~shots, j] = 1e6  # garbage where only the query is
+    Tb = D.Table(T.name, T.keys, T.index, T.features, T.devices, lat, energy_mj=T.energy_mj, group=T.group)
+    rows_b, pred_b, _ = E.hwnas_energy_predict(Tb, "pixel-litert", target="latency")
+    np.testing.assert_array_equal(rows, rows_b)
+    np.testing.assert_allclose(pred, pred_b)
+    m = E.hwnas_energy_eval(T, "pixel-litert", target="latency")
+    assert m["n"] == 150 - 10 and m["acc10"] > 0.5
+    with pytest.raises(EdgeatlasError, match="no energy measurements.*--target latency"):
+        E.hwnas_energy_eval(T, "pixel-litert")
+
+
+def test_eval_target_option_labels_energy_in_mj(tmp_path):
+    """`predictors eval --dataset hwnasbench360`: energy by default on the pi5 (rmse_mj, target
+    energy), latency with --target latency (the documented keys), and --target energy refused on a
+    latency-only dataset."""
+    import json
+    import os
+
+    from click.testing import CliRunner
+
+    from registry.cli import main
+
+    if not (D.DEFAULT_ROOT / "hwnasbench360").exists():
+        pytest.skip("needs ../shared/datasets")
+    env = {**os.environ, "EDGEATLAS_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+    run = lambda *a: CliRunner().invoke(main, ["predictors", "eval", *a], env=env)  # noqa: E731
+    r = run("--dataset", "hwnasbench360", "--device", "pi5-litert", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert list(out) == [*E.ENERGY_METRIC_KEYS, "target"] and out["target"] == "energy"
+    assert out["acc10"] >= 0.9 and out["n"] > 10000
+    r = run("--dataset", "hwnasbench360", "--device", "pi5-litert", "--target", "latency", "--json")
+    assert r.exit_code == 0, r.output
+    assert list(json.loads(r.stdout)) == list(E.METRIC_KEYS)
+    r = run("--dataset", "help-fbnet", "--device", "raspi4", "--target", "energy")
+    assert r.exit_code == 1 and "has no energy" in r.output and "drop --target energy" in r.output
+
+
 def test_kshot_eval_never_reads_other_evaluation_devices():
     rng = np.random.default_rng(3)
     n = 1200

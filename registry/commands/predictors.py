@@ -89,13 +89,27 @@ def import_cmd(name: str, path: Path | None, db_url: str | None, as_json: bool) 
     help="latbench only: the shots are the probe set selected on its development devices (default) "
     "or HELP's 10 NB201 reference archs.",
 )
+@click.option(
+    "--target",
+    type=click.Choice(["latency", "energy"]),
+    default=None,
+    help="What to predict. Default: energy on a hwnasbench360 device that measured it (the pi5), else "
+    "latency. Only hwnasbench360 has energy.",
+)
 @json_option
 def eval_cmd(
-    dataset: str, devices: tuple[str, ...], shots: int, path: str | None, probe_set: str | None, as_json: bool
+    dataset: str,
+    devices: tuple[str, ...],
+    shots: int,
+    path: str | None,
+    probe_set: str | None,
+    target: str | None,
+    as_json: bool,
 ) -> None:
     """k-shot evaluation on an unseen device (HELP protocol for help-*).
 
-    Prints spearman, kendall, acc10, acc5, rmse_ms, mape, n. The table (and the JSON list
+    Prints spearman, kendall, acc10, acc5, rmse_ms, mape, n (an energy evaluation: rmse_mj, and
+    target "energy"). The table (and the JSON list
     for several devices) adds, for HELP's evaluation devices, the Spearman HELP published
     (help_spearman), and for the k-shot datasets the calibration the device's shots chose
     ("mix"; on NB201-space data also "mix x op-count correction" or "op-count sum"); with
@@ -106,9 +120,11 @@ def eval_cmd(
         edgeatlas predictors eval --dataset help-nb201 --device pixel2 --shots 10 --json
         edgeatlas predictors eval --dataset help-nb201 --device pixel2,raspi4,eyeriss
         edgeatlas predictors eval --dataset latbench --device mobile-dsp-snapdragon-855-hexagon-690-int8 --probe-set help
+        edgeatlas predictors eval --dataset hwnasbench360 --device pi5-litert            # energy, mJ
+        edgeatlas predictors eval --dataset hwnasbench360 --device pixel-litert --target latency
     """
     from predictors.datasets import HELP_PUBLISHED
-    from predictors.evaluate import METRIC_KEYS, evaluate
+    from predictors.evaluate import ENERGY_METRIC_KEYS, METRIC_KEYS, evaluate
 
     names = [d.strip() for v in devices for d in v.split(",") if d.strip()]
     if not names:
@@ -119,16 +135,20 @@ def eval_cmd(
             "(an unknown name lists the dataset's devices)",
         )
     published = HELP_PUBLISHED.get(dataset, {})
-    rows = [dict(evaluate(dataset, dev, shots, path, probe_set)) for dev in names]
+    rows = [dict(evaluate(dataset, dev, shots, path, probe_set, target)) for dev in names]
     shots_from = f", probe set {probe_set or 'selected'}" if dataset == "latbench" else ""
     if len(rows) == 1 and as_json:  # exactly the documented keys
-        print_json({k: rows[0][k] for k in METRIC_KEYS})
+        energy = rows[0].get("target") == "energy"
+        print_json(
+            {k: rows[0][k] for k in (*ENERGY_METRIC_KEYS, "target")} if energy else {k: rows[0][k] for k in METRIC_KEYS}
+        )
         return
     for dev, row in zip(names, rows, strict=True):
         if dev in published:
             row["help_spearman"] = published[dev]
+    what = " energy (mJ)" if any(r.get("target") == "energy" for r in rows) else ""
     if len(rows) == 1:
-        emit(rows[0], False, title=f"{dataset} {names[0]} {shots}-shot{shots_from}")
+        emit(rows[0], False, title=f"{dataset} {names[0]} {shots}-shot{what}{shots_from}")
         return
     if as_json:
         print_json([{"device": d, **r} for d, r in zip(names, rows, strict=True)])
@@ -139,7 +159,7 @@ def eval_cmd(
     if len(helps) == len(rows):
         mean["help_spearman"] = sum(helps) / len(helps)
     note = " (help_spearman: HELP's published figure)" if helps else ""
-    emit([*table, mean], False, title=f"{dataset} {shots}-shot{shots_from}{note}")
+    emit([*table, mean], False, title=f"{dataset} {shots}-shot{what}{shots_from}{note}")
 
 
 SOURCE_HELP = (
