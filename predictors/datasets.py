@@ -37,7 +37,7 @@ EVAL_DEVICES: dict[str, tuple[str, ...]] = {
         "mobile-dsp-snapdragon-855-hexagon-690-int8",
         "mobile-gpu-snapdragon-855-adreno-640-int8",
     ),
-    # hwnasbench360: pi5 rows of task cifar100 (all runtimes) are evaluation data
+    # hwnasbench360: pi5 rows of task cifar100 (all runtimes) are evaluation data (EVAL_GROUPS)
     "hwnasbench360": ("pi5-litert", "pi5-onnx", "pi5-torchmobile"),
     # mobile-ml-benchmark: extended below with every other configuration of both (MMB_EVAL_CONFIGS)
     "mobile-ml-benchmark": ("pixel4", "iphonexs"),
@@ -59,6 +59,10 @@ HELP_PUBLISHED = {
     },
     "help-fbnet": {"raspi4": 0.887, "eyeriss": 0.943, "fpga": 0.892, "mean": 0.910},
 }
+# Where only some row groups (tasks) of an evaluation device are evaluation data: those groups. The
+# device's other groups are development data (the datasets README: pi5 on ninapro and darcy).
+EVAL_GROUPS: dict[str, tuple[str, ...]] = {"hwnasbench360": ("cifar100",)}
+
 DATASETS = ("help-nb201", "help-fbnet", "latbench", "hwnasbench360", "mobile-ml-benchmark")
 
 
@@ -740,11 +744,31 @@ def import_dataset(
     table = load(name, path)
     source = f"dataset:{table.name}"
     replaced, replaced_variants = store.drop_dataset_rows(source, legacy_ids(table.keys))
+    evald = EVAL_DEVICES.get(table.name, ())
+    eval_groups = EVAL_GROUPS.get(table.name, ())
+    eval_rows = (
+        np.isin(table.group, eval_groups) if eval_groups and table.group is not None else np.ones(len(table.keys), bool)
+    )
+
+    def device_class(d: str, evaluation: bool) -> str:
+        """``<dataset>/<device>``; an evaluation device whose evaluation data are some groups only
+        (EVAL_GROUPS) gets those rows in ``<dataset>/<device>/<groups>``, an evaluation class, and
+        keeps its development rows in ``<dataset>/<device>``."""
+        if d in evald and eval_groups and evaluation:
+            return f"{table.name}/{d}/{'+'.join(eval_groups)}"
+        return f"{table.name}/{d}"
+
     for d in table.devices:
-        store.upsert_device_class(
-            f"{table.name}/{d}",
-            {"dataset": table.name, "device": d, "evaluation": d in EVAL_DEVICES.get(table.name, ())},
-        )
+        for evaluation in (False, True) if d in evald and eval_groups else (d in evald,):
+            store.upsert_device_class(
+                device_class(d, evaluation),
+                {"dataset": table.name, "device": d, "evaluation": evaluation}
+                | (
+                    {"groups" if evaluation else "except_groups": list(eval_groups)}
+                    if d in evald and eval_groups
+                    else {}
+                ),
+            )
     for key, fv in zip(table.keys, table.features, strict=True):
         feats = feature_dict(fv)
         store.add_variant(
@@ -775,8 +799,8 @@ def import_dataset(
             progress(done, n_total)
 
     for j, d in enumerate(table.devices):
-        board = f"{table.name}/{d}"
         for i, key in enumerate(table.keys):
+            board = device_class(d, d in evald and bool(eval_rows[i]))
             lat = table.latency_ms[i, j]
             h = hashlib.sha256(f"{source}|{key}|{d}".encode()).hexdigest()
             if not np.isfinite(lat):

@@ -187,3 +187,41 @@ def test_a_corrected_file_imported_again_updates_and_removes_its_values(tmp_path
     stored = {m.runtime: m.latency_ms for m in Store.open(db).list_measurements(variant_id=arch)}
     assert stored[devices[0]] == float(row[8]) * 2  # the corrected value
     assert devices[1] not in stored and len(stored) == len(devices) - 1  # the blanked one is gone
+
+
+def test_hwnasbench360_pi5_development_tasks_are_a_development_class(tmp_path: Path) -> None:
+    """The datasets README makes only the pi5's cifar100 rows evaluation data; its ninapro and darcy
+    rows are development data. Import keeps them apart: `hwnasbench360/pi5-litert` (development,
+    trainable) and `hwnasbench360/pi5-litert/cifar100` (evaluation, left out of training); the
+    pixel is one development class. Importing again moves nothing twice."""
+    from registry.store import Store
+
+    real = Path("/work/shared/datasets/hwnasbench360/dataset.csv.gz")
+    with gzip.open(real, "rt", encoding="utf-8") as fh:
+        header = next(fh)
+        keep = [
+            line
+            for line in fh
+            if line.split(",")[0] in ("0", "1", "2")
+            and line.split(",")[5] in ("cifar100", "ninapro")
+            and line.split(",")[4] == "litert"
+        ]
+    folder = tmp_path / "hwnas"
+    folder.mkdir()
+    (folder / "dataset.csv.gz").write_bytes(gzip.compress((header + "".join(keep)).encode()))
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    for _ in range(2):
+        res = _run(tmp_path, "import", "hwnasbench360", "--path", str(folder), "--db", db, "--json")
+        assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["inserted"] == 0  # the second import wrote nothing
+    store = Store.open(db)
+    flags = {c.name: c.facts["evaluation"] for c in store.list_device_classes() if c.name.startswith("hwnasbench360/")}
+    assert flags == {
+        "hwnasbench360/pi5-litert": False,
+        "hwnasbench360/pi5-litert/cifar100": True,
+        "hwnasbench360/pixel-litert": False,
+    }, flags
+    tasks = {c: {m.variant_id.split(":")[0] for m in store.list_measurements(device_class=c)} for c in flags}
+    assert tasks["hwnasbench360/pi5-litert"] == {"nb201-ninapro"}
+    assert tasks["hwnasbench360/pi5-litert/cifar100"] == {"nb201-cifar100"}
+    assert tasks["hwnasbench360/pixel-litert"] == {"nb201-cifar100", "nb201-ninapro"}

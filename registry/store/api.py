@@ -647,7 +647,8 @@ class Store:
     ) -> tuple[int, int, int]:
         """Write a dataset's rows in one transaction: new keys are inserted, a key stored with another
         status, latency_ms, energy_mj or energy_source gets the row's values (a dataset file corrected
-        and imported again), and the ``remove_keys`` rows (values the file no longer holds) are
+        and imported again; or a row that moved to another board / device class), and the
+        ``remove_keys`` rows (values the file no longer holds) are
         deleted. Returns (inserted, updated, removed)."""
         with self.session() as s:
             inserted, updated = self._write_measurements_bulk(rows, chunk, replace_changed=True, session=s)
@@ -662,7 +663,7 @@ class Store:
                 removed += int(res.rowcount or 0)
         return inserted, updated, removed
 
-    _SYNCED_FIELDS = ("status", "latency_ms", "energy_mj", "energy_source")
+    _SYNCED_FIELDS = ("status", "latency_ms", "energy_mj", "energy_source", "board", "device_class")
 
     def _write_measurements_bulk(
         self, rows: Sequence[dict[str, Any]], chunk: int, *, replace_changed: bool, session: Session | None = None
