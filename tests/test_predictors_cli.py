@@ -63,8 +63,9 @@ def test_default_name_of_a_class_with_a_slash_trains_and_saves_inside_predictors
     rec = store.champion(f"class:{cls}")
     assert rec is not None and rec.device_class == cls
     model = Path(rec.path)
-    assert model.parent == tmp_path / "predictors" and model.name.startswith("class_mobile-ml-benchmark_s10-")
-    assert Path(rep["report"]) == tmp_path / "reports" / "class_mobile-ml-benchmark_s10-v1.json"
+    assert model.parent == tmp_path / "predictors" and model.name.startswith("class_mobile-ml-benchmark_s10~")
+    report = Path(rep["report"])
+    assert report.parent == tmp_path / "reports" and report.name.startswith("class_mobile-ml-benchmark_s10~")
     vid = store.list_variants(family="nb201")[0].id
     out = runner.invoke(
         group, ["predict", "--variant", vid, "--device", cls, "--name", f"class:{cls}", "--json"], env=env
@@ -86,7 +87,11 @@ def test_a_dot_dot_name_stays_inside_the_predictors_folder(pred_store, tmp_path)
     assert out.exit_code == 0, out.output
     rec = pred_store.champion("../esc")
     assert rec is not None and Path(rec.path).parent == home / "predictors"
-    assert Path(rec.path).name.startswith(".._esc-")
+    assert Path(rec.path).name.startswith(".._esc~")
+    from predictors.training import file_stem
+
+    # names that map to the same characters still get files of their own (a report is per name)
+    assert len({file_stem(n) for n in ("a/b", "a_b", "a:b", "a b")}) == 4 and file_stem("a_b") == "a_b"
     assert not [p for p in tmp_path.iterdir() if p.name != "home" and p.name.startswith("esc")]  # nothing outside
     assert all(home in p.parents for p in _files(tmp_path) if p.suffix == ".skops")
     _, pset = load_champion(pred_store, "../esc")  # and it loads back
