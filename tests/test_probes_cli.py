@@ -136,7 +136,7 @@ def test_drift_ref_end_to_end_on_a_board(cli_env):
         ref_rows[0]["p50_ms"] / ref_rows[0]["ref_p50_ms"]
     )
     text = r.invoke(main, ["bench", "results", "--db", cli_env["db"], "--board", a, "--csv"]).output
-    assert text.splitlines()[0].endswith("graph_opt,ref_p50_ms,p50_per_ref,edge,error_message,created_at")
+    assert text.splitlines()[0].endswith("graph_opt,ref_p50_ms,p50_per_ref,edge,error_message,created_at,source")
     bad = r.invoke(main, ["bench", "run", *base, "--grid", "--runtime", "litert", "--drift-ref"])
     assert bad.exit_code == 1 and "--drift-ref" in bad.output and "Traceback" not in bad.output
 
