@@ -95,3 +95,28 @@ def add_featureless_variant(store, vid: str, features: dict | None = None) -> No
         precision="fp32",
         features=features,
     )
+
+
+POWER_MODEL = "estimated:power-model-active_w"
+
+
+def new_class_rows(store, cls: str, scale: float, *, tag: str = "", watts: float | None = None) -> list[dict]:
+    """A board class measured on every variant: latency from the pixel3 rows times ``scale`` (``tag``
+    makes other keys: a second run); with ``watts``, energy_mj = watts x latency (POWER_MODEL)."""
+    base = {m.variant_id: m.latency_ms for m in store.list_measurements(device_class="pixel3", source="dataset:*")}
+    energy = {"energy_source": POWER_MODEL} if watts is not None else {}
+    return [
+        {
+            "key": hashlib.sha256(f"{vid}|{cls}{tag}".encode()).hexdigest(),
+            "board": f"{cls}-1",
+            "variant_id": vid,
+            "runtime": "onnxruntime",
+            "config": {},
+            "status": "ok",
+            "latency_ms": scale * ms,
+            "device_class": cls,
+            "source": "probe",
+            **({"energy_mj": watts * scale * ms, **energy} if watts is not None else {}),
+        }
+        for vid, ms in base.items()
+    ]

@@ -4,39 +4,16 @@ provenance of predicted energy."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fixtures_predictors import POWER_MODEL, new_class_rows
 
 from predictors.training import load_champion, train
 from registry.commands.predictors import group
 from registry.errors import EdgeatlasError
-
-
-def _class_rows(store, cls: str, scale: float, energy: tuple[str, float] | None = None) -> list[dict]:
-    """Rows of a new class ``cls``: every pixel3 variant at ``scale`` times its pixel3 latency, with
-    ``energy`` = (energy_source, watts) giving energy_mj = watts x latency."""
-    base = {m.variant_id: m.latency_ms for m in store.list_measurements(device_class="pixel3")}
-    rows = []
-    for vid, ms in base.items():
-        row = {
-            "key": hashlib.sha256(f"{vid}|{cls}".encode()).hexdigest(),
-            "board": f"{cls}-1",
-            "variant_id": vid,
-            "runtime": "onnxruntime",
-            "config": {},
-            "status": "ok",
-            "latency_ms": scale * ms,
-            "device_class": cls,
-            "source": "probe",
-        }
-        if energy is not None:
-            row.update(energy_mj=energy[1] * scale * ms, energy_source=energy[0])
-        rows.append(row)
-    return rows
 
 
 def _env(store, home: Path) -> dict[str, str]:
@@ -54,7 +31,7 @@ def test_default_name_of_a_class_with_a_slash_trains_and_saves_inside_predictors
     """`train --class mobile-ml-benchmark/s10`: the default name `class:mobile-ml-benchmark/s10` is
     kept in the store as it is; its files get a safe name inside predictors/ and reports/."""
     store, cls = pred_store, "mobile-ml-benchmark/s10"
-    store.add_measurements_bulk(_class_rows(store, cls, 1.7))
+    store.add_measurements_bulk(new_class_rows(store, cls, 1.7))
     env, runner = _env(store, tmp_path), CliRunner()
     out = runner.invoke(group, ["train", "--class", cls, "--kind", "linear", "--json"], env=env)
     assert out.exit_code == 0, out.output
@@ -124,13 +101,11 @@ def test_a_name_no_file_can_carry_is_refused_before_any_row_is_read(pred_store, 
 
 # ----------------------------------------------------------------------------- energy provenance
 
-POWER_MODEL = "estimated:power-model-active_w"
-
 
 def _energy_store(store) -> None:
     """aud-slow: energy from the power model on every row; mix: half its rows metered (RAPL)."""
-    store.add_measurements_bulk(_class_rows(store, "aud-slow", 2.0, energy=(POWER_MODEL, 3.0)))
-    rows = _class_rows(store, "mix", 1.4, energy=(POWER_MODEL, 2.0))
+    store.add_measurements_bulk(new_class_rows(store, "aud-slow", 2.0, watts=3.0))
+    rows = new_class_rows(store, "mix", 1.4, watts=2.0)
     for r in rows[::2]:
         r.update(energy_source="measured:rapl", energy_mj=1.1 * r["energy_mj"])
     store.add_measurements_bulk(rows)

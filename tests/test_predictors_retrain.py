@@ -3,7 +3,6 @@ real HELP NB201 measurements (tests/fixtures_predictors.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 from pathlib import Path
@@ -12,7 +11,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from fixtures_predictors import add_featureless_variant
+from fixtures_predictors import add_featureless_variant, new_class_rows
 
 from predictors.features import FEATURE_NAMES
 from predictors.training import train
@@ -26,28 +25,6 @@ def _snapshot(store, home: Path) -> tuple:
         sorted(p.name for p in (home / "predictors").glob("*")),
         sorted(p.name for p in (home / "reports").glob("*")),
     )
-
-
-def _new_class_rows(store, cls: str, scale: float, *, tag: str = "", watts: float | None = None) -> list[dict]:
-    """A board class measured on every variant: latency from the pixel3 rows times ``scale`` (``tag``
-    makes other keys: a second run); with ``watts``, energy_mj = watts x latency (power model)."""
-    base = {m.variant_id: m.latency_ms for m in store.list_measurements(device_class="pixel3", source="dataset:*")}
-    energy = {"energy_source": "estimated:power-model-active_w"} if watts is not None else {}
-    return [
-        {
-            "key": hashlib.sha256(f"{vid}|{cls}{tag}".encode()).hexdigest(),
-            "board": f"{cls}-1",
-            "variant_id": vid,
-            "runtime": "onnxruntime",
-            "config": {},
-            "status": "ok",
-            "latency_ms": scale * ms,
-            "device_class": cls,
-            "source": "probe",
-            **({"energy_mj": watts * scale * ms, **energy} if watts is not None else {}),
-        }
-        for vid, ms in base.items()
-    ]
 
 
 def test_retrain_twice_without_new_data_changes_nothing(pred_store, tmp_path):
@@ -70,7 +47,7 @@ def test_retrain_twice_without_new_data_changes_nothing(pred_store, tmp_path):
 def test_retrain_with_new_data_writes_a_valid_report(pred_store, tmp_path):
     store = pred_store
     train(store, kind="linear")
-    store.add_measurements_bulk(_new_class_rows(store, "emu-slow", 2.5))
+    store.add_measurements_bulk(new_class_rows(store, "emu-slow", 2.5))
     rep_dir = tmp_path / "rep"
     out = CliRunner().invoke(
         group, ["retrain", "--kind", "linear", "--report", str(rep_dir), "--json"], env={"EDGEATLAS_DB": store.url}
@@ -230,7 +207,7 @@ def test_evaluation_devices_are_never_trained_on(pred_store, tmp_path):
     out of training and named in the report; --class on it is refused; --include-evaluation keeps it."""
     store = pred_store
     store.upsert_device_class("pixel2", {"evaluation": True, "dataset": "help-nb201", "device": "pixel2"})
-    store.add_measurements_bulk(_new_class_rows(store, "pixel2", 1.3))
+    store.add_measurements_bulk(new_class_rows(store, "pixel2", 1.3))
     env = {"EDGEATLAS_DB": store.url, "EDGEATLAS_HOME": str(tmp_path)}
     out = CliRunner().invoke(group, ["train", "--kind", "linear", "--json"], env=env)
     assert out.exit_code == 0, out.output
@@ -309,7 +286,7 @@ def test_retrain_keeps_the_champions_kind(pred_store, tmp_path):
     assert out.output.startswith("no new data") and _snapshot(store, home) == before
     argv = _argv(runner.invoke(group, ["retrain", "--name", "lin", "--schedule"], env=env).output)
     assert _opt(argv, "--kind") == "linear" and _opt(argv, "--name") == "lin"
-    store.add_measurements_bulk(_new_class_rows(store, "emu-slow", 2.5))
+    store.add_measurements_bulk(new_class_rows(store, "emu-slow", 2.5))
     out = runner.invoke(group, ["retrain", "--name", "lin", "--json"], env=env)
     assert out.exit_code == 0, out.output
     rep = json.loads(out.output)
@@ -340,8 +317,8 @@ def test_retrain_keeps_the_champions_class(pred_store, tmp_path):
     assert "--class samsung_a50 --name NAME" in out.exception.hint and _snapshot(store, home) == before
     argv = _argv(runner.invoke(group, ["retrain", "--name", "tpu", "--schedule"], env=env).output)
     assert _opt(argv, "--class") == "pixel3" and _opt(argv, "--kind") == "linear"
-    rows = _new_class_rows(store, "pixel3", 1.05, tag="|run2")
-    store.add_measurements_bulk(rows + _new_class_rows(store, "emu-slow", 2.5))
+    rows = new_class_rows(store, "pixel3", 1.05, tag="|run2")
+    store.add_measurements_bulk(rows + new_class_rows(store, "emu-slow", 2.5))
     out = runner.invoke(group, ["retrain", "--name", "tpu", "--json"], env=env)
     assert out.exit_code == 0, out.output
     rep = json.loads(out.output)
@@ -359,7 +336,7 @@ def test_retrain_keeps_the_champions_target(pred_store, tmp_path):
     latency version); new energy rows: an energy challenger; --target latency is refused."""
     store, home = pred_store, tmp_path
     env, runner = {"EDGEATLAS_DB": store.url, "EDGEATLAS_HOME": str(home)}, CliRunner()
-    store.add_measurements_bulk(_new_class_rows(store, "emu-e", 1.5, watts=2.0))
+    store.add_measurements_bulk(new_class_rows(store, "emu-e", 1.5, watts=2.0))
     out = runner.invoke(group, ["train", "--target", "energy", "--kind", "linear", "--name", "en", "--json"], env=env)
     assert out.exit_code == 0, out.output
     before = _snapshot(store, home)
@@ -371,7 +348,7 @@ def test_retrain_keeps_the_champions_target(pred_store, tmp_path):
     assert "--target latency --name NAME" in out.exception.hint and _snapshot(store, home) == before
     argv = _argv(runner.invoke(group, ["retrain", "--name", "en", "--schedule"], env=env).output)
     assert _opt(argv, "--target") == "energy"
-    store.add_measurements_bulk(_new_class_rows(store, "emu-e", 1.6, tag="|run2", watts=2.1))
+    store.add_measurements_bulk(new_class_rows(store, "emu-e", 1.6, tag="|run2", watts=2.1))
     out = runner.invoke(group, ["retrain", "--name", "en", "--json"], env=env)
     assert out.exit_code == 0, out.output
     rep = json.loads(out.output)
@@ -387,7 +364,7 @@ def test_retrain_keeps_the_champions_source(pred_store, tmp_path):
     env, runner = {"EDGEATLAS_DB": store.url, "EDGEATLAS_HOME": str(home)}, CliRunner()
     out = runner.invoke(group, ["train", "--source", "dataset:*", "--kind", "linear", "--name", "ds"], env=env)
     assert out.exit_code == 0, out.output
-    store.add_measurements_bulk(_new_class_rows(store, "emu-slow", 2.5))  # source probe
+    store.add_measurements_bulk(new_class_rows(store, "emu-slow", 2.5))  # source probe
     before = _snapshot(store, home)
     out = runner.invoke(group, ["retrain", "--name", "ds", "--json"], env=env)
     assert out.exit_code == 0 and json.loads(out.output)["status"] == "no new data", out.output

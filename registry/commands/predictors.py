@@ -355,20 +355,19 @@ def retrain_cmd(
 
     store = open_store(db_url)
     name = name if name is not None else (f"class:{device_class}" if device_class else DEFAULT_NAME)
+    given = {  # each None: the champion's (predictor_settings)
+        "device_class": device_class,
+        "target": target,
+        "kind": kind,
+        "source": source,
+        "graph_opt": graph_opt,
+        "drift_correct": drift_correct,
+        "include_evaluation": include_evaluation,
+    }
     if schedule:
         check_name(name)
-        settings = predictor_settings(  # the champion's, spelled out; refuses another class, target or level
-            store,
-            name,
-            device_class=device_class,
-            target=target,
-            kind=kind,
-            source=source,
-            graph_opt=graph_opt,
-            drift_correct=drift_correct,
-            include_evaluation=include_evaluation,
-        )
-        args = retrain_args(name, settings)
+        # the champion's, spelled out; refuses another class, target or level
+        args = retrain_args(name, predictor_settings(store, name, **given))
         if report_dir:
             args += ["--report", str(report_dir.resolve())]
         if jobs is not None:
@@ -379,20 +378,7 @@ def retrain_cmd(
         else:
             click.echo(units["text"])
         return
-    result = train(
-        store,
-        name=name,
-        device_class=device_class,
-        target=target,
-        kind=kind,
-        promote="if_better",
-        source=source,
-        report_dir=report_dir,
-        include_evaluation=include_evaluation,
-        graph_opt=graph_opt,
-        drift_correct=drift_correct,
-        jobs=jobs,
-    )
+    result = train(store, name=name, promote="if_better", report_dir=report_dir, jobs=jobs, **given)
     if as_json:
         print_json(result)
     elif result["status"] == "no new data":
