@@ -375,3 +375,5 @@ def test_retrain_keeps_the_champions_source(pred_store, tmp_path):
     assert out.exit_code == 0, out.output
     rep = json.loads(out.output)
     assert rep["source"] is None and "emu-slow" in rep["classes"]
+    listed = json.loads(runner.invoke(group, ["list", "--json"], env=env).output)
+    assert [(r["version"], r["source"]) for r in listed if r["name"] == "ds"] == [(1, "dataset:*"), (2, "*")]

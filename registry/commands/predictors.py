@@ -536,6 +536,9 @@ def list_cmd(db_url: str | None, as_json: bool) -> None:
             "kind": _kind_label(p.metrics or {}),
             "chosen_kinds": (p.metrics or {}).get("chosen_kinds"),
             "class": p.device_class,
+            # the measurements it was fitted on: a source glob, "*" (every source) or, for a version
+            # from before sources were recorded, null
+            "source": ((p.metrics or {})["source"] or "*") if "source" in (p.metrics or {}) else None,
             "graph_opt": graph_level(p.metrics),
             "drift_correct": bool((p.metrics or {}).get("drift_correct")),
             "status": p.status,
