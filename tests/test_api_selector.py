@@ -65,6 +65,20 @@ def test_recommend_and_errors(client: TestClient) -> None:
     bad["prefs"]["constraints"]["min_accuracy"] = 72
     r = client.post("/v1/recommend", json=bad)
     assert r.status_code == 422 and "constraints.min_accuracy" in r.json()["error"]["message"]
+    # device facts are checked against the devices.toml class schema, as a --device-facts file is
+    r = client.post(
+        "/v1/recommend", json={**body, "device_facts": {"cores": True, "freq_mhz": 1800, "memory_mb": 4096}}
+    )
+    err = r.json()["error"]
+    assert (
+        r.status_code == 422 and err["code"] == "INVALID_CONFIG" and "device facts: field 'cores'" in err["message"]
+    ), r.text
+    r = client.post(
+        "/v1/recommend",
+        json={**body, "device_facts": {"cores": 4, "freq_mhz": 1800, "memory_mb": 4096, "acclerator": "npu"}},
+    )
+    assert r.status_code == 422 and "'acclerator'" in r.json()["error"]["message"], r.text
+    assert "accelerator" in r.json()["error"]["hint"]  # did you mean
     # unknown device: 404
     r = client.post("/v1/recommend", json={**body, "device": "ghost"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND"

@@ -170,6 +170,10 @@ def resolve_device(
         )
     if isinstance(facts, str | Path):
         facts = read_device_facts(facts)
+    elif facts is not None:  # a mapping (the HTTP API's device_facts): the same schema as a file
+        from registry.config import validate_device_facts
+
+        facts = validate_device_facts(facts, "request")
     if probe_latencies is not None:
         probe_latencies = read_probe_latencies(probe_latencies)
     if name is not None:
