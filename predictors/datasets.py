@@ -228,7 +228,11 @@ def _read_csv(path: Path, sub: str) -> Csv:
         raise EdgeatlasError(f"{path}: missing dataset file", code=ErrorCode.NOT_FOUND, hint=_folder_hint(sub))
     again = "copy the file again from its source (SOURCE.md in its folder)"
     try:
-        data = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as fh:
+                data = fh.read()
+        else:
+            data = path.read_bytes()
     except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
         raise EdgeatlasError(f"{path}: cannot read: {exc}", code=ErrorCode.BAD_DATA, hint=again) from None
     try:
@@ -758,17 +762,25 @@ def import_dataset(
             return f"{table.name}/{d}/{'+'.join(eval_groups)}"
         return f"{table.name}/{d}"
 
+    def register(d: str, evaluation: bool, flag: bool) -> None:
+        """Class ``device_class(d, evaluation)`` with ``"evaluation": flag``."""
+        split = d in evald and bool(eval_groups)
+        store.upsert_device_class(
+            device_class(d, evaluation),
+            {"dataset": table.name, "device": d, "evaluation": flag}
+            | ({"groups" if evaluation else "except_groups": list(eval_groups)} if split else {}),
+        )
+
+    split_devices = [d for d in table.devices if d in evald and eval_groups]
     for d in table.devices:
-        for evaluation in (False, True) if d in evald and eval_groups else (d in evald,):
-            store.upsert_device_class(
-                device_class(d, evaluation),
-                {"dataset": table.name, "device": d, "evaluation": evaluation}
-                | (
-                    {"groups" if evaluation else "except_groups": list(eval_groups)}
-                    if d in evald and eval_groups
-                    else {}
-                ),
-            )
+        if d in split_devices:
+            # the development part stays marked evaluation until every row is in its class: a store
+            # from before the split holds the evaluation rows there, and an import that stops
+            # half-way must not leave them in a class that training reads
+            register(d, True, True)
+            register(d, False, True)
+        else:
+            register(d, d in evald, d in evald)
     for key, fv in zip(table.keys, table.features, strict=True):
         feats = feature_dict(fv)
         store.add_variant(
@@ -826,6 +838,8 @@ def import_dataset(
                 flush()
     if rows or gone:
         flush()
+    for d in split_devices:  # every row has moved: the development part is development data
+        register(d, False, False)
     return {
         "dataset": table.name,
         "variants": len(table.keys),

@@ -275,16 +275,26 @@ def evaluate(
     elif table.name == "latbench":
         m, _, _ = kshot_eval(table, device, latbench_protocol(table, shots, probe_set or "selected"))
     elif table.name == "hwnasbench360":
-        if target is None:
-            has_energy = table.energy_mj is not None and np.isfinite(table.energy_mj[:, table.devices.index(device)])
-            target = "energy" if has_energy.any() else "latency"
+        target = target or default_target(table, [device])
         m = hwnas_energy_eval(table, device, shots, target=target)
         if target == "energy":
             m = {**m, "rmse_mj": m.pop("rmse_ms"), "target": "energy"}
             return {k: m[k] for k in (*ENERGY_METRIC_KEYS, "target")}
+        m = {**m, "target": "latency"}
     else:
         m = leave_one_device_out(table, device, shots)
-    return {k: m[k] for k in (*METRIC_KEYS, "calibration") if k in m}
+    return {k: m[k] for k in (*METRIC_KEYS, "calibration", "target") if k in m}
+
+
+def default_target(table: D.Table, devices: Sequence[str]) -> str:
+    """`predictors eval`'s target when none is given: energy when every one of ``devices`` measured
+    energy in ``table`` (HW-NAS-Bench-360's pi5, the issue's energy target), else latency; one
+    target for all of them, so a table of several devices never mixes the two."""
+    if table.energy_mj is None:
+        return "latency"
+    cols = [table.devices.index(d) for d in devices if d in table.devices]
+    has = [bool(np.isfinite(table.energy_mj[:, j]).any()) for j in cols]
+    return "energy" if has and all(has) else "latency"
 
 
 HWNAS_KIND = "gbm"  # chosen on development rows (pi5 ninapro held out, bench --tune)

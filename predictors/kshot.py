@@ -129,7 +129,10 @@ class CorrectedKShotCalibrator(KShotCalibrator):
     0.912 -> 0.951. The additive form came later and reuses both (no parameter of its own); the
     same searches show it neutral on development devices (``--tune``: HELP NB201 leave-one-device-
     out 0.9510 -> 0.9508, leave-one-family-out 0.9507 -> 0.9503, LatBench acc10 0.740 -> 0.742).
-    With ``n_correction=0`` this is the plain mix.
+    With ``n_correction=0`` this is the plain mix. (These figures predate session 20, when the
+    mix's and the op-count sum's ridge penalty became scaled to the shots' median below 10 ms,
+    :func:`~predictors.models.mix_alpha`; with it the development figures moved by at most 0.005,
+    README "The mix's penalty scaled to the shots".)
     """
 
     def __init__(

@@ -39,9 +39,12 @@ RUNTIMES = {"onnxruntime", "litert"}
 LINK_SHAPERS = ("auto", "netns", "proxy")
 ENERGY_BACKENDS = {"powercap", "rapl", "hwmon", "ina2xx", "ina3221", "tegrastats", "command", "estimated", "none"}
 _NAME_RE = re.compile(r"^[^\x00-\x1f/]{1,200}$")
-#: The accelerator kinds a device class may declare, and the group the zero-shot facts model puts
-#: each in (predictors.features.facts_vector). A name holding one of them also counts ("mali-gpu",
-#: "hexagon-dsp", "edgetpu"); anything else ("quantum") is refused, never guessed.
+#: The accelerator kinds a device may declare, and the group the zero-shot facts model puts each in
+#: (predictors.features.facts_vector). A name holding one of them also counts ("mali-gpu",
+#: "hexagon-dsp", "edgetpu"). A ``--device-facts`` file or the API's device_facts with any other
+#: name ("quantum") is refused; a devices.toml class (and its stored facts) may still name another
+#: accelerator ("vpu", "apple-neural-engine"), which the facts model counts as tpu/asic/fpga, as it
+#: always has: refusing them would break fleets that loaded before.
 ACCELERATORS: dict[str, str] = {
     "none": "none",
     "cpu": "none",
@@ -58,9 +61,10 @@ ACCELERATOR_HINT = (
 )
 
 
-def accelerator_group(value: Any) -> str | None:
-    """The facts-model group of an accelerator name (None, "" and "none" -> "none"), or None when
-    the name is not one of :data:`ACCELERATORS` and holds none of them."""
+def accelerator_group(value: Any, strict: bool = True) -> str | None:
+    """The facts-model group of an accelerator name (None, "" and "none" -> "none"). A name that is
+    not one of :data:`ACCELERATORS` and holds none of them: None, or with ``strict=False``
+    "tpu_asic_fpga" (how the facts model has always counted another accelerator)."""
     if value is None:
         return "none"
     v = str(value).strip().lower()
@@ -71,7 +75,7 @@ def accelerator_group(value: Any) -> str | None:
     for name, group in ACCELERATORS.items():  # gpu before npu/dsp before tpu/asic/fpga, as the facts model reads it
         if group != "none" and name in v:
             return group
-    return None
+    return None if strict else "tpu_asic_fpga"
 
 
 def _not_bool(v: Any) -> Any:
@@ -166,17 +170,6 @@ class ClassSpecModel(_Strict):
     def _numbers(cls, v: Any) -> Any:
         return _not_bool(v)
 
-    @field_validator("accelerator")
-    @classmethod
-    def _accelerator(cls, v: str) -> str:
-        if accelerator_group(v) is None:
-            raise PydanticCustomError(
-                "accelerator",
-                "unknown accelerator '{value}'",
-                {"value": v},
-            )
-        return v
-
     @field_validator("runtimes")
     @classmethod
     def _runtimes(cls, v: list[str]) -> list[str]:
@@ -194,6 +187,18 @@ class DeviceFactsModel(ClassSpecModel):
     name: str | None = None
     arch: str = ""
     freq_mhz: float = Field(gt=0)
+
+    @field_validator("accelerator")
+    @classmethod
+    def _accelerator(cls, v: str) -> str:
+        """A facts file names an accelerator the facts model knows (:data:`ACCELERATORS`)."""
+        if accelerator_group(v) is None:
+            raise PydanticCustomError(
+                "accelerator",
+                "unknown accelerator '{value}'",
+                {"value": v},
+            )
+        return v
 
 
 class BoardSpecModel(_Strict):

@@ -79,6 +79,11 @@ def test_recommend_and_errors(client: TestClient) -> None:
     )
     assert r.status_code == 422 and "'acclerator'" in r.json()["error"]["message"], r.text
     assert "accelerator" in r.json()["error"]["hint"]  # did you mean
+    # over a known device, a partial override is checked field by field, nothing is required
+    r = client.post("/v1/recommend", json={**body, "device_facts": {"cpu_quota": 0.5}})
+    assert r.status_code == 200, r.text
+    r = client.post("/v1/recommend", json={**body, "device_facts": {"cpu_quota": -1}})
+    assert r.status_code == 422 and "'cpu_quota'" in r.json()["error"]["message"], r.text
     # unknown device: 404
     r = client.post("/v1/recommend", json={**body, "device": "ghost"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND"

@@ -225,3 +225,35 @@ def test_hwnasbench360_pi5_development_tasks_are_a_development_class(tmp_path: P
     assert tasks["hwnasbench360/pi5-litert"] == {"nb201-ninapro"}
     assert tasks["hwnasbench360/pi5-litert/cifar100"] == {"nb201-cifar100"}
     assert tasks["hwnasbench360/pixel-litert"] == {"nb201-cifar100", "nb201-ninapro"}
+    # A store from before the split (one pi5 class, marked evaluation, holding the cifar100 rows),
+    # re-imported by an import that stops half-way (a named fault injection: the first row write
+    # raises): the class that holds cifar100 rows stays marked evaluation, so training never reads them.
+    from sqlalchemy import update
+
+    from predictors.training import evaluation_classes
+    from registry.store.models import MeasurementRow
+
+    old = "hwnasbench360/pi5-litert"
+    n_cifar = len(store.list_measurements(device_class=f"{old}/cifar100"))
+    assert n_cifar > 0
+    with store.session() as s:
+        s.execute(
+            update(MeasurementRow)
+            .where(MeasurementRow.device_class == f"{old}/cifar100")
+            .values(device_class=old, board=old)
+        )
+    store.upsert_device_class(old, {"dataset": "hwnasbench360", "device": "pi5-litert", "evaluation": True})
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    real = store.sync_measurements_bulk
+    store.sync_measurements_bulk = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        D.import_dataset(store, "hwnasbench360", folder)
+    assert old in evaluation_classes(store)  # still holding cifar100 rows: still left out of training
+    store.sync_measurements_bulk = real
+    r = D.import_dataset(store, "hwnasbench360", folder)
+    assert (r["inserted"], r["updated"], r["removed"]) == (0, n_cifar, 0), r  # the rows moved back
+    assert old not in evaluation_classes(store)
+    assert {m.variant_id.split(":")[0] for m in store.list_measurements(device_class=old)} == {"nb201-ninapro"}

@@ -112,7 +112,6 @@ def test_recommend_reads_facts_through_the_same_check(tmp_path: Path) -> None:
     [
         ({"cpu_quota": "half"}, "'cpu_quota' = 'half' is not a positive number"),
         ({"cores": True}, "'cores' = True is not a positive number"),
-        ({"accelerator": "quantum"}, "'accelerator' = 'quantum'"),
         ({"freq_mhz": None}, "lack 'freq_mhz'"),
     ],
 )

@@ -327,10 +327,12 @@ def test_training_reads_only_the_measured_variants_features(pred_store):
     assert train(pred_store, kind="linear")["status"] == "promoted"
 
 
-def test_cli_kind_choices_are_the_regressor_kinds():
+def test_cli_kind_choices_are_the_regressor_kinds(pred_store):
     """The CLI keeps its own list (importing predictors.models there would load scikit-learn on
-    every command); it must name exactly the kinds the regressor takes, and the default is auto."""
+    every command); it must name exactly the kinds the regressor takes, and without a champion the
+    default is auto (with one, the champion's kind: test_predictors_retrain)."""
     from predictors.models import KINDS
+    from predictors.training import predictor_settings
     from registry.commands.predictors import kind_option
 
     @kind_option
@@ -338,6 +340,7 @@ def test_cli_kind_choices_are_the_regressor_kinds():
         return kind
 
     (param,) = cmd.__click_params__
-    assert set(param.type.choices) == set(KINDS) and param.default == "auto"
+    assert set(param.type.choices) == set(KINDS) and param.default is None
+    assert predictor_settings(pred_store, "never-trained").kind == "auto"
     with pytest.raises(ValueError, match="kind must be one of"):
         LatencyRegressor(kind="nope").fit(np.ones((10, 2)), np.ones(10))

@@ -242,6 +242,11 @@ def test_eval_target_option_labels_energy_in_mj(tmp_path):
     r = run("--dataset", "hwnasbench360", "--device", "pi5-litert", "--target", "latency", "--json")
     assert r.exit_code == 0, r.output
     assert list(json.loads(r.stdout)) == list(E.METRIC_KEYS)
+    # several devices get one target: latency unless every one measured energy (the pixel did not)
+    r = run("--dataset", "hwnasbench360", "--device", "pi5-litert,pixel-litert", "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert [x["target"] for x in rows] == ["latency", "latency"] and all("rmse_ms" in x for x in rows)
     r = run("--dataset", "help-fbnet", "--device", "raspi4", "--target", "energy")
     assert r.exit_code == 1 and "has no energy" in r.output and "drop --target energy" in r.output
 

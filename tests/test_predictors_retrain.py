@@ -86,6 +86,12 @@ def test_schedule_prints_systemd_and_cron(pred_store, tmp_path):
     cron = [line for line in text.splitlines() if line and line[0].isdigit()]
     assert len(cron) == 1 and len(cron[0].split()[:5]) == 5 and url in cron[0]
     assert pred_store.list_predictors() == []  # --schedule trains nothing
+    # a name holding % or $: doubled in the unit (systemd's specifiers and variables), \% in cron
+    out = CliRunner().invoke(group, ["retrain", "--schedule", "--name", "lab%h$HOME"], env={"EDGEATLAS_DB": url})
+    assert out.exit_code == 0, out.output
+    exec_line = next(line for line in out.output.splitlines() if line.startswith("ExecStart="))
+    cron = next(line for line in out.output.splitlines() if line and line[0].isdigit())
+    assert "lab%%h$$HOME" in exec_line and "lab\\%h$HOME" in cron
 
 
 def test_jobs_reaches_the_fits_and_the_schedule(pred_store, tmp_path, monkeypatch):
@@ -297,6 +303,10 @@ def test_retrain_keeps_the_champions_kind(pred_store, tmp_path):
     # an explicit other kind is a challenger of the same predictor (test_retrain_with_another_kind_...)
     out = runner.invoke(group, ["retrain", "--name", "lin", "--kind", "gbm", "--json"], env=env)
     assert out.exit_code == 0 and json.loads(out.output)["kind"] == "gbm", out.output
+    # `train` of an existing name keeps the champion's kind too (no --kind: not auto)
+    champion_kind = store.champion("lin").metrics["kind"]
+    out = runner.invoke(group, ["train", "--name", "lin", "--json"], env=env)
+    assert out.exit_code == 0 and json.loads(out.output)["kind"] == champion_kind, out.output
 
 
 def test_retrain_keeps_the_champions_class(pred_store, tmp_path):

@@ -93,7 +93,7 @@ def import_cmd(name: str, path: Path | None, db_url: str | None, as_json: bool) 
     "--target",
     type=click.Choice(["latency", "energy"]),
     default=None,
-    help="What to predict. Default: energy on a hwnasbench360 device that measured it (the pi5), else "
+    help="What to predict. Default: energy when every device given measured it (hwnasbench360's pi5), else "
     "latency. Only hwnasbench360 has energy.",
 )
 @json_option
@@ -135,6 +135,12 @@ def eval_cmd(
             "(an unknown name lists the dataset's devices)",
         )
     published = HELP_PUBLISHED.get(dataset, {})
+    if target is None and len(names) > 1:  # one target for the whole table (energy only if all have it)
+        from predictors.datasets import load
+        from predictors.evaluate import default_target
+
+        table = load(dataset, path)
+        target = default_target(table, names) if table.energy_mj is not None else None
     rows = [dict(evaluate(dataset, dev, shots, path, probe_set, target)) for dev in names]
     shots_from = f", probe set {probe_set or 'selected'}" if dataset == "latbench" else ""
     if len(rows) == 1 and as_json:  # exactly the documented keys
@@ -181,9 +187,6 @@ _KIND_HELP = (
 )
 KIND_CHOICES = ["auto", "gbm", "linear", "additive"]
 kind_option = click.option(
-    "--kind", type=click.Choice(KIND_CHOICES), default="auto", show_default=True, help=_KIND_HELP
-)
-retrain_kind_option = click.option(
     "--kind",
     type=click.Choice(KIND_CHOICES),
     default=None,
@@ -299,7 +302,7 @@ def train_cmd(
 @click.option("--name", default=None, help="Predictor name (default: 'default', or 'class:<C>' with --class).")
 @click.option("--class", "device_class", default=None, help=CLASS_HELP)
 @click.option("--target", type=click.Choice(["latency", "energy"]), default=None, help=TARGET_HELP)
-@retrain_kind_option
+@kind_option
 @click.option("--source", default=None, help=SOURCE_HELP)
 @graph_opt_option
 @drift_correct_option
@@ -399,6 +402,12 @@ def _binary() -> list[str]:
     return [found] if found else [sys.executable, "-m", "registry.cli"]
 
 
+def _systemd_escape(text: str) -> str:
+    """A unit file line's value: systemd expands ``%`` specifiers and ``$VAR`` in ExecStart and
+    Environment, so a literal ``%`` or ``$`` (a predictor name may hold one) is doubled."""
+    return text.replace("%", "%%").replace("$", "$$")
+
+
 def schedule_units(db_url: str, args: list[str], on_calendar: str = "*-*-* 03:17:00") -> dict[str, str]:
     """systemd service + timer and a crontab line running ``edgeatlas <args> --db URL --json``."""
     import shlex
@@ -426,8 +435,8 @@ def schedule_units(db_url: str, args: list[str], on_calendar: str = "*-*-* 03:17
         "After=network-online.target\n\n"
         "[Service]\n"
         "Type=oneshot\n"
-        f"Environment={shlex.quote('EDGEATLAS_HOME=' + home)}\n"
-        f"ExecStart={cmd}\n"
+        f"Environment={_systemd_escape(shlex.quote('EDGEATLAS_HOME=' + home))}\n"
+        f"ExecStart={_systemd_escape(cmd)}\n"
         "Nice=10\n"
     )
     timer = (

@@ -173,7 +173,12 @@ def resolve_device(
     elif facts is not None:  # a mapping (the HTTP API's device_facts): the same schema as a file
         from registry.config import validate_device_facts
 
-        facts = validate_device_facts(facts, "request")
+        if name is None:
+            facts = validate_device_facts(facts, "request")
+        else:  # facts over a known device's class: each one given is checked, none is required
+            given = dict(facts)
+            checked = validate_device_facts({"cores": 1, "freq_mhz": 1.0, "memory_mb": 1, **given}, "request")
+            facts = {k: checked[k] for k in given}
     if probe_latencies is not None:
         probe_latencies = read_probe_latencies(probe_latencies)
     if name is not None:
