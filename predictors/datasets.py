@@ -753,25 +753,23 @@ def import_dataset(
     eval_rows = (
         np.isin(table.group, eval_groups) if eval_groups and table.group is not None else np.ones(len(table.keys), bool)
     )
+    # evaluation devices whose evaluation data are some groups only (EVAL_GROUPS): those rows go to
+    # an evaluation class <dataset>/<device>/<groups>, the device's other rows to <dataset>/<device>
+    split_devices = [d for d in table.devices if d in evald and eval_groups]
 
     def device_class(d: str, evaluation: bool) -> str:
-        """``<dataset>/<device>``; an evaluation device whose evaluation data are some groups only
-        (EVAL_GROUPS) gets those rows in ``<dataset>/<device>/<groups>``, an evaluation class, and
-        keeps its development rows in ``<dataset>/<device>``."""
-        if d in evald and eval_groups and evaluation:
+        if evaluation and d in split_devices:
             return f"{table.name}/{d}/{'+'.join(eval_groups)}"
         return f"{table.name}/{d}"
 
     def register(d: str, evaluation: bool, flag: bool) -> None:
         """Class ``device_class(d, evaluation)`` with ``"evaluation": flag``."""
-        split = d in evald and bool(eval_groups)
         store.upsert_device_class(
             device_class(d, evaluation),
             {"dataset": table.name, "device": d, "evaluation": flag}
-            | ({"groups" if evaluation else "except_groups": list(eval_groups)} if split else {}),
+            | ({"groups" if evaluation else "except_groups": list(eval_groups)} if d in split_devices else {}),
         )
 
-    split_devices = [d for d in table.devices if d in evald and eval_groups]
     for d in table.devices:
         if d in split_devices:
             # the development part stays marked evaluation until every row is in its class: a store
@@ -811,8 +809,9 @@ def import_dataset(
             progress(done, n_total)
 
     for j, d in enumerate(table.devices):
+        dev_class, eval_class = device_class(d, False), device_class(d, True)
         for i, key in enumerate(table.keys):
-            board = device_class(d, d in evald and bool(eval_rows[i]))
+            board = eval_class if d in evald and eval_rows[i] else dev_class
             lat = table.latency_ms[i, j]
             h = hashlib.sha256(f"{source}|{key}|{d}".encode()).hexdigest()
             if not np.isfinite(lat):

@@ -377,8 +377,9 @@ def hwnas_energy_predict(
     space: str = HWNAS_SPACE,
     target: str = "energy",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Energy (mJ; ``target="latency"``: latency, ms) of ``device`` on ``task`` (HW-NAS-Bench-360): arch-aligned reference columns
-    (:func:`hwnas_reference_matrix`: the other tasks of the pi5 runtimes, the pixel on all tasks),
+    """Energy (mJ; ``target="latency"``: latency, ms) of ``device`` on ``task`` (HW-NAS-Bench-360):
+    arch-aligned reference columns (:func:`hwnas_reference_matrix`: the other tasks of the pi5
+    runtimes, the pixel on all tasks),
     calibrated on ``shots`` measurements of the target task (HELP's NB201 reference archs). The only
     values of ``device`` on ``task`` read are the energies of the shots. Returns (rows of ``table``
     predicted = every other arch of the task, predicted mJ, the calibrator). ``reference`` reuses a

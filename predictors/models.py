@@ -806,8 +806,8 @@ class KShotCalibrator(LogIntervalMixin, RegressorMixin, BaseEstimator):
     (:func:`nonneg_ridge`; sklearn's iterative ``Ridge(positive=True)``, used until session 18,
     stopped short of the optimum by enough to move LatBench development devices' acc10 by up to
     0.09). ``alpha`` was chosen on development devices (leave-one-device-out with HELP's 10
-    reference archs), in ms; on shots under 10 ms it shrinks with their median (:func:`mix_alpha`). The interval: the conformal quantile of held-out |log ratio|
-    errors (:func:`loo_log_halfwidth`).
+    reference archs), in ms; on shots under 10 ms it shrinks with their median (:func:`mix_alpha`).
+    The interval: the conformal quantile of held-out |log ratio| errors (:func:`loo_log_halfwidth`).
     """
 
     def __init__(self, alpha: float = 0.1, coverage: float = 0.9):

@@ -123,7 +123,7 @@ def eval_cmd(
         edgeatlas predictors eval --dataset hwnasbench360 --device pi5-litert            # energy, mJ
         edgeatlas predictors eval --dataset hwnasbench360 --device pixel-litert --target latency
     """
-    from predictors.datasets import HELP_PUBLISHED
+    from predictors.datasets import ALIASES, HELP_PUBLISHED
     from predictors.evaluate import ENERGY_METRIC_KEYS, METRIC_KEYS, evaluate
 
     names = [d.strip() for v in devices for d in v.split(",") if d.strip()]
@@ -135,12 +135,13 @@ def eval_cmd(
             "(an unknown name lists the dataset's devices)",
         )
     published = HELP_PUBLISHED.get(dataset, {})
-    if target is None and len(names) > 1:  # one target for the whole table (energy only if all have it)
+    # one target for the whole table (energy only if every device has it); only hwnasbench360 has energy,
+    # so no other dataset is read an extra time for it
+    if target is None and len(names) > 1 and ALIASES.get(dataset, dataset) == "hwnasbench360":
         from predictors.datasets import load
         from predictors.evaluate import default_target
 
-        table = load(dataset, path)
-        target = default_target(table, names) if table.energy_mj is not None else None
+        target = default_target(load(dataset, path), names)
     rows = [dict(evaluate(dataset, dev, shots, path, probe_set, target)) for dev in names]
     shots_from = f", probe set {probe_set or 'selected'}" if dataset == "latbench" else ""
     if len(rows) == 1 and as_json:  # exactly the documented keys

@@ -640,18 +640,19 @@ class Store:
 
     def add_measurements_bulk(self, rows: Sequence[dict[str, Any]], chunk: int = 5000) -> int:
         """Insert many rows in one transaction; rows whose key exists are skipped. Returns rows inserted."""
-        return self._write_measurements_bulk(rows, chunk, replace_changed=False)[0]
+        with self.session() as s:
+            return self._write_measurements_bulk(s, rows, chunk, replace_changed=False)[0]
 
     def sync_measurements_bulk(
         self, rows: Sequence[dict[str, Any]], remove_keys: Collection[str] = (), chunk: int = 5000
     ) -> tuple[int, int, int]:
-        """Write a dataset's rows in one transaction: new keys are inserted, a key stored with another
-        status, latency_ms, energy_mj or energy_source gets the row's values (a dataset file corrected
-        and imported again; or a row that moved to another board / device class), and the
-        ``remove_keys`` rows (values the file no longer holds) are
-        deleted. Returns (inserted, updated, removed)."""
+        """Write a dataset's rows in one transaction: new keys are inserted; a stored key whose
+        status, latency_ms, energy_mj, energy_source, board or device class differs from the row's
+        gets the row's values (a dataset file corrected and imported again, or a row that moved to
+        another class); the ``remove_keys`` rows (values the file no longer holds) are deleted.
+        Returns (inserted, updated, removed)."""
         with self.session() as s:
-            inserted, updated = self._write_measurements_bulk(rows, chunk, replace_changed=True, session=s)
+            inserted, updated = self._write_measurements_bulk(s, rows, chunk, replace_changed=True)
             removed = 0
             keys = sorted(set(remove_keys))
             for i in range(0, len(keys), chunk):
@@ -666,16 +667,13 @@ class Store:
     _SYNCED_FIELDS = ("status", "latency_ms", "energy_mj", "energy_source", "board", "device_class")
 
     def _write_measurements_bulk(
-        self, rows: Sequence[dict[str, Any]], chunk: int, *, replace_changed: bool, session: Session | None = None
+        self, s: Session, rows: Sequence[dict[str, Any]], chunk: int, *, replace_changed: bool
     ) -> tuple[int, int]:
-        """(inserted, updated): :meth:`add_measurements_bulk`, and with ``replace_changed`` the
-        :meth:`sync_measurements_bulk` replacement of changed values, in ``session`` or a new one."""
-        if session is None:
-            with self.session() as s:
-                return self._write_measurements_bulk(rows, chunk, replace_changed=replace_changed, session=s)
-        s = session
+        """(inserted, updated) in session ``s``: :meth:`add_measurements_bulk`, and with
+        ``replace_changed`` the :meth:`sync_measurements_bulk` replacement of changed values."""
         inserted = updated = 0
-        cols = [getattr(MeasurementRow, f) for f in self._SYNCED_FIELDS]
+        # the stored values are read only to be compared
+        cols = [getattr(MeasurementRow, f) for f in self._SYNCED_FIELDS] if replace_changed else []
         for i in range(0, len(rows), chunk):
             part = rows[i : i + chunk]
             keys = [r["key"] for r in part]
@@ -689,19 +687,21 @@ class Store:
                 if r["key"] in seen:
                     continue
                 seen.add(r["key"])
-                self._check_energy_source(r.get("energy_source"), r.get("energy_mj"))
                 old = existing.get(r["key"])
                 if old is not None:
-                    new = tuple(r.get(f) or ("ok" if f == "status" else None) for f in self._SYNCED_FIELDS)
-                    if replace_changed and new != old:
-                        s.execute(
-                            update(MeasurementRow)
-                            .where(MeasurementRow.key == r["key"])
-                            .values({**dict(zip(self._SYNCED_FIELDS, new, strict=True)), "created_at": utcnow()})
-                            .execution_options(synchronize_session=False)
-                        )
-                        updated += 1
+                    if replace_changed:
+                        new = tuple(r.get(f) or ("ok" if f == "status" else None) for f in self._SYNCED_FIELDS)
+                        if new != old:
+                            self._check_energy_source(r.get("energy_source"), r.get("energy_mj"))
+                            s.execute(
+                                update(MeasurementRow)
+                                .where(MeasurementRow.key == r["key"])
+                                .values({**dict(zip(self._SYNCED_FIELDS, new, strict=True)), "created_at": utcnow()})
+                                .execution_options(synchronize_session=False)
+                            )
+                            updated += 1
                     continue
+                self._check_energy_source(r.get("energy_source"), r.get("energy_mj"))
                 d = {f: r.get(f) for f in self._MEASUREMENT_FIELDS}
                 d["key"] = r["key"]
                 d["config"] = d["config"] or {}
