@@ -248,25 +248,26 @@ def _read_csv(path: Path, sub: str) -> Csv:
     header: list[str] | None = None
     rows: list[list[str]] = []
     lines: list[int] = []
+    end = 0  # the last line of the record read before (a quoted field may span lines)
     try:
         for row in reader:
+            start, end = end + 1, reader.line_num
             if not row:
                 continue  # a blank line
             if header is None:
                 header = row
                 continue
             if len(row) != len(header):
+                at = f"line {start}" if start == end else f"lines {start}-{end}"
                 raise EdgeatlasError(
-                    f"{path} line {reader.line_num}: {len(row)} columns, the header has {len(header)}",
+                    f"{path} {at}: {len(row)} columns, the header has {len(header)}",
                     code=ErrorCode.BAD_DATA,
                     hint=f"fix or delete that line (a cut-off copy? {again})",
                 )
             rows.append(row)
-            lines.append(reader.line_num)
+            lines.append(start)
     except csv.Error as exc:
-        raise EdgeatlasError(
-            f"{path} line {reader.line_num}: not CSV: {exc}", code=ErrorCode.BAD_DATA, hint=again
-        ) from None
+        raise EdgeatlasError(f"{path} line {end + 1}: not CSV: {exc}", code=ErrorCode.BAD_DATA, hint=again) from None
     if header is None:
         raise EdgeatlasError(f"{path}: the file is empty (no header line)", code=ErrorCode.BAD_DATA, hint=again)
     return Csv(path, header, rows, lines)

@@ -63,6 +63,30 @@ def test_short_row_names_its_line(tmp_path: Path) -> None:
     assert "nb201_latency_ms.csv line 3: 5 columns, the header has 35" in out and "fix or delete that line" in out
 
 
+def test_a_record_spanning_lines_is_named_by_its_first_line(tmp_path: Path) -> None:
+    """A quoted field may hold a newline: the error names the line the record starts on (and, for a
+    column count, the lines it spans), not the line it ends on."""
+    lines = _head(3)
+    pixel3 = lines[0].rstrip("\n").split(",").index("pixel3")
+    cells = lines[2].rstrip("\n").split(",")
+    cells[pixel3] = '"1.5\n2.5"'  # line 3 holds a value that runs onto line 4
+    lines[2] = ",".join(cells) + "\n"
+    out = _import_error(tmp_path, _help_dir(tmp_path, "".join(lines)))
+    assert "nb201_latency_ms.csv line 3 column 'pixel3'" in out and "is not a number" in out, out
+    lines[2] = '0,"|nor_conv_3x3~0|\n+|x|",' + "\n"  # 3 columns over lines 3-4
+    out = _import_error(tmp_path, _help_dir(tmp_path, "".join(lines)))
+    assert "nb201_latency_ms.csv lines 3-4: 3 columns, the header has 35" in out, out
+    # the record after a multi-line one keeps its own line number
+    lines[2] = ",".join(cells) + "\n"
+    cells3 = lines[3].rstrip("\n").split(",")
+    cells3[pixel3] = "slow"
+    lines[3] = ",".join(cells3) + "\n"
+    cells[pixel3] = '"1.5\n"'  # a number (float() strips the newline) over lines 3-4
+    lines[2] = ",".join(cells) + "\n"
+    out = _import_error(tmp_path, _help_dir(tmp_path, "".join(lines)))
+    assert "line 5 column 'pixel3': 'slow' is not a number" in out, out
+
+
 def test_non_utf8_names_its_line(tmp_path: Path) -> None:
     data = "".join(_head(3)).encode() + b"0,caf\xe9\n"
     out = _import_error(tmp_path, _help_dir(tmp_path, data))
