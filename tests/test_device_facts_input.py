@@ -120,3 +120,49 @@ def test_facts_vector_refuses_what_it_cannot_read(facts: dict, expect: str) -> N
     with pytest.raises(EdgeatlasError) as e:
         facts_vector({**PHONE, **facts})
     assert expect in e.value.message and e.value.hint and "--device-facts" in e.value.hint
+
+
+def test_recommend_input_files_get_our_errors_not_clicks(tmp_path: Path) -> None:
+    """recommend's --prefs, --device-facts and --probe-latencies and feedback's --recommendation:
+    a directory, a file that is not UTF-8 and a missing file are errors naming the file with a fix
+    (exit 1), not click's usage message or a traceback."""
+    from click.testing import CliRunner
+
+    from registry.cli import main
+
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    latin = tmp_path / "latin1.toml"
+    latin.write_bytes('name = "t\xe9l\xe9phone"\n'.encode("latin-1"))
+    prefs = Path(__file__).resolve().parent.parent / "examples" / "prefs" / "realtime_camera.toml"
+    env = {"EDGEATLAS_HOME": str(tmp_path / "home")}
+    base = [
+        "recommend",
+        "--edge",
+        "x",
+        "--bandwidth-mbit",
+        "10",
+        "--rtt-ms",
+        "5",
+        "--db",
+        f"sqlite:///{tmp_path / 'a.db'}",
+    ]
+    cases = {
+        ("--prefs", "--device", "x"): "prefs",
+        ("--device-facts",): "device facts",
+        ("--probe-latencies",): "probe latencies",
+    }
+    for flags, what in cases.items():
+        for bad, expect in ((folder, "is a directory"), (latin, "not UTF-8")):
+            args = [*base, flags[0], str(bad), *flags[1:]]
+            if flags[0] != "--prefs":
+                args += ["--prefs", str(prefs)]
+            res = CliRunner().invoke(main, args, env=env)
+            assert res.exit_code == 1 and "Traceback" not in res.output, (args, res.output)
+            assert str(bad) in res.stderr and expect in res.stderr and "fix:" in res.stderr, res.stderr
+            assert expect != "is a directory" or f"{what} file" in res.stderr, res.stderr
+    for bad, expect in ((folder, "is a directory"), (latin, "not UTF-8"), (tmp_path / "none.json", "does not exist")):
+        args = ["feedback", "--app", "a", "--chose", "k", "--rating", "3", "--recommendation", str(bad)]
+        res = CliRunner().invoke(main, [*args, "--db", f"sqlite:///{tmp_path / 'a.db'}"], env=env)
+        assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+        assert str(bad) in res.stderr and expect in res.stderr and "fix:" in res.stderr, res.stderr

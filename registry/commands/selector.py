@@ -24,20 +24,20 @@ def _device_options(fn):
         "--prefs",
         "prefs_path",
         required=True,
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=click.Path(path_type=Path),
         help="prefs.toml (or .json).",
     )(fn)
     fn = click.option("--edge", required=True, help="Edge board or device class.")(fn)
     fn = click.option(
         "--probe-latencies",
         "probe_file",
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=click.Path(path_type=Path),
         help="JSON {probe variant id: ms} measured on the device (k-shot).",
     )(fn)
     fn = click.option(
         "--device-facts",
         "facts_file",
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=click.Path(path_type=Path),
         help="JSON/TOML facts of a device nobody measured (zero-shot).",
     )(fn)
     fn = click.option("--device", default=None, help="Device board or device class.")(fn)
@@ -249,7 +249,7 @@ def decision_table_cmd(
     "--recommendation",
     "rec_path",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="A saved `recommend --json` answer holding both candidates.",
 )
 @json_option
@@ -275,9 +275,12 @@ def feedback_cmd(app, chosen_key, other_key, rating, rec_path, as_json, db_url) 
             ErrorCode.INVALID_ARGUMENT,
             hint="--over B for a pairwise choice, --rating 1..5 for a rating",
         )
+    from registry.selector.sources import read_text
+
+    _, text = read_text(rec_path, "recommendation")  # (missing, a directory, not UTF-8: named errors)
     try:
-        answer = json.loads(Path(rec_path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        answer = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise EdgeatlasError(
             f"{rec_path}: not a readable recommend --json answer ({exc})",
             ErrorCode.INVALID_ARGUMENT,
@@ -322,7 +325,7 @@ def qoe_group() -> None:
     "--prefs",
     "prefs_path",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="The app's prefs (its utility shapes define the features).",
 )
 @click.option(

@@ -222,14 +222,16 @@ def _hinge_or_linear(x: np.ndarray, hinge: bool, a: float, b: float) -> np.ndarr
 
 def load_prefs(path: str | Path) -> Prefs:
     """Read and validate a prefs.toml (or a .json file holding the same structure)."""
+    from registry.selector.sources import read_text
+
     p = Path(path)
-    if not p.is_file():
+    if not p.is_file() and not p.is_dir():
         raise EdgeatlasError(
             f"prefs file {p} does not exist",
             ErrorCode.INVALID_CONFIG,
             hint="pass --prefs with a path to a prefs.toml; examples are in examples/prefs/",
         )
-    text = p.read_text(encoding="utf-8")
+    p, text = read_text(p, "prefs")  # (a directory or bytes that are not UTF-8: an error naming the file)
     if p.suffix.lower() == ".json":
         try:
             data = json.loads(text)

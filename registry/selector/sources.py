@@ -56,7 +56,7 @@ class DeviceSpec:
         return json.dumps([self.name, self.class_name, self.facts, self.probe_latencies], sort_keys=True, default=str)
 
 
-def _read_text(path: str | Path, what: str) -> tuple[Path, str]:
+def read_text(path: str | Path, what: str) -> tuple[Path, str]:
     """(path, its UTF-8 text); a missing file, a directory or bytes that are not UTF-8 are an error
     naming the file."""
     p = Path(path)
@@ -94,7 +94,7 @@ def _read_mapping(path: str | Path, what: str) -> tuple[dict[str, Any], str]:
     """(:func:`read_mapping`, the file's text)."""
     import tomllib
 
-    p, text = _read_text(path, what)
+    p, text = read_text(path, what)
     suffix = p.suffix.lower()
     try:
         if suffix == ".toml":
