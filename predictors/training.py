@@ -610,9 +610,11 @@ def file_stem(name: str) -> str:
     """The part of a predictor's file names (model, report) taken from its name: letters, digits,
     ``.``, ``_`` and ``-``; every other character becomes ``_``, so no name can leave its folder
     (``../esc`` -> ``.._esc~<hash>``). A name that had to change, or a long one (cut), gets a hash
-    of the whole name after it, so two names never share a file (``a/b`` and ``a_b``)."""
+    of the whole name after it, so two names never share a file (``a/b`` and ``a_b``); so does a name
+    with a capital, since a file system that ignores case (macOS, Windows) would give ``Fast`` and
+    ``fast`` one file."""
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", name)
-    if stem != name or len(stem) > STEM_MAX:
+    if stem != name or len(stem) > STEM_MAX or stem != stem.lower():
         stem = f"{stem[:STEM_MAX]}~{hashlib.sha256(name.encode()).hexdigest()[:8]}"
     return stem
 

@@ -69,6 +69,8 @@ def test_a_dot_dot_name_stays_inside_the_predictors_folder(pred_store, tmp_path)
 
     # names that map to the same characters still get files of their own (a report is per name)
     assert len({file_stem(n) for n in ("a/b", "a_b", "a:b", "a b")}) == 4 and file_stem("a_b") == "a_b"
+    # names differing only in case get files differing in more than case (case-insensitive file systems)
+    assert len({file_stem(n).lower() for n in ("fast", "Fast", "FAST")}) == 3 and file_stem("fast") == "fast"
     assert not [p for p in tmp_path.iterdir() if p.name != "home" and p.name.startswith("esc")]  # nothing outside
     assert all(home in p.parents for p in _files(tmp_path) if p.suffix == ".skops")
     _, pset = load_champion(pred_store, "../esc")  # and it loads back
