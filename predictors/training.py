@@ -120,6 +120,11 @@ def predictor_graph_level(store, name: str, graph_opt: str | None = None) -> str
     """The onnxruntime graph level a (re)train of predictor ``name`` fits: ``graph_opt`` if given,
     else its champion's (``all`` without one). A level other than the champion's is refused: one
     predictor is one runtime config (its retrains, the selector's measured lookups, k-shot probes)."""
+    return _graph_level(store.champion(name), name, graph_opt)
+
+
+def _graph_level(champ, name: str, graph_opt: str | None) -> str:
+    """:func:`predictor_graph_level` given the champion's record (None: no champion)."""
     from probes.agent import GRAPH_OPT_LEVELS, graph_level
 
     if graph_opt is not None and graph_opt not in GRAPH_OPT_LEVELS:
@@ -128,7 +133,6 @@ def predictor_graph_level(store, name: str, graph_opt: str | None = None) -> str
             code=ErrorCode.INVALID_ARGUMENT,
             hint=f"use one of {', '.join(GRAPH_OPT_LEVELS)}",
         )
-    champ = store.champion(name)
     have = graph_level(champ.metrics) if champ is not None else None
     if graph_opt is None:
         return have or "all"
@@ -142,15 +146,6 @@ def predictor_graph_level(store, name: str, graph_opt: str | None = None) -> str
             f"drop --graph-opt to keep {have!r}",
         )
     return graph_opt
-
-
-def predictor_drift_correct(store, name: str, drift_correct: bool | None = None) -> bool:
-    """Whether a (re)train of predictor ``name`` corrects latencies by the drift reference:
-    ``drift_correct`` if given, else its champion's setting (off without one)."""
-    if drift_correct is not None:
-        return bool(drift_correct)
-    champ = store.champion(name)
-    return bool(champ is not None and (champ.metrics or {}).get("drift_correct"))
 
 
 TARGETS = ("latency", "energy")
@@ -202,8 +197,8 @@ def predictor_settings(
             code=ErrorCode.INVALID_ARGUMENT,
             hint=f"use one of {', '.join(KINDS)}",
         )
-    level = predictor_graph_level(store, name, graph_opt)  # refuses another level
     champ = store.champion(name)
+    level = _graph_level(champ, name, graph_opt)  # refuses another level
     have = (champ.metrics or {}) if champ is not None else {}
     if champ is not None and device_class is not None and device_class != champ.device_class:
         fitted = f"device class {champ.device_class!r} only" if champ.device_class else "every device class"
@@ -231,7 +226,8 @@ def predictor_settings(
         # "*": every source, as none; a champion from before sources were recorded trained on every source
         source=None if source == "*" else (source if source is not None else have.get("source")),
         graph_opt=level,
-        drift_correct=predictor_drift_correct(store, name, drift_correct),
+        # drift correction: as given, else the champion's setting (off without one)
+        drift_correct=bool(drift_correct if drift_correct is not None else have.get("drift_correct")),
         include_evaluation=include_evaluation,
     )
 
